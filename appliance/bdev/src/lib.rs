@@ -1,0 +1,119 @@
+//! Block devices under the NVMe-oF target.
+//!
+//! [`BlockDevice`] is the extension point (SPDK's bdev module table): a device describes itself
+//! and opens one [`IoChannel`] per reactor. Requests ([`BdevIo`]) are submitted to a channel and
+//! come back exactly once through [`IoChannel::poll`], with their buffer.
+//!
+//! Backends, one module each, listed in [`BdevKind`]:
+//! - [`malloc`]: RAM, shared lock-free by every channel;
+//! - [`null`]: no storage, reads return zeroes;
+//! - [`file`]: a regular file or block device through io_uring with O_DIRECT.
+#![deny(unsafe_code)]
+
+pub mod error;
+mod immediate;
+pub mod io;
+pub mod malloc;
+pub mod null;
+
+pub use error::BdevError;
+pub use immediate::DEFAULT_QUEUE_DEPTH;
+pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
+pub use malloc::MallocBdev;
+pub use null::NullBdev;
+
+/// Identity of a block device inside the appliance (assigned by whoever registers it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BdevId(pub u32);
+
+impl std::fmt::Display for BdevId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bdev{}", self.0)
+    }
+}
+
+/// What a device can do beyond Read/Write/Flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// WriteZeroes is served by the device (natively or emulated inside the backend).
+    pub write_zeroes: bool,
+    /// Unmap deallocates and later reads of the range return zeroes. When false, Unmap is
+    /// refused with `BdevError::Unsupported`.
+    pub unmap: bool,
+    /// Completed writes may sit in a volatile cache until a Flush (or a FUA write).
+    pub volatile_write_cache: bool,
+    /// Largest Read/Write in bytes.
+    pub max_transfer_bytes: u32,
+}
+
+/// A block device (the bdev module interface). Shared between reactors; I/O goes through the
+/// per-reactor channels it opens.
+pub trait BlockDevice: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+
+    /// Logical block size in bytes: a power of two, 512 to 4096.
+    fn block_size(&self) -> u32;
+
+    fn num_blocks(&self) -> u64;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Stable identity. malloc/null: random at creation unless given (`with_uuid`); file:
+    /// derived from the file's device and inode numbers (see `file`).
+    fn uuid(&self) -> [u8; 16];
+
+    /// Opens a per-reactor I/O channel. Called on the reactor thread that will use it.
+    /// `buffers` are the regions (`BufferPool::regions()`) of that reactor's buffer pools; a
+    /// backend with registered buffers registers them so that pooled buffers use fixed-buffer
+    /// I/O. A buffer is matched to its registration by its pool index and address, so buffers
+    /// from pools not listed simply take the unregistered path. The pools must outlive the
+    /// channel.
+    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError>;
+}
+
+/// The backend kinds, for configuration and RPC (`bdev_malloc_create`, ...). Adding a backend
+/// means adding a module and a variant here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BdevKind {
+    Malloc,
+    File,
+    Null,
+}
+
+impl BdevKind {
+    pub const ALL: [BdevKind; 3] = [BdevKind::Malloc, BdevKind::File, BdevKind::Null];
+
+    /// The name used in configuration and RPC.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BdevKind::Malloc => "malloc",
+            BdevKind::File => "file",
+            BdevKind::Null => "null",
+        }
+    }
+}
+
+impl std::str::FromStr for BdevKind {
+    type Err = BdevError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BdevKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| BdevError::InvalidConfig(format!("unknown bdev kind {s:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kind_names_round_trip() {
+        for k in BdevKind::ALL {
+            assert_eq!(k.as_str().parse::<BdevKind>().expect("known kind"), k);
+        }
+        assert!("aio".parse::<BdevKind>().is_err());
+        assert_eq!(BdevId(3).to_string(), "bdev3");
+    }
+}
