@@ -161,6 +161,17 @@ impl BufferPool {
         }
     }
 
+    /// Whether `buf` is one of this pool's buffers.
+    pub fn owns(&self, buf: &IoBuf) -> bool {
+        match buf.pool_index {
+            Some(index) => self
+                .regions
+                .get(index as usize)
+                .is_some_and(|&(addr, _)| addr == buf.as_ptr() as usize),
+            None => false,
+        }
+    }
+
     /// Returns a buffer taken from this pool. Buffers from elsewhere are dropped.
     pub fn put(&mut self, mut buf: IoBuf) {
         let addr = buf.as_mut_ptr() as usize;
