@@ -11,12 +11,14 @@
 #![deny(unsafe_code)]
 
 pub mod error;
+pub mod file;
 mod immediate;
 pub mod io;
 pub mod malloc;
 pub mod null;
 
 pub use error::BdevError;
+pub use file::FileBdev;
 pub use immediate::DEFAULT_QUEUE_DEPTH;
 pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
 pub use malloc::MallocBdev;

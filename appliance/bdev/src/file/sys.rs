@@ -1,0 +1,103 @@
+//! The crate's one `unsafe` module: io_uring submissions and buffer registration, and the few
+//! Linux calls std does not wrap (eventfd, fallocate, statx, BLKSSZGET).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use io_uring::{squeue, IoUring};
+
+/// Pushes one submission queue entry.
+///
+/// # Safety
+/// Every buffer the entry points to must stay valid (and, for reads, unaliased) until its
+/// completion is reaped. Callers guarantee it by keeping the `IoBuf` the pointer came from
+/// inside the in-flight op slot (moving an `IoBuf` does not move its heap pages) or inside the
+/// channel (the zero buffer), and by waiting for every in-flight op before either is dropped.
+pub(super) unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> Result<(), ()> {
+    // SAFETY: forwarded to the caller, see above.
+    unsafe { ring.submission().push(entry) }.map_err(|_| ())
+}
+
+/// Registers `regions` (address, length) as the ring's fixed buffers, in order.
+///
+/// The regions are buffers of the reactor's pools (`BufferPool::regions`). The kernel pins
+/// their pages; fixed-buffer I/O is only issued for an `IoBuf` whose own address and length
+/// match a registered region, so the kernel only ever touches memory of a buffer the in-flight
+/// op owns.
+pub(super) fn register_buffers(ring: &IoUring, regions: &[(usize, usize)]) -> io::Result<()> {
+    let iovecs: Vec<libc::iovec> = regions
+        .iter()
+        .map(|&(addr, len)| libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: len,
+        })
+        .collect();
+    // SAFETY: the kernel copies the iovec array during the call and pins the pages it names;
+    // it writes through them only for READ_FIXED ops, which we issue only into buffers owned by
+    // the op (see above).
+    unsafe { ring.submitter().register_buffers(&iovecs) }
+}
+
+/// A non-blocking, close-on-exec eventfd.
+pub(super) fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain system call with no pointer arguments.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fallocate(2) on an open file.
+pub(super) fn fallocate(fd: &impl AsRawFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    };
+    // SAFETY: plain system call on a valid fd, no pointer arguments.
+    let rc = unsafe { libc::fallocate(fd.as_raw_fd(), mode, offset, len) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Logical block size of a block device (BLKSSZGET).
+pub(super) fn logical_block_size(fd: &impl AsRawFd) -> io::Result<u32> {
+    let mut size: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, which points to a live local.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::BLKSSZGET,
+            &mut size as *mut libc::c_int,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    u32::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
+}
+
+/// O_DIRECT offset alignment of an open file (statx STATX_DIOALIGN), `None` when the file
+/// system does not report it (older kernels, some file systems).
+pub(super) fn dio_offset_align(fd: &impl AsRawFd) -> Option<u32> {
+    let raw: RawFd = fd.as_raw_fd();
+    // SAFETY: statx is plain old data; all-zero is a valid value.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: empty path with AT_EMPTY_PATH stats `raw`; the kernel writes one statx into `stx`.
+    let rc = unsafe {
+        libc::statx(
+            raw,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            libc::STATX_DIOALIGN,
+            &mut stx,
+        )
+    };
+    if rc < 0 || stx.stx_mask & libc::STATX_DIOALIGN == 0 || stx.stx_dio_offset_align == 0 {
+        return None;
+    }
+    Some(stx.stx_dio_offset_align)
+}
