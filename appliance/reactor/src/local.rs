@@ -12,7 +12,7 @@ use crate::error::ReactorError;
 use crate::handle::{Spawner, TaskHandle};
 use crate::reactor::ReactorCore;
 use crate::runtime::RuntimeConfig;
-use crate::shared::{ReactorShared, ReactorStats};
+use crate::shared::{CurrentGuard, ReactorShared, ReactorStats};
 use crate::slot::TaskSlot;
 use crate::task::Task;
 
@@ -152,6 +152,7 @@ impl LocalExecutor {
         f: impl FnOnce(&mut S, &mut TaskContext) -> R,
     ) -> Option<R> {
         let core = self.cores.get_mut(handle.reactor_index())?;
+        let _current = CurrentGuard::enter(core.shared());
         let (task, cx) = core.task_mut(handle.task_id())?;
         let slot = task.as_any_mut().downcast_mut::<TaskSlot<S>>()?;
         Some(f(&mut slot.state, cx))
