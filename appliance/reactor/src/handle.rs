@@ -81,8 +81,8 @@ impl<S> fmt::Debug for TaskHandle<S> {
 impl<S: Task> TaskHandle<S> {
     /// Queues `f` to run on the task's reactor with the task's state. Lock-free and bounded: a
     /// full inbox returns `SendError::Full` and bumps a counter (backpressure, never an abort).
-    /// Messages from one sender run in the order sent. A message racing with the task's stop
-    /// may be accepted and then dropped unrun.
+    /// Messages from one sender run in the order sent. `Ok` means queued: a message racing
+    /// with the task's stop may still be dropped unrun (a pending `call` then sees `Closed`).
     pub fn send(
         &self,
         f: impl FnOnce(&mut S, &mut TaskContext) + Send + 'static,
@@ -104,7 +104,9 @@ impl<S: Task> TaskHandle<S> {
         // side of their pairing.
         inbox.reactor.notify();
         if inbox.closed.load(Ordering::Relaxed) {
-            return Err(SendError::Closed);
+            // The task stopped meanwhile; our message may even have run already. Whatever is
+            // left will never run: drop it here so no reply sender stays stuck in the queue.
+            while inbox.queue.pop().is_some() {}
         }
         Ok(())
     }

@@ -7,6 +7,47 @@
 //! park in epoll ([`IdlePolicy::Park`]) on their doorbell eventfd plus the wakeup fds tasks
 //! registered, until the earliest `wake_at`. [`LocalExecutor`] drives the same tasks
 //! deterministically on one thread with a [`ManualClock`] for tests.
+//!
+//! ```
+//! use std::time::Duration;
+//! use ferrite_reactor::{PollStatus, Runtime, RuntimeConfig, Task, TaskContext, Timers};
+//!
+//! /// Counts ticks of a periodic timer; the control thread reads the count by message.
+//! struct Ticker {
+//!     timers: Timers<()>,
+//!     fired: Vec<()>,
+//!     ticks: u64,
+//! }
+//!
+//! impl Task for Ticker {
+//!     fn poll(&mut self, cx: &mut TaskContext) -> PollStatus {
+//!         let n = self.timers.expired(cx.now(), &mut self.fired);
+//!         for () in self.fired.drain(..) {
+//!             self.ticks += 1;
+//!             self.timers.schedule(cx.now() + Duration::from_millis(1), ());
+//!         }
+//!         if let Some(at) = self.timers.next_deadline() {
+//!             cx.wake_at(at); // do not park past the next tick
+//!         }
+//!         PollStatus::from_busy(n > 0)
+//!     }
+//! }
+//!
+//! let rt = Runtime::start(RuntimeConfig::testing(2))?; // real use: cores, pin: true
+//! let ticker = rt.spawn(1, "ticker", |cx| {
+//!     // Runs on reactor 1: may build non-Send state here.
+//!     let mut timers = Timers::new();
+//!     timers.schedule(cx.now(), ());
+//!     Ticker { timers, fired: Vec::new(), ticks: 0 }
+//! })?;
+//! let started = std::time::Instant::now();
+//! while ticker.call(|t, _cx| t.ticks, Duration::from_secs(5))? < 3 {
+//!     assert!(started.elapsed() < Duration::from_secs(5), "timer ticks");
+//!     std::thread::sleep(Duration::from_millis(1));
+//! }
+//! rt.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod buffer;

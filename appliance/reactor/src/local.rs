@@ -114,11 +114,11 @@ impl LocalExecutor {
         Ok(core.run_once())
     }
 
-    /// Runs iterations until one is idle everywhere or `max_iterations` ran. Returns the
-    /// number of iterations run. The clock does not move.
+    /// Runs iterations until one is idle everywhere with no message or spawn pending, or
+    /// `max_iterations` ran. Returns the number of iterations run. The clock does not move.
     pub fn run_until_idle(&mut self, max_iterations: usize) -> usize {
         for n in 1..=max_iterations {
-            if !self.run_once() {
+            if !self.run_once() && !self.cores.iter().any(ReactorCore::has_pending_work) {
                 return n;
             }
         }

@@ -191,7 +191,7 @@ impl ReactorCore {
     }
 
     /// Whether work arrived that a park would sleep through.
-    fn has_pending_work(&self) -> bool {
+    pub(crate) fn has_pending_work(&self) -> bool {
         self.shared.stop.load(Ordering::Relaxed)
             || !self.shared.spawns.is_empty()
             || self.tasks.iter().any(|e| e.task.has_mail())
