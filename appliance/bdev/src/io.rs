@@ -229,8 +229,9 @@ mod tests {
     #[test]
     fn check_ranges_and_buffers() {
         let g = geo();
-        let read =
-            |lba, blocks, cap| BdevIo::new(1, IoKind::Read { lba, blocks }, cap.map(IoBuf::new));
+        let read = |lba, blocks, cap: Option<usize>| {
+            BdevIo::new(1, IoKind::Read { lba, blocks }, cap.map(IoBuf::new))
+        };
         assert_eq!(g.check(&read(0, 8, Some(4096))).expect("fits"), 4096);
         assert_eq!(g.check(&read(92, 8, Some(4096))).expect("fits"), 4096);
         assert!(matches!(
