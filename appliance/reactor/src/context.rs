@@ -90,7 +90,8 @@ impl TaskContext {
 
     /// Adds `fd` to the set this reactor waits on when it parks: readability means "a task
     /// has work". Level-triggered. Unregister it before closing it, or let the close remove it
-    /// (epoll drops an fd when its last duplicate is closed).
+    /// (epoll drops an fd when its last duplicate is closed). An fd left readable on purpose
+    /// (say, no buffer to receive into) keeps the reactor from sleeping: it then polls.
     pub fn register_wakeup_fd(&mut self, fd: BorrowedFd<'_>) -> Result<(), ReactorError> {
         self.poller
             .register(fd)
