@@ -33,6 +33,14 @@ pub enum BdevError {
     /// Memory for the device could not be allocated.
     #[error("cannot allocate {bytes} bytes of device memory")]
     NoMemory { bytes: u64 },
+    /// Opening or preparing a backing file failed (`source` keeps the OS error number).
+    #[error("{op} {}: {source}", path.display())]
+    File {
+        op: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: io::Error,
+    },
     /// The operating system reported an error.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),

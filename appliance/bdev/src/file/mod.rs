@@ -6,8 +6,10 @@
 //! - One ring per channel (per reactor), queue depth 256 by default, the reactor's buffer pools
 //!   registered as fixed buffers (`ReadFixed`/`WriteFixed` for pooled buffers).
 //! - WriteZeroes: `fallocate(ZERO_RANGE)`, else writing zeroes. Unmap: `fallocate(PUNCH_HOLE |
-//!   KEEP_SIZE)` on regular files whose file system supports it (probed at open); otherwise
-//!   `Capabilities::unmap` is false and Unmap is refused.
+//!   KEEP_SIZE)`, offered on regular files whose file system supports it (probed at open) and
+//!   on block devices with a write-zeroes command (the kernel then zeroes, possibly by
+//!   deallocating, and never falls back to writing); otherwise `Capabilities::unmap` is false
+//!   and Unmap is refused. Either way an unmapped range reads back zeroes.
 //! - UUID: derived from the file's device and inode numbers (the block device number for a
 //!   block device), so it survives restarts and renames but changes if the file is replaced by
 //!   a copy. `with_uuid` overrides it when the configuration stores one.
@@ -119,7 +121,11 @@ impl FileBdev {
             direct = false;
         }
 
-        let unmap = !is_blockdev && probe_punch_hole(&file, size, block_size, path);
+        let unmap = if is_blockdev {
+            blockdev_writes_zeroes(&meta)
+        } else {
+            probe_punch_hole(&file, size, block_size, path)
+        };
         let uuid = file_uuid(&meta);
         log::info!(
             "file bdev {name}: {} ({} blocks of {block_size} bytes, {}, unmap {})",
@@ -243,11 +249,12 @@ impl BlockDevice for FileBdev {
     }
 }
 
-fn annotate(e: std::io::Error, what: &str, path: &Path) -> BdevError {
-    BdevError::Io(std::io::Error::new(
-        e.kind(),
-        format!("{what} {}: {e}", path.display()),
-    ))
+fn annotate(source: std::io::Error, op: &'static str, path: &Path) -> BdevError {
+    BdevError::File {
+        op,
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Opens read-write with O_DIRECT, falling back to buffered when the file system refuses it.
@@ -290,6 +297,19 @@ fn probe_punch_hole(file: &File, size: u64, block_size: u32, path: &Path) -> boo
             false
         }
     }
+}
+
+/// Whether a block device zeroes ranges without writing data (queue/write_zeroes_max_bytes),
+/// which PUNCH_HOLE on a block device requires. A partition's queue is its disk's.
+fn blockdev_writes_zeroes(meta: &std::fs::Metadata) -> bool {
+    let rdev = meta.rdev();
+    let dir = format!("/sys/dev/block/{}:{}", libc::major(rdev), libc::minor(rdev));
+    ["queue", "../queue"].iter().any(|q| {
+        std::fs::read_to_string(format!("{dir}/{q}/write_zeroes_max_bytes"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|max| max > 0)
+    })
 }
 
 /// A name-based UUID (RFC 9562 version 8) from the file identity: device and inode for a
