@@ -105,8 +105,10 @@ pub trait IoChannel {
     /// Requests submitted and not yet handed back by `poll`.
     fn in_flight(&self) -> usize;
 
-    /// An fd that becomes readable when completions are pending, for interrupt mode. `None`
-    /// when completions never wait on the kernel (then `in_flight() > 0` means "poll me").
+    /// An fd that becomes readable when completions are pending, for interrupt mode (an
+    /// eventfd: the waiter reads its 8-byte counter to reset it, the channel never does).
+    /// `None` when completions never wait on the kernel (then `in_flight() > 0` means "poll
+    /// me"). Before parking, poll once more: a completion may have arrived before the wait.
     fn wakeup_fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }

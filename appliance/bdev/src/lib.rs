@@ -7,7 +7,7 @@
 //! Backends, one module each, listed in [`BdevKind`]:
 //! - [`malloc`]: RAM, shared lock-free by every channel;
 //! - [`null`]: no storage, reads return zeroes;
-//! - [`file`]: a regular file or block device through io_uring with O_DIRECT.
+//! - [`file`](mod@file): a regular file or block device through io_uring with O_DIRECT.
 #![deny(unsafe_code)]
 
 pub mod error;
