@@ -7,12 +7,14 @@
 //! [`NvmeError`] (or [`tcp::PduError`]) and never panic.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod command;
 pub mod completion;
 pub mod digest;
 pub mod error;
 pub mod fabrics;
 pub mod identify;
+pub mod io;
 pub mod nqn;
 pub mod status;
 pub mod strings;
