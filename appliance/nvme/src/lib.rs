@@ -15,6 +15,7 @@ pub mod error;
 pub mod fabrics;
 pub mod identify;
 pub mod io;
+pub mod log;
 pub mod nqn;
 pub mod status;
 pub mod strings;

@@ -39,13 +39,11 @@ pub fn set_nul_padded(field: &'static str, dst: &mut [u8], value: &str) -> Resul
     set_padded(field, dst, value, 0)
 }
 
-/// Reads a space-padded ASCII field, trimming trailing spaces (and NULs,
-/// which some devices use instead).
+/// Reads a space-padded ASCII field: the bytes before the first NUL (some
+/// implementations NUL-pad instead), with trailing spaces trimmed.
 pub fn space_padded_str<'a>(field: &'static str, src: &'a [u8]) -> Result<&'a str> {
-    let end = src
-        .iter()
-        .rposition(|&b| b != b' ' && b != 0)
-        .map_or(0, |i| i + 1);
+    let src = src.split(|&b| b == 0).next().unwrap_or_default();
+    let end = src.iter().rposition(|&b| b != b' ').map_or(0, |i| i + 1);
     let s = core::str::from_utf8(&src[..end]).map_err(|_| NvmeError::InvalidText { field })?;
     if !s.is_ascii() {
         return Err(NvmeError::InvalidText { field });

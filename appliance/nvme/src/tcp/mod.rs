@@ -87,3 +87,6 @@ pub(crate) fn align_pdo(len: usize, pda: u8) -> usize {
     let align = (usize::from(pda.min(MAX_PDA)) + 1) * 4;
     len.div_ceil(align) * align
 }
+
+#[cfg(test)]
+mod tests;
