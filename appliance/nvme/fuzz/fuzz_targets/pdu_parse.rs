@@ -18,7 +18,11 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let digests = (sel & 1 != 0, sel & 2 != 0);
-    let dir = if sel & 4 != 0 { Direction::FromHost } else { Direction::FromController };
+    let dir = if sel & 4 != 0 {
+        Direction::FromHost
+    } else {
+        Direction::FromController
+    };
     let max_data = u32::from_le_bytes(*limit);
 
     let _ = ICReq::parse(pdu).map(|r| r.check());

@@ -245,8 +245,10 @@ pub struct IdentifyController {
     pub msdbd: u8,
     /// Optional Fabric Commands Support.
     pub ofcs: U16,
+    /// Discovery controller type (discovery controllers: 1 DDC, 2 CDC).
+    pub dctype: u8,
     /// Reserved.
-    pub rsvd1806: [u8; 242],
+    pub rsvd1807: [u8; 241],
     /// Power State Descriptors 0..=31.
     pub psd: [PowerStateDescriptor; 32],
     /// Vendor Specific.
@@ -295,6 +297,7 @@ const _: () = assert!(offset_of!(IdentifyController, icdoff) == 1800);
 const _: () = assert!(offset_of!(IdentifyController, fcatt) == 1802);
 const _: () = assert!(offset_of!(IdentifyController, msdbd) == 1803);
 const _: () = assert!(offset_of!(IdentifyController, ofcs) == 1804);
+const _: () = assert!(offset_of!(IdentifyController, dctype) == 1806);
 const _: () = assert!(offset_of!(IdentifyController, psd) == 2048);
 const _: () = assert!(offset_of!(IdentifyController, vs) == 3072);
 
