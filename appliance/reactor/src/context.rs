@@ -72,10 +72,13 @@ impl TaskContext {
         }
     }
 
-    /// Returns a buffer to the pool of this reactor that owns it. A buffer this reactor does
+    /// Returns a buffer to the pool of this reactor that owns it. Unpooled buffers (emergency
+    /// allocations made when a pool ran dry) are simply freed. A pooled buffer this reactor does
     /// not own is a bug (buffers stay on their reactor): it is dropped and logged.
     pub fn put_buffer(&mut self, buf: IoBuf) {
-        if self.small.owns(&buf) {
+        if buf.pool_index().is_none() {
+            drop(buf);
+        } else if self.small.owns(&buf) {
             self.small.put(buf);
         } else if self.large.owns(&buf) {
             self.large.put(buf);

@@ -1,0 +1,241 @@
+//! `ferrited --config FILE`: a TOML description of reactors, listeners, backends, subsystems,
+//! namespaces and hosts. Without a file the embedded default serves a 1 GiB RAM namespace.
+//!
+//! ```toml
+//! cores = "0,1"            # or a mask "0x3"
+//! idle = "park:1ms:1ms"    # or "poll" (pure polling, for benchmarks)
+//! listen = ["127.0.0.1:4420"]
+//!
+//! [[bdev]]
+//! name = "ram0"
+//! kind = "malloc"          # malloc | file | null
+//! size = "1GiB"
+//! block_size = 4096
+//!
+//! [[bdev]]
+//! name = "disk0"
+//! kind = "file"
+//! path = "/var/lib/ferrite/disk0.img"
+//! size = "10GiB"           # created (sparse) when missing
+//!
+//! [[subsystem]]
+//! nqn = "nqn.2026-01.io.ferrite:default"
+//! allow_any_host = false
+//! hosts = ["nqn.2014-08.org.nvmexpress:uuid:..."]
+//! namespaces = [{ nsid = 1, bdev = "ram0" }]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_NQN: &str = "nqn.2026-01.io.ferrite:default";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4420";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid size {0:?}: use bytes or a number with K, M, G, T (KiB, MiB, GiB, TiB)")]
+    Size(String),
+    #[error("bdev {name}: {message}")]
+    Bdev { name: String, message: String },
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub cores: Option<String>,
+    #[serde(default)]
+    pub idle: Option<String>,
+    #[serde(default)]
+    pub listen: Vec<SocketAddr>,
+    #[serde(default, rename = "bdev")]
+    pub bdevs: Vec<BdevConfig>,
+    #[serde(default, rename = "subsystem")]
+    pub subsystems: Vec<SubsystemConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BdevConfig {
+    pub name: String,
+    pub kind: String,
+    #[serde(default)]
+    pub size: Option<String>,
+    #[serde(default)]
+    pub block_size: Option<u32>,
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SubsystemConfig {
+    pub nqn: String,
+    #[serde(default)]
+    pub serial_number: Option<String>,
+    #[serde(default)]
+    pub model_number: Option<String>,
+    #[serde(default)]
+    pub allow_any_host: bool,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceConfig {
+    #[serde(default)]
+    pub nsid: Option<u32>,
+    pub bdev: String,
+    #[serde(default)]
+    pub uuid: Option<String>,
+    #[serde(default)]
+    pub nguid: Option<String>,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The embedded default: NVMe/TCP on 127.0.0.1:4420 and subsystem
+    /// `nqn.2026-01.io.ferrite:default` allowing any host, NSID 1 = 1 GiB of RAM.
+    pub fn embedded_default() -> Config {
+        Config {
+            cores: None,
+            idle: None,
+            listen: vec![DEFAULT_LISTEN.parse().expect("constant address parses")],
+            bdevs: vec![BdevConfig {
+                name: "ram0".into(),
+                kind: "malloc".into(),
+                size: Some("1GiB".into()),
+                block_size: Some(4096),
+                path: None,
+            }],
+            subsystems: vec![SubsystemConfig {
+                nqn: DEFAULT_NQN.into(),
+                serial_number: None,
+                model_number: None,
+                allow_any_host: true,
+                hosts: Vec::new(),
+                namespaces: vec![NamespaceConfig {
+                    nsid: Some(1),
+                    bdev: "ram0".into(),
+                    uuid: None,
+                    nguid: None,
+                }],
+            }],
+        }
+    }
+}
+
+/// Parses "4096", "64K", "1GiB", "10G" (binary units).
+pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let value: u64 = digits
+        .parse()
+        .map_err(|_| ConfigError::Size(text.to_string()))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return Err(ConfigError::Size(text.to_string())),
+    };
+    value
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| ConfigError::Size(text.to_string()))
+}
+
+/// Parses a UUID / NGUID written as 32 hex digits, dashes allowed.
+pub fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").expect("bytes"), 4096);
+        assert_eq!(parse_size("64K").expect("k"), 65536);
+        assert_eq!(parse_size("1GiB").expect("gib"), 1 << 30);
+        assert!(parse_size("1.5G").is_err());
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("99999999999999T").is_err());
+    }
+
+    #[test]
+    fn full_config_parses() {
+        let text = r#"
+            cores = "0,1"
+            idle = "poll"
+            listen = ["127.0.0.1:4420", "[::1]:4421"]
+            [[bdev]]
+            name = "ram0"
+            kind = "malloc"
+            size = "64MiB"
+            [[subsystem]]
+            nqn = "nqn.2026-01.io.ferrite:a"
+            hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001"]
+            namespaces = [{ nsid = 1, bdev = "ram0", uuid = "00112233-4455-6677-8899-aabbccddeeff" }]
+        "#;
+        let cfg = Config::parse(text, Path::new("t.toml")).expect("valid config");
+        assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.subsystems[0].namespaces[0].nsid, Some(1));
+        let uuid = parse_hex16(
+            cfg.subsystems[0].namespaces[0]
+                .uuid
+                .as_deref()
+                .expect("uuid"),
+        )
+        .expect("hex");
+        assert_eq!(uuid[0], 0x00);
+        assert_eq!(uuid[15], 0xff);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_the_file_name() {
+        let err = Config::parse("corez = 1", Path::new("/etc/ferrite.toml")).expect_err("typo");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("/etc/ferrite.toml") && msg.contains("corez"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! The NVM command set on I/O queues: Read, Write, Compare, Flush, Write Zeroes, Dataset
+//! Management. Each command is checked here, mapped to backend operations on this reactor's
+//! channel, and completed when its last operation does.
+
+use std::sync::Arc;
+
+use ferrite_bdev::{BdevError, IoKind};
+use ferrite_nvme::command::opcode::io as op;
+use ferrite_nvme::Status;
+use ferrite_reactor::{IoBuf, TaskContext};
+
+use crate::poll_group::{ConnId, Exec, PollGroup};
+use crate::request::{DataPlan, Request, Response};
+use crate::target::{Namespace, Subsystem};
+use crate::MAX_TRANSFER_BYTES;
+
+/// NSID meaning "every namespace" (Flush).
+const NSID_ALL: u32 = 0xFFFF_FFFF;
+/// Force Unit Access bit of Read/Write CDW12.
+const FUA: u32 = 1 << 30;
+/// DSM attribute: deallocate.
+const DSM_DEALLOCATE: u32 = 1 << 2;
+const DSM_RANGE_BYTES: usize = 16;
+
+impl PollGroup {
+    /// The subsystem as of the current configuration (re-read only when it changed).
+    pub(crate) fn current_subsystem(&mut self, conn: ConnId) -> Option<Arc<Subsystem>> {
+        let generation = self.target.generation();
+        let target = &self.target;
+        let qp = self.qpairs.get_mut(conn.0 as usize)?.as_mut()?;
+        if qp.config_generation != generation {
+            let nqn = qp.ctrl.as_ref().map(|c| c.subnqn.clone())?;
+            qp.subsystem = target.config().subsystem(&nqn).cloned();
+            qp.config_generation = generation;
+        }
+        qp.subsystem.clone()
+    }
+
+    pub(crate) fn execute_io(&mut self, conn: ConnId, req: Request, cx: &mut TaskContext) -> Exec {
+        let Some(sub) = self.current_subsystem(conn) else {
+            return self.finish(conn, req.slot, Status::INVALID_NAMESPACE, 0, req.buf, cx);
+        };
+        let slot = req.slot;
+        let nsid = req.cmd.nsid.get();
+        if req.cmd.opcode == op::FLUSH && nsid == NSID_ALL {
+            return self.flush_all(conn, req, &sub, cx);
+        }
+        let Some(ns) = sub.namespace(nsid).cloned() else {
+            return self.finish(conn, req.slot, Status::INVALID_NAMESPACE, 0, req.buf, cx);
+        };
+        {
+            let qp = self.qpair_mut(conn).expect("execute checked the qpair");
+            let s = qp.slot_mut(req.slot);
+            s.nsid = nsid;
+            s.lba = lba_of(&req);
+        }
+        let result = match req.cmd.opcode {
+            op::READ | op::WRITE | op::COMPARE => self.read_write(conn, req, &ns, cx),
+            op::FLUSH => self
+                .submit_one(conn, req.slot, &ns, IoKind::Flush, None, cx)
+                .map_err(|(b, s)| (s, b)),
+            op::WRITE_ZEROES => self.write_zeroes(conn, req, &ns, cx),
+            op::DATASET_MANAGEMENT => self.dataset_management(conn, req, &ns, cx),
+            _ => Err((Status::INVALID_OPCODE, req.buf)),
+        };
+        match result {
+            Ok(()) => self.pending_or_done(conn, slot, cx),
+            Err((status, buf)) => self.finish(conn, slot, status, 0, buf, cx),
+        }
+    }
+
+    /// After submitting: if nothing ended up outstanding (e.g. a DSM without deallocation), the
+    /// command is complete now.
+    fn pending_or_done(&mut self, conn: ConnId, slot: u16, cx: &mut TaskContext) -> Exec {
+        let qp = self.qpair_mut(conn).expect("live qpair");
+        let s = qp.slot_mut(slot);
+        if s.pending > 0 {
+            return Exec::Pending;
+        }
+        let status = s.status;
+        let buf = s.buf.take();
+        self.finish(conn, slot, status, 0, buf, cx)
+    }
+
+    fn read_write(
+        &mut self,
+        conn: ConnId,
+        req: Request,
+        ns: &Arc<Namespace>,
+        cx: &mut TaskContext,
+    ) -> Result<(), (Status, Option<IoBuf>)> {
+        let Request {
+            slot,
+            cmd,
+            plan,
+            buf,
+        } = req;
+        let slba = lba_of_cmd(&cmd);
+        let nlb = (cmd.cdw12.get() & 0xFFFF) + 1;
+        let block_size = ns.bdev.block_size();
+        if slba
+            .checked_add(nlb as u64)
+            .is_none_or(|end| end > ns.bdev.num_blocks())
+        {
+            return Err((Status::LBA_OUT_OF_RANGE, buf));
+        }
+        let bytes = nlb as u64 * block_size as u64;
+        if bytes > MAX_TRANSFER_BYTES as u64 {
+            return Err((Status::INVALID_FIELD, buf));
+        }
+        let bytes = bytes as u32;
+        let data_ok = match (cmd.opcode, plan) {
+            (op::READ, DataPlan::ToHost { len }) => len >= bytes,
+            (op::WRITE | op::COMPARE, DataPlan::InCapsule { len } | DataPlan::FromHost { len }) => {
+                len == bytes
+            }
+            _ => false,
+        };
+        let Some(mut buf) = buf.filter(|_| data_ok) else {
+            return Err((Status::DATA_SGL_LENGTH_INVALID, None));
+        };
+        let ctrl = self
+            .qpair(conn)
+            .and_then(|q| q.ctrl.clone())
+            .expect("active I/O queue has a controller");
+        let counters = Arc::clone(&self.qpair(conn).expect("live").counters);
+        match cmd.opcode {
+            op::READ => {
+                buf.set_len(bytes as usize);
+                self.qpair_mut(conn).expect("live").slot_mut(slot).data_len = bytes;
+                counters.add(&counters.read_commands, 1);
+                counters.add(&counters.bytes_read, bytes as u64);
+                let kind = IoKind::Read {
+                    lba: slba,
+                    blocks: nlb,
+                };
+                self.submit_one(conn, slot, ns, kind, Some(buf), cx)
+                    .map_err(|(b, s)| (s, b))
+            }
+            op::WRITE => {
+                counters.add(&counters.write_commands, 1);
+                counters.add(&counters.bytes_written, bytes as u64);
+                let cache_off =
+                    !ctrl.write_cache_enabled() && ns.bdev.capabilities().volatile_write_cache;
+                let fua = cmd.cdw12.get() & FUA != 0 || cache_off;
+                let kind = IoKind::Write {
+                    lba: slba,
+                    blocks: nlb,
+                    fua,
+                };
+                self.submit_one(conn, slot, ns, kind, Some(buf), cx)
+                    .map_err(|(b, s)| (s, b))
+            }
+            _ => {
+                // Compare: read the medium into a second buffer, compare on completion.
+                let Some(mut medium) = cx.get_buffer(bytes as usize) else {
+                    return Err((Status::COMMAND_INTERRUPTED, Some(buf)));
+                };
+                medium.set_len(bytes as usize);
+                counters.add(&counters.read_commands, 1);
+                counters.add(&counters.bytes_read, bytes as u64);
+                self.qpair_mut(conn).expect("live").slot_mut(slot).buf = Some(buf);
+                let kind = IoKind::Read {
+                    lba: slba,
+                    blocks: nlb,
+                };
+                self.submit_one(conn, slot, ns, kind, Some(medium), cx)
+                    .map_err(|(medium, s)| {
+                        if let Some(m) = medium {
+                            cx.put_buffer(m);
+                        }
+                        let host = self
+                            .qpair_mut(conn)
+                            .and_then(|q| q.slot_mut(slot).buf.take());
+                        (s, host)
+                    })
+            }
+        }
+    }
+
+    fn write_zeroes(
+        &mut self,
+        conn: ConnId,
+        req: Request,
+        ns: &Arc<Namespace>,
+        cx: &mut TaskContext,
+    ) -> Result<(), (Status, Option<IoBuf>)> {
+        if let Some(buf) = req.buf {
+            cx.put_buffer(buf);
+        }
+        let slba = lba_of_cmd(&req.cmd);
+        let nlb = (req.cmd.cdw12.get() & 0xFFFF) as u64 + 1;
+        if slba
+            .checked_add(nlb)
+            .is_none_or(|end| end > ns.bdev.num_blocks())
+        {
+            return Err((Status::LBA_OUT_OF_RANGE, None));
+        }
+        let counters = Arc::clone(&self.qpair(conn).expect("live").counters);
+        counters.add(&counters.write_commands, 1);
+        let kind = IoKind::WriteZeroes {
+            lba: slba,
+            blocks: nlb,
+        };
+        self.submit_one(conn, req.slot, ns, kind, None, cx)
+            .map_err(|(b, s)| (s, b))
+    }
+
+    fn dataset_management(
+        &mut self,
+        conn: ConnId,
+        req: Request,
+        ns: &Arc<Namespace>,
+        cx: &mut TaskContext,
+    ) -> Result<(), (Status, Option<IoBuf>)> {
+        let ranges = (req.cmd.cdw10.get() & 0xFF) as usize + 1;
+        let need = ranges * DSM_RANGE_BYTES;
+        let Some(buf) = req.buf.filter(|b| b.len() >= need) else {
+            return Err((Status::DATA_SGL_LENGTH_INVALID, None));
+        };
+        if req.cmd.cdw11.get() & DSM_DEALLOCATE == 0 {
+            // Only hints: nothing to do.
+            cx.put_buffer(buf);
+            return Ok(());
+        }
+        let num_blocks = ns.bdev.num_blocks();
+        // Validate every range before touching any, so a bad range changes nothing.
+        let mut extents = [(0u64, 0u64); 256];
+        for (i, raw) in buf.as_slice()[..need]
+            .chunks_exact(DSM_RANGE_BYTES)
+            .enumerate()
+        {
+            let blocks = u32::from_le_bytes(raw[4..8].try_into().expect("16-byte chunk")) as u64;
+            let lba = u64::from_le_bytes(raw[8..16].try_into().expect("16-byte chunk"));
+            if lba.checked_add(blocks).is_none_or(|end| end > num_blocks) {
+                cx.put_buffer(buf);
+                self.qpair_mut(conn).expect("live").slot_mut(req.slot).lba = lba;
+                return Err((Status::LBA_OUT_OF_RANGE, None));
+            }
+            extents[i] = (lba, blocks);
+        }
+        cx.put_buffer(buf);
+        if !ns.bdev.capabilities().unmap {
+            // Deallocation is advisory; a backend that cannot unmap keeps the data.
+            return Ok(());
+        }
+        for &(lba, blocks) in extents[..ranges].iter().filter(|(_, b)| *b > 0) {
+            let kind = IoKind::Unmap { lba, blocks };
+            if let Err((_, status)) = self.submit_one(conn, req.slot, ns, kind, None, cx) {
+                // Earlier ranges may be in flight: record the failure, finish when they drain.
+                let s = self.qpair_mut(conn).expect("live").slot_mut(req.slot);
+                s.status = status;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_all(
+        &mut self,
+        conn: ConnId,
+        req: Request,
+        sub: &Subsystem,
+        cx: &mut TaskContext,
+    ) -> Exec {
+        let req_slot = req.slot;
+        if let Some(buf) = req.buf {
+            cx.put_buffer(buf);
+        }
+        for ns in sub.namespaces.values() {
+            if !ns.bdev.capabilities().volatile_write_cache {
+                continue;
+            }
+            if let Err((_, status)) = self.submit_one(conn, req.slot, ns, IoKind::Flush, None, cx) {
+                self.qpair_mut(conn)
+                    .expect("live")
+                    .slot_mut(req.slot)
+                    .status = status;
+                break;
+            }
+        }
+        self.pending_or_done(conn, req_slot, cx)
+    }
+
+    /// Submits one backend operation for a command slot; on refusal returns the buffer and the
+    /// status for the host.
+    fn submit_one(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        ns: &Arc<Namespace>,
+        kind: IoKind,
+        buf: Option<IoBuf>,
+        cx: &mut TaskContext,
+    ) -> Result<(), (Option<IoBuf>, Status)> {
+        let is_read = matches!(kind, IoKind::Read { .. });
+        self.submit(conn, slot, ns.bdev_id, &ns.bdev, kind, buf, cx)
+            .map_err(|(buf, e)| (buf, status_of(&e, is_read)))
+    }
+
+    /// A backend operation of an I/O command finished.
+    pub(crate) fn io_completion(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        io: ferrite_bdev::BdevIo,
+        result: Result<(), BdevError>,
+        cx: &mut TaskContext,
+    ) -> Option<Response> {
+        let qp = self.qpair_mut(conn)?;
+        let counters = Arc::clone(&qp.counters);
+        let s = qp.slot_mut(slot);
+        s.pending = s.pending.saturating_sub(1);
+        let is_read = matches!(io.kind, IoKind::Read { .. });
+        if let Err(e) = &result {
+            if s.status.is_success() {
+                s.status = status_of(e, is_read);
+            }
+            if matches!(e, BdevError::Io(_)) {
+                counters.add(&counters.media_errors, 1);
+            }
+        }
+        if s.opcode == op::COMPARE && is_read {
+            s.aux = io.buf;
+        } else if let Some(buf) = io.buf {
+            s.buf = Some(buf);
+        }
+        if s.pending > 0 {
+            return None;
+        }
+        if s.opcode == op::COMPARE && s.status.is_success() {
+            let equal = match (&s.buf, &s.aux) {
+                (Some(host), Some(medium)) => host.as_slice() == medium.as_slice(),
+                _ => false,
+            };
+            if !equal {
+                s.status = Status::COMPARE_FAILURE;
+            }
+        }
+        let status = s.status;
+        let buf = s.buf.take();
+        Some(self.build_response(conn, slot, status, 0, buf, cx))
+    }
+}
+
+fn lba_of_cmd(cmd: &ferrite_nvme::Command) -> u64 {
+    cmd.cdw10.get() as u64 | ((cmd.cdw11.get() as u64) << 32)
+}
+
+fn lba_of(req: &Request) -> u64 {
+    match req.cmd.opcode {
+        op::READ | op::WRITE | op::COMPARE | op::WRITE_ZEROES => lba_of_cmd(&req.cmd),
+        _ => 0,
+    }
+}
+
+/// The status a host sees for a backend failure.
+pub(crate) fn status_of(e: &BdevError, is_read: bool) -> Status {
+    match e {
+        BdevError::OutOfRange { .. } => Status::LBA_OUT_OF_RANGE,
+        BdevError::Unsupported(_) => Status::INVALID_OPCODE,
+        BdevError::Io(err) if err.raw_os_error() == Some(libc_enospc()) => {
+            Status::CAPACITY_EXCEEDED
+        }
+        BdevError::Io(_) if is_read => Status::UNRECOVERED_READ_ERROR,
+        BdevError::Io(_) => Status::WRITE_FAULT,
+        _ => Status::INTERNAL_ERROR,
+    }
+}
+
+/// ENOSPC on Linux.
+const fn libc_enospc() -> i32 {
+    28
+}

@@ -1,0 +1,49 @@
+//! NVMe-oF semantics, all in one place: subsystems, namespaces, controllers, the admin, Fabrics
+//! and I/O command sets, discovery and access control.
+//!
+//! Transports (`transport-tcp`) move bytes and hand each command capsule to a per-reactor
+//! [`PollGroup`]; every NVMe status a host sees is chosen here. Configuration lives in a
+//! [`Target`] and is published to the reactors as immutable snapshots (`arc-swap`), so the I/O
+//! path reads it without locks; controller state that only the admin path touches sits behind a
+//! mutex.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod controller;
+mod error;
+mod fabrics;
+mod identify;
+mod io;
+mod logpage;
+mod poll_group;
+mod request;
+mod target;
+
+pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
+pub use error::NvmfError;
+pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
+pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
+pub use target::{
+    Listener, Namespace, NamespaceParams, Subsystem, SubsystemParams, Target, TargetConfig,
+    TargetOptions, Trtype,
+};
+
+/// Highest namespace id a subsystem may use (and Identify Controller NN).
+pub const MAX_NSID: u32 = 1024;
+/// Entries in an I/O submission queue we accept (CAP.MQES + 1).
+pub const MAX_QUEUE_ENTRIES: u16 = 128;
+/// Entries in the admin submission queue we accept.
+pub const MAX_ADMIN_QUEUE_ENTRIES: u16 = 32;
+/// I/O queues a controller may have.
+pub const MAX_IO_QUEUES: u16 = 64;
+/// Maximum data transfer: 2^MDTS pages of 4 KiB = 128 KiB, the size of a large pool buffer.
+pub const MDTS: u8 = 5;
+pub const MAX_TRANSFER_BYTES: u32 = 4096 << MDTS;
+/// In-capsule data accepted on every queue (IOCCSZ = (64 + this) / 16).
+pub const IN_CAPSULE_DATA_BYTES: u32 = 8192;
+/// Asynchronous Event Requests a controller holds at once (AERL + 1).
+pub const MAX_AERS: usize = 4;
+/// Error log entries kept per controller (ELPE + 1).
+pub const ERROR_LOG_ENTRIES: usize = 64;
+/// Firmware revision reported in Identify and the firmware slot log.
+pub const FIRMWARE_REVISION: &str = concat!("fe", env!("CARGO_PKG_VERSION"));

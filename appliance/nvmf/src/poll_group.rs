@@ -1,0 +1,705 @@
+//! The NVMe side of one reactor: the queue pairs whose connections live there and that reactor's
+//! I/O channels to every backend it touches (SPDK's nvmf poll group).
+//!
+//! Queue pair lifecycle, driven by the transport:
+//!
+//! ```text
+//!   add_qpair --> AwaitingConnect --Connect ok--> Active --remove_qpair--> Closing --drained--> (freed)
+//!                       |                           |  controller failed /
+//!                       +--------remove_qpair-------+  keep-alive expired: GroupEvent::Close
+//! ```
+//!
+//! Every command handed to [`PollGroup::execute`] produces exactly one [`Response`], at once or
+//! later from [`PollGroup::poll`], unless its queue pair is removed first.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferrite_bdev::{BdevError, BdevId, BdevIo, BlockDevice, IoChannel};
+use ferrite_nvme::{Command, Completion, Status};
+use ferrite_reactor::{IoBuf, TaskContext};
+
+use crate::controller::{Controller, HealthCounters};
+use crate::request::{Request, Response};
+use crate::target::{Subsystem, Target};
+
+/// The transport's identifier of a connection (one queue pair) on this reactor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(pub u32);
+
+/// What the poll group asks of the transport.
+#[derive(Debug)]
+pub enum GroupEvent {
+    Respond(ConnId, Response),
+    /// Close the connection (controller failed, keep-alive expired, access revoked).
+    Close(ConnId),
+}
+
+/// How often failed controllers and keep-alive timers are checked.
+const HOUSEKEEPING_PERIOD: Duration = Duration::from_millis(50);
+/// Backend completions reaped per channel per poll.
+const REAP_BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QpairState {
+    AwaitingConnect,
+    Active,
+    /// Removed by the transport; waiting for backend I/O to drain.
+    Closing,
+}
+
+/// A command's progress while backend operations are outstanding.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    pub in_use: bool,
+    pub cid: u16,
+    pub opcode: u8,
+    /// Backend operations still outstanding.
+    pub pending: u16,
+    pub status: Status,
+    /// Data buffer (host data for writes, read data for reads).
+    pub buf: Option<IoBuf>,
+    /// Second buffer (Compare reads the medium into it).
+    pub aux: Option<IoBuf>,
+    /// Bytes of `buf` that go to the host on success.
+    pub data_len: u32,
+    pub nsid: u32,
+    pub lba: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Qpair {
+    pub generation: u16,
+    pub state: QpairState,
+    pub ctrl: Option<Arc<Controller>>,
+    pub qid: u16,
+    /// Submission queue entries (SQSIZE + 1).
+    pub sq_entries: u16,
+    pub sqhd: u16,
+    pub sqflow_disabled: bool,
+    pub subsystem: Option<Arc<Subsystem>>,
+    pub config_generation: u64,
+    pub counters: Arc<HealthCounters>,
+    pub slots: Vec<Slot>,
+    pub outstanding: usize,
+    /// Outstanding Asynchronous Event Requests: (slot, cid).
+    pub aers: Vec<(u16, u16)>,
+    /// Flushes still running for a CC.SHN shutdown.
+    pub shutdown_flushes: u16,
+}
+
+impl Qpair {
+    fn new(generation: u16) -> Qpair {
+        Qpair {
+            generation,
+            state: QpairState::AwaitingConnect,
+            ctrl: None,
+            qid: 0,
+            sq_entries: crate::MAX_ADMIN_QUEUE_ENTRIES,
+            sqhd: 0,
+            sqflow_disabled: false,
+            subsystem: None,
+            config_generation: 0,
+            counters: Arc::new(HealthCounters::default()),
+            slots: Vec::new(),
+            outstanding: 0,
+            aers: Vec::new(),
+            shutdown_flushes: 0,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.qid == 0
+    }
+
+    pub fn slot_mut(&mut self, slot: u16) -> &mut Slot {
+        let index = slot as usize;
+        if self.slots.len() <= index {
+            self.slots.resize_with(index + 1, Slot::default);
+        }
+        &mut self.slots[index]
+    }
+}
+
+/// Counters of one poll group.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollGroupStats {
+    pub qpairs: usize,
+    pub commands: u64,
+    pub errors: u64,
+    pub backend_queue_full: u64,
+    pub channels: usize,
+}
+
+struct ChannelEntry {
+    bdev: Arc<dyn BlockDevice>,
+    chan: Box<dyn IoChannel>,
+}
+
+/// The slot id used for backend I/O that belongs to no command (shutdown flushes).
+pub(crate) const INTERNAL_SLOT: u16 = u16::MAX;
+
+pub struct PollGroup {
+    pub(crate) target: Arc<Target>,
+    pub(crate) qpairs: Vec<Option<Qpair>>,
+    channels: Vec<Option<ChannelEntry>>,
+    /// Backend submissions refused with a full queue, retried on the next poll.
+    retry: VecDeque<(BdevId, BdevIo)>,
+    completions: Vec<(BdevIo, Result<(), BdevError>)>,
+    /// Responses produced outside `execute` (AERs, internal completions), emitted by `poll`.
+    deferred: Vec<GroupEvent>,
+    admin_qpairs: Vec<ConnId>,
+    next_housekeeping: Option<Instant>,
+    next_generation: u16,
+    pub(crate) stats: PollGroupStats,
+}
+
+impl std::fmt::Debug for PollGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PollGroup")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result of handing a command to the poll group.
+#[derive(Debug)]
+pub enum Exec {
+    Done(Response),
+    /// The response will come from `poll`.
+    Pending,
+}
+
+impl PollGroup {
+    pub fn new(target: Arc<Target>) -> PollGroup {
+        PollGroup {
+            target,
+            qpairs: Vec::new(),
+            channels: Vec::new(),
+            retry: VecDeque::new(),
+            completions: Vec::with_capacity(REAP_BATCH),
+            deferred: Vec::new(),
+            admin_qpairs: Vec::new(),
+            next_housekeeping: None,
+            next_generation: 0,
+            stats: PollGroupStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> PollGroupStats {
+        PollGroupStats {
+            qpairs: self.qpairs.iter().flatten().count(),
+            channels: self.channels.iter().flatten().count(),
+            ..self.stats
+        }
+    }
+
+    /// Registers a new connection. `conn` must not be in use (see [`PollGroup::is_released`]).
+    pub fn add_qpair(&mut self, conn: ConnId) {
+        let index = conn.0 as usize;
+        if self.qpairs.len() <= index {
+            self.qpairs.resize_with(index + 1, || None);
+        }
+        debug_assert!(
+            self.qpairs[index].is_none(),
+            "ConnId {conn:?} reused before release"
+        );
+        self.next_generation = self.next_generation.wrapping_add(1);
+        self.qpairs[index] = Some(Qpair::new(self.next_generation));
+    }
+
+    /// The connection is gone. Outstanding AERs are dropped; backend I/O drains in `poll`, after
+    /// which the id is released.
+    pub fn remove_qpair(&mut self, conn: ConnId, cx: &mut TaskContext) {
+        let Some(qp) = self
+            .qpairs
+            .get_mut(conn.0 as usize)
+            .and_then(Option::as_mut)
+        else {
+            return;
+        };
+        for (slot, _) in std::mem::take(&mut qp.aers) {
+            let s = qp.slot_mut(slot);
+            s.in_use = false;
+            qp.outstanding -= 1;
+        }
+        qp.state = QpairState::Closing;
+        self.admin_qpairs.retain(|c| *c != conn);
+        // Responses not yet handed out for this connection have nowhere to go.
+        let mut kept = Vec::with_capacity(self.deferred.len());
+        for event in self.deferred.drain(..) {
+            match event {
+                GroupEvent::Respond(c, resp) if c == conn => {
+                    if let Some(buf) = resp.buf {
+                        cx.put_buffer(buf);
+                    }
+                }
+                GroupEvent::Close(c) if c == conn => {}
+                other => kept.push(other),
+            }
+        }
+        self.deferred = kept;
+        self.try_release(conn, cx);
+    }
+
+    /// True when `conn` may be given to `add_qpair` again.
+    pub fn is_released(&self, conn: ConnId) -> bool {
+        self.qpairs.get(conn.0 as usize).is_none_or(Option::is_none)
+    }
+
+    /// Whether responses on this queue may omit the completion capsule when successful.
+    pub fn sqflow_disabled(&self, conn: ConnId) -> bool {
+        self.qpair(conn).is_some_and(|q| q.sqflow_disabled)
+    }
+
+    fn try_release(&mut self, conn: ConnId, cx: &mut TaskContext) {
+        let index = conn.0 as usize;
+        let drained = self.qpairs[index].as_ref().is_some_and(|q| {
+            q.state == QpairState::Closing && q.outstanding == 0 && q.shutdown_flushes == 0
+        });
+        if !drained {
+            return;
+        }
+        let qp = self.qpairs[index].take().expect("checked above");
+        for slot in qp.slots {
+            for buf in [slot.buf, slot.aux].into_iter().flatten() {
+                cx.put_buffer(buf);
+            }
+        }
+        if let Some(ctrl) = qp.ctrl {
+            ctrl.retire_counters(&qp.counters);
+            if qp.qid == 0 {
+                self.target.destroy_controller(ctrl.cntlid);
+            } else {
+                ctrl.lock().io_queues.remove(&qp.qid);
+            }
+        }
+    }
+
+    pub(crate) fn qpair(&self, conn: ConnId) -> Option<&Qpair> {
+        self.qpairs.get(conn.0 as usize).and_then(Option::as_ref)
+    }
+
+    pub(crate) fn qpair_mut(&mut self, conn: ConnId) -> Option<&mut Qpair> {
+        self.qpairs
+            .get_mut(conn.0 as usize)
+            .and_then(Option::as_mut)
+    }
+
+    pub(crate) fn mark_admin(&mut self, conn: ConnId) {
+        if !self.admin_qpairs.contains(&conn) {
+            self.admin_qpairs.push(conn);
+        }
+    }
+
+    /// Accounts a newly received command: SQ head, slot. False for an unknown connection.
+    fn begin(&mut self, conn: ConnId, slot: u16, cmd: &Command) -> bool {
+        self.stats.commands += 1;
+        let Some(qp) = self.qpair_mut(conn) else {
+            debug_assert!(false, "command on unknown connection {conn:?}");
+            return false;
+        };
+        qp.sqhd = (qp.sqhd + 1) % qp.sq_entries.max(1);
+        let s = qp.slot_mut(slot);
+        debug_assert!(!s.in_use, "transport reused busy slot {slot}");
+        *s = Slot {
+            in_use: true,
+            cid: cmd.cid.get(),
+            opcode: cmd.opcode,
+            ..Slot::default()
+        };
+        qp.outstanding += 1;
+        true
+    }
+
+    /// Completes a command the transport could not carry out (bad SGL, data digest error) with
+    /// `status`, chosen here by `plan_data` or by the transport-specific rules.
+    pub fn reject(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        cmd: &Command,
+        status: Status,
+        cx: &mut TaskContext,
+    ) -> Response {
+        if !self.begin(conn, slot, cmd) {
+            return self.plain_response(slot, cmd.cid.get(), status);
+        }
+        self.build_response(conn, slot, status, 0, None, cx)
+    }
+
+    /// Executes one command. Exactly one response follows, now or from `poll`.
+    pub fn execute(&mut self, conn: ConnId, req: Request, cx: &mut TaskContext) -> Exec {
+        if !self.begin(conn, req.slot, &req.cmd) {
+            if let Some(buf) = req.buf {
+                cx.put_buffer(buf);
+            }
+            return Exec::Done(self.plain_response(
+                req.slot,
+                req.cmd.cid.get(),
+                Status::INTERNAL_ERROR,
+            ));
+        }
+        let qp = self.qpair(conn).expect("begin checked the qpair");
+        let state = qp.state;
+        let is_admin = qp.is_admin();
+
+        if req.cmd.fuse() != 0 {
+            return self.finish(conn, req.slot, Status::INVALID_FIELD, 0, req.buf, cx);
+        }
+        if req.cmd.is_fabrics() {
+            return self.execute_fabrics(conn, req, cx);
+        }
+        if state != QpairState::Active {
+            return self.finish(
+                conn,
+                req.slot,
+                Status::COMMAND_SEQUENCE_ERROR,
+                0,
+                req.buf,
+                cx,
+            );
+        }
+        if is_admin {
+            self.execute_admin(conn, req, cx)
+        } else {
+            self.execute_io(conn, req, cx)
+        }
+    }
+
+    fn plain_response(&self, slot: u16, cid: u16, status: Status) -> Response {
+        Response {
+            slot,
+            cqe: Completion::new(cid, status),
+            buf: None,
+            data_len: 0,
+            may_elide_completion: false,
+        }
+    }
+
+    /// Completes a command: frees its slot, records errors, builds the response. A data buffer
+    /// is passed to the host when `status` is success and the command read data; otherwise it is
+    /// returned to the pool.
+    pub(crate) fn finish(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        status: Status,
+        dw0: u32,
+        buf: Option<IoBuf>,
+        cx: &mut TaskContext,
+    ) -> Exec {
+        Exec::Done(self.build_response(conn, slot, status, dw0, buf, cx))
+    }
+
+    pub(crate) fn build_response(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        status: Status,
+        dw0: u32,
+        buf: Option<IoBuf>,
+        cx: &mut TaskContext,
+    ) -> Response {
+        let qp = self.qpairs[conn.0 as usize]
+            .as_mut()
+            .expect("caller holds a live qpair");
+        let (cid, data_len, nsid, lba, aux) = {
+            let s = qp.slot_mut(slot);
+            s.in_use = false;
+            (s.cid, s.data_len, s.nsid, s.lba, s.aux.take())
+        };
+        if let Some(aux) = aux {
+            cx.put_buffer(aux);
+        }
+        qp.outstanding -= 1;
+        let cqe = Completion::new(cid, status)
+            .with_result(dw0)
+            .with_sq(qp.sqhd, qp.qid);
+        let send_data = status.is_success() && data_len > 0;
+        let buf = match buf {
+            Some(b) if send_data => Some(b),
+            Some(b) => {
+                cx.put_buffer(b);
+                None
+            }
+            None => None,
+        };
+        if !status.is_success() {
+            self.stats.errors += 1;
+            if let Some(ctrl) = &qp.ctrl {
+                ctrl.record_error(qp.qid, cid, status, nsid, lba);
+            }
+        }
+        Response {
+            slot,
+            cqe,
+            data_len: if buf.is_some() { data_len } else { 0 },
+            buf,
+            may_elide_completion: status.is_success() && qp.sqflow_disabled,
+        }
+    }
+
+    /// The channel of `bdev` on this reactor, opened on first use.
+    pub(crate) fn channel(
+        &mut self,
+        id: BdevId,
+        bdev: &Arc<dyn BlockDevice>,
+        cx: &mut TaskContext,
+    ) -> Result<&mut Box<dyn IoChannel>, BdevError> {
+        let index = id.0 as usize;
+        if self.channels.len() <= index {
+            self.channels.resize_with(index + 1, || None);
+        }
+        let stale = self.channels[index]
+            .as_ref()
+            .is_some_and(|e| !Arc::ptr_eq(&e.bdev, bdev));
+        if stale || self.channels[index].is_none() {
+            let small = cx.small_pool().regions().to_vec();
+            let large = cx.large_pool().regions().to_vec();
+            let chan = bdev.open_channel(&[&small, &large])?;
+            if let Some(fd) = chan.wakeup_fd() {
+                if let Err(e) = cx.register_wakeup_fd(fd) {
+                    log::warn!(
+                        "bdev {} channel: no interrupt-mode wakeups: {e}",
+                        bdev.name()
+                    );
+                }
+            }
+            self.channels[index] = Some(ChannelEntry {
+                bdev: Arc::clone(bdev),
+                chan,
+            });
+        }
+        Ok(&mut self.channels[index].as_mut().expect("opened above").chan)
+    }
+
+    /// Submits one backend operation for `slot` of `conn`. On refusal other than a full queue the
+    /// buffer comes back with the error.
+    pub(crate) fn submit(
+        &mut self,
+        conn: ConnId,
+        slot: u16,
+        bdev_id: BdevId,
+        bdev: &Arc<dyn BlockDevice>,
+        kind: ferrite_bdev::IoKind,
+        buf: Option<IoBuf>,
+        cx: &mut TaskContext,
+    ) -> Result<(), (Option<IoBuf>, BdevError)> {
+        let generation = self.qpairs[conn.0 as usize]
+            .as_ref()
+            .map_or(0, |q| q.generation);
+        let tag = encode_tag(conn, generation, slot);
+        let io = BdevIo::new(tag, kind, buf);
+        let chan = match self.channel(bdev_id, bdev, cx) {
+            Ok(chan) => chan,
+            Err(e) => return Err((io.buf, e)),
+        };
+        match chan.submit(io) {
+            Ok(()) => {}
+            Err((io, BdevError::QueueFull)) => {
+                self.stats.backend_queue_full += 1;
+                self.retry.push_back((bdev_id, io));
+            }
+            Err((io, e)) => return Err((io.buf, e)),
+        }
+        if let Some(qp) = self.qpairs[conn.0 as usize].as_mut() {
+            if slot != INTERNAL_SLOT {
+                qp.slot_mut(slot).pending += 1;
+            } else {
+                qp.shutdown_flushes += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reaps backend completions, retries refused submissions, delivers events and checks
+    /// controller liveness. Returns whether anything happened.
+    pub fn poll(&mut self, cx: &mut TaskContext, out: &mut dyn FnMut(GroupEvent)) -> bool {
+        let mut busy = false;
+        for event in self.deferred.drain(..) {
+            out(event);
+            busy = true;
+        }
+        busy |= self.retry_submissions();
+        for index in 0..self.channels.len() {
+            let Some(entry) = self.channels[index].as_mut() else {
+                continue;
+            };
+            if entry.chan.in_flight() == 0 {
+                continue;
+            }
+            let completions = &mut self.completions;
+            entry
+                .chan
+                .poll(REAP_BATCH, &mut |io, result| completions.push((io, result)));
+            let mut done = std::mem::take(&mut self.completions);
+            for (io, result) in done.drain(..) {
+                busy = true;
+                if let Some(event) = self.backend_completion(io, result, cx) {
+                    out(event);
+                }
+            }
+            self.completions = done;
+        }
+        busy |= self.deliver_events(cx, out);
+        let now = cx.now();
+        if self.next_housekeeping.is_none_or(|t| now >= t) {
+            self.next_housekeeping = Some(now + HOUSEKEEPING_PERIOD);
+            self.housekeeping(now, out);
+        }
+        busy
+    }
+
+    /// Time of the next housekeeping pass, for interrupt-mode wakeups.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.next_housekeeping
+    }
+
+    fn retry_submissions(&mut self) -> bool {
+        let mut progressed = false;
+        for _ in 0..self.retry.len() {
+            let Some((id, io)) = self.retry.pop_front() else {
+                break;
+            };
+            let Some(entry) = self
+                .channels
+                .get_mut(id.0 as usize)
+                .and_then(Option::as_mut)
+            else {
+                // Channel vanished: impossible while I/O is queued for it.
+                debug_assert!(false, "retry for closed channel");
+                continue;
+            };
+            match entry.chan.submit(io) {
+                Ok(()) => progressed = true,
+                Err((io, _)) => {
+                    self.retry.push_front((id, io));
+                    break;
+                }
+            }
+        }
+        progressed
+    }
+
+    fn backend_completion(
+        &mut self,
+        io: BdevIo,
+        result: Result<(), BdevError>,
+        cx: &mut TaskContext,
+    ) -> Option<GroupEvent> {
+        let (conn, generation, slot) = decode_tag(io.tag);
+        let live = self.qpair(conn).is_some_and(|q| q.generation == generation);
+        if !live {
+            if let Some(buf) = io.buf {
+                cx.put_buffer(buf);
+            }
+            return None;
+        }
+        if slot == INTERNAL_SLOT {
+            self.shutdown_flush_done(conn, result.is_ok());
+            if let Some(buf) = io.buf {
+                cx.put_buffer(buf);
+            }
+            self.try_release(conn, cx);
+            return None;
+        }
+        let closing = self
+            .qpair(conn)
+            .is_some_and(|q| q.state == QpairState::Closing);
+        let response = self.io_completion(conn, slot, io, result, cx);
+        if closing {
+            if let Some(resp) = response {
+                if let Some(buf) = resp.buf {
+                    cx.put_buffer(buf);
+                }
+            }
+            self.try_release(conn, cx);
+            return None;
+        }
+        response.map(|r| GroupEvent::Respond(conn, r))
+    }
+
+    /// Completes outstanding AERs for controllers with pending events.
+    fn deliver_events(&mut self, cx: &mut TaskContext, out: &mut dyn FnMut(GroupEvent)) -> bool {
+        let mut busy = false;
+        for i in 0..self.admin_qpairs.len() {
+            let conn = self.admin_qpairs[i];
+            let Some(qp) = self.qpair_mut(conn) else {
+                continue;
+            };
+            let Some(ctrl) = qp.ctrl.clone() else {
+                continue;
+            };
+            if qp.aers.is_empty() || !ctrl.has_pending_event() {
+                continue;
+            }
+            let Some(event) = ctrl.take_event() else {
+                continue;
+            };
+            let (slot, _cid) = qp.aers.remove(0);
+            let resp = self.build_response(conn, slot, Status::SUCCESS, event.dw0(), None, cx);
+            out(GroupEvent::Respond(conn, resp));
+            busy = true;
+        }
+        busy
+    }
+
+    fn housekeeping(&mut self, now: Instant, out: &mut dyn FnMut(GroupEvent)) {
+        for (index, qp) in self.qpairs.iter().enumerate() {
+            let Some(qp) = qp else { continue };
+            if qp.state != QpairState::Active {
+                continue;
+            }
+            let Some(ctrl) = &qp.ctrl else { continue };
+            if qp.is_admin() && !ctrl.is_failed() && ctrl.keep_alive_expired(now) {
+                ctrl.fail("keep-alive timeout expired");
+            }
+            if ctrl.is_failed() {
+                out(GroupEvent::Close(ConnId(index as u32)));
+            }
+        }
+    }
+
+    pub(crate) fn defer(&mut self, event: GroupEvent) {
+        self.deferred.push(event);
+    }
+
+    /// Closes channels whose bdev left the configuration and that have nothing in flight.
+    pub fn prune_channels(&mut self) {
+        let cfg = self.target.config();
+        for entry in self.channels.iter_mut() {
+            let gone = entry.as_ref().is_some_and(|e| {
+                e.chan.in_flight() == 0
+                    && !cfg.bdevs.values().any(|b| Arc::ptr_eq(&b.bdev, &e.bdev))
+            });
+            if gone && self.retry.is_empty() {
+                *entry = None;
+            }
+        }
+    }
+}
+
+fn encode_tag(conn: ConnId, generation: u16, slot: u16) -> u64 {
+    ((conn.0 as u64) << 32) | ((generation as u64) << 16) | slot as u64
+}
+
+fn decode_tag(tag: u64) -> (ConnId, u16, u16) {
+    (ConnId((tag >> 32) as u32), (tag >> 16) as u16, tag as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_round_trip() {
+        let tag = encode_tag(ConnId(70_000), 513, 127);
+        assert_eq!(decode_tag(tag), (ConnId(70_000), 513, 127));
+        assert_eq!(
+            decode_tag(encode_tag(ConnId(1), 0, INTERNAL_SLOT)).2,
+            INTERNAL_SLOT
+        );
+    }
+}

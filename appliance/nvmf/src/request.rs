@@ -1,0 +1,127 @@
+//! What a transport hands to the NVMe layer and gets back, and the data-transfer decision for a
+//! command (made here, at the controller edge, so transports never pick a status).
+
+use ferrite_nvme::{Command, Completion, DataDirection, SglDescriptor, Status};
+use ferrite_reactor::IoBuf;
+
+use crate::{IN_CAPSULE_DATA_BYTES, MAX_TRANSFER_BYTES};
+
+/// Limits of the queue a command arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// In-capsule data the queue accepts.
+    pub in_capsule: u32,
+    /// Largest data transfer of one command.
+    pub max_transfer: u32,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            in_capsule: IN_CAPSULE_DATA_BYTES,
+            max_transfer: MAX_TRANSFER_BYTES,
+        }
+    }
+}
+
+/// How a command's data moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlan {
+    /// No data.
+    None,
+    /// `len` bytes arrived inside the command capsule.
+    InCapsule { len: u32 },
+    /// `len` bytes must be fetched from the host (R2T / H2CData) before execution.
+    FromHost { len: u32 },
+    /// Execution produces up to `len` bytes for the host (C2HData).
+    ToHost { len: u32 },
+}
+
+impl DataPlan {
+    pub fn len(&self) -> u32 {
+        match *self {
+            DataPlan::None => 0,
+            DataPlan::InCapsule { len } | DataPlan::FromHost { len } | DataPlan::ToHost { len } => {
+                len
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Decides the data transfer of `cmd` given `in_capsule_len` bytes of data that came with its
+/// capsule. Errors are the status the command completes with, without being executed.
+pub fn plan_data(
+    cmd: &Command,
+    in_capsule_len: u32,
+    limits: &TransportLimits,
+) -> Result<DataPlan, Status> {
+    // Fabrics transports carry SGLs only (PSDT 01b or 10b).
+    if cmd.psdt() == 0 {
+        return Err(Status::INVALID_FIELD);
+    }
+    let sgl: &SglDescriptor = &cmd.dptr;
+    let len = sgl.len();
+    let direction = cmd.data_direction();
+    match sgl.id {
+        SglDescriptor::SGL_DATA_BLOCK_OFFSET => {
+            if direction != DataDirection::HostToController {
+                return Err(Status::SGL_DESCRIPTOR_TYPE_INVALID);
+            }
+            if sgl.address.get() != 0 {
+                return Err(Status::INVALID_SGL_OFFSET);
+            }
+            if len > limits.in_capsule || len != in_capsule_len {
+                return Err(Status::DATA_SGL_LENGTH_INVALID);
+            }
+            Ok(if len == 0 {
+                DataPlan::None
+            } else {
+                DataPlan::InCapsule { len }
+            })
+        }
+        SglDescriptor::SGL_TRANSPORT_DATA_BLOCK => {
+            if in_capsule_len != 0 {
+                return Err(Status::DATA_SGL_LENGTH_INVALID);
+            }
+            if len > limits.max_transfer {
+                return Err(Status::DATA_SGL_LENGTH_INVALID);
+            }
+            Ok(match direction {
+                _ if len == 0 => DataPlan::None,
+                DataDirection::HostToController => DataPlan::FromHost { len },
+                DataDirection::ControllerToHost => DataPlan::ToHost { len },
+                DataDirection::None => DataPlan::None,
+                DataDirection::Bidirectional => return Err(Status::INVALID_FIELD),
+            })
+        }
+        _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),
+    }
+}
+
+/// One command handed to the NVMe layer, with its data buffer when the plan has one (filled
+/// for `InCapsule`/`FromHost`, empty with room for `len` bytes for `ToHost`).
+#[derive(Debug)]
+pub struct Request {
+    /// The transport's slot for this command, echoed in the response.
+    pub slot: u16,
+    pub cmd: Command,
+    pub plan: DataPlan,
+    pub buf: Option<IoBuf>,
+}
+
+/// A command's outcome. `buf` carries data for the host (`data_len` bytes) when the command read
+/// something; otherwise the buffer has already been returned to the pool.
+#[derive(Debug)]
+pub struct Response {
+    pub slot: u16,
+    pub cqe: Completion,
+    pub buf: Option<IoBuf>,
+    pub data_len: u32,
+    /// The transport may fold the completion into the last data PDU (NVMe/TCP C2H SUCCESS
+    /// flag): the command succeeded and the queue has SQ flow control disabled.
+    pub may_elide_completion: bool,
+}

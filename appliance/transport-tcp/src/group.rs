@@ -1,0 +1,302 @@
+//! The socket group of one reactor (SPDK's TCP poll group): the connections placed on this
+//! reactor, an epoll set over their sockets, and the reactor's NVMe poll group.
+//!
+//! Each poll: sockets that are readable are read and their PDUs handled; the NVMe poll group
+//! reaps backend completions into responses; connections with output are flushed with one
+//! vectored write each.
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use ferrite_nvmf::{ConnId, GroupEvent, PollGroup, Target};
+use ferrite_reactor::{PollStatus, Task, TaskContext};
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll;
+
+use crate::conn::{Conn, ConnError};
+use crate::transport::TcpOptions;
+
+/// Socket events taken per epoll_wait.
+const MAX_EVENTS: usize = 256;
+
+pub(crate) struct SocketGroup {
+    nvmf: PollGroup,
+    conns: Vec<Option<Conn>>,
+    free_ids: Vec<u32>,
+    /// Closed connections whose NVMe state is still draining backend I/O.
+    zombies: Vec<u32>,
+    epoll: OwnedFd,
+    events: Vec<epoll::Event>,
+    group_events: Vec<GroupEvent>,
+    /// Connections with queued output or commands waiting for buffers.
+    dirty: Vec<u32>,
+    connections: Arc<AtomicUsize>,
+    opts: TcpOptions,
+}
+
+impl std::fmt::Debug for SocketGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketGroup")
+            .field("connections", &self.connections)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketGroup {
+    pub fn new(
+        target: Arc<Target>,
+        connections: Arc<AtomicUsize>,
+        opts: TcpOptions,
+        cx: &mut TaskContext,
+    ) -> SocketGroup {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .expect("epoll_create1 cannot fail without fd exhaustion");
+        if let Err(e) = cx.register_wakeup_fd(epoll.as_fd()) {
+            log::warn!("socket group: no interrupt-mode wakeups: {e}");
+        }
+        SocketGroup {
+            nvmf: PollGroup::new(target),
+            conns: Vec::new(),
+            free_ids: Vec::new(),
+            zombies: Vec::new(),
+            epoll,
+            events: Vec::with_capacity(MAX_EVENTS),
+            group_events: Vec::new(),
+            dirty: Vec::new(),
+            connections,
+            opts,
+        }
+    }
+
+    /// Takes a freshly accepted connection.
+    pub fn adopt(&mut self, stream: TcpStream, peer: SocketAddr, _cx: &mut TaskContext) {
+        if let Err(e) = stream
+            .set_nonblocking(true)
+            .and_then(|_| stream.set_nodelay(true))
+        {
+            log::warn!("{peer}: cannot configure socket: {e}");
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let id = self.free_ids.pop().unwrap_or_else(|| {
+            self.conns.push(None);
+            (self.conns.len() - 1) as u32
+        });
+        let registered = epoll::add(
+            &self.epoll,
+            stream.as_fd(),
+            epoll::EventData::new_u64(id as u64),
+            epoll::EventFlags::IN,
+        );
+        if let Err(e) = registered {
+            log::warn!("{peer}: cannot watch socket: {e}");
+            self.free_ids.push(id);
+            self.connections.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.nvmf.add_qpair(ConnId(id));
+        self.conns[id as usize] = Some(Conn::new(stream, peer, ConnId(id), self.opts));
+        log::debug!("{peer}: connection {id} placed");
+    }
+
+    fn close(&mut self, id: u32, why: &str, cx: &mut TaskContext) {
+        let Some(mut conn) = self.conns[id as usize].take() else {
+            return;
+        };
+        log::info!("{}: connection closed: {why}", conn.peer);
+        let _ = epoll::delete(&self.epoll, conn.stream.as_fd());
+        let _ = conn.stream.shutdown(std::net::Shutdown::Both);
+        conn.release_all(cx);
+        self.nvmf.remove_qpair(ConnId(id), cx);
+        self.zombies.push(id);
+        self.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Flushes what can be sent, then closes everything (target shutdown).
+    pub fn close_all(&mut self, cx: &mut TaskContext) {
+        for id in 0..self.conns.len() as u32 {
+            if let Some(conn) = self.conns[id as usize].as_mut() {
+                let _ = conn.flush(cx);
+                self.close(id, "target shutting down", cx);
+            }
+        }
+    }
+
+    fn mark_dirty(&mut self, id: u32) {
+        if !self.dirty.contains(&id) {
+            self.dirty.push(id);
+        }
+    }
+
+    fn handle_socket_events(&mut self, cx: &mut TaskContext) -> bool {
+        self.events.clear();
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if epoll::wait(&self.epoll, spare_capacity(&mut self.events), Some(&zero)).is_err() {
+            return false;
+        }
+        let mut busy = false;
+        for i in 0..self.events.len() {
+            let ev = self.events[i];
+            let id = ev.data.u64() as u32;
+            let flags = ev.flags;
+            if self.conns.get(id as usize).is_none_or(Option::is_none) {
+                continue;
+            }
+            if flags.contains(epoll::EventFlags::OUT) {
+                self.mark_dirty(id);
+            }
+            if flags
+                .intersects(epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR)
+            {
+                busy = true;
+                let conn = self.conns[id as usize].as_mut().expect("checked");
+                match conn.on_readable(&mut self.nvmf, cx) {
+                    Ok(_) => {}
+                    Err(ConnError::Gone(why)) => {
+                        self.close(id, &why, cx);
+                        continue;
+                    }
+                    Err(ConnError::Terminated(_)) => {}
+                }
+                self.mark_dirty(id);
+            }
+        }
+        busy
+    }
+
+    fn handle_group_events(&mut self, cx: &mut TaskContext) -> bool {
+        let mut events = std::mem::take(&mut self.group_events);
+        let busy = self.nvmf.poll(cx, &mut |e| events.push(e));
+        let mut any = busy || !events.is_empty();
+        for event in events.drain(..) {
+            match event {
+                GroupEvent::Respond(conn, resp) => {
+                    match self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut) {
+                        Some(c) => {
+                            c.queue_response(resp);
+                            self.mark_dirty(conn.0);
+                        }
+                        None => {
+                            if let Some(buf) = resp.buf {
+                                cx.put_buffer(buf);
+                            }
+                        }
+                    }
+                }
+                GroupEvent::Close(conn) => {
+                    if let Some(c) = self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut) {
+                        let _ = c.flush(cx);
+                        self.close(
+                            conn.0,
+                            "controller gone (keep-alive timeout, disconnect or access revoked)",
+                            cx,
+                        );
+                        any = true;
+                    }
+                }
+            }
+        }
+        self.group_events = events;
+        any
+    }
+
+    fn flush_dirty(&mut self, cx: &mut TaskContext) {
+        let mut i = 0;
+        while i < self.dirty.len() {
+            let id = self.dirty[i];
+            let Some(conn) = self.conns.get_mut(id as usize).and_then(Option::as_mut) else {
+                self.dirty.swap_remove(i);
+                continue;
+            };
+            if conn.has_waiters() {
+                conn.retry_waiting(&mut self.nvmf, cx);
+            }
+            match conn.flush(cx) {
+                Ok(true) => {
+                    if conn.is_terminating() {
+                        self.close(id, "protocol error reported to the host", cx);
+                        self.dirty.swap_remove(i);
+                        continue;
+                    }
+                    if conn.want_write {
+                        conn.want_write = false;
+                        let _ = epoll::modify(
+                            &self.epoll,
+                            conn.stream.as_fd(),
+                            epoll::EventData::new_u64(id as u64),
+                            epoll::EventFlags::IN,
+                        );
+                    }
+                    if conn.has_waiters() {
+                        i += 1;
+                    } else {
+                        self.dirty.swap_remove(i);
+                    }
+                }
+                Ok(false) => {
+                    if !conn.want_write {
+                        conn.want_write = true;
+                        let _ = epoll::modify(
+                            &self.epoll,
+                            conn.stream.as_fd(),
+                            epoll::EventData::new_u64(id as u64),
+                            epoll::EventFlags::IN | epoll::EventFlags::OUT,
+                        );
+                    }
+                    i += 1;
+                }
+                Err(ConnError::Gone(why)) | Err(ConnError::Terminated(why)) => {
+                    self.close(id, &why, cx);
+                    self.dirty.swap_remove(i);
+                }
+            }
+        }
+    }
+
+    fn reap_zombies(&mut self) {
+        let mut i = 0;
+        while i < self.zombies.len() {
+            let id = self.zombies[i];
+            if self.nvmf.is_released(ConnId(id)) {
+                self.free_ids.push(id);
+                self.zombies.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+impl Task for SocketGroup {
+    fn poll(&mut self, cx: &mut TaskContext) -> PollStatus {
+        let mut busy = self.handle_socket_events(cx);
+        busy |= self.handle_group_events(cx);
+        if !self.dirty.is_empty() {
+            self.flush_dirty(cx);
+        }
+        if !self.zombies.is_empty() {
+            self.reap_zombies();
+        }
+        if let Some(deadline) = self.nvmf.next_deadline() {
+            cx.wake_at(deadline);
+        }
+        PollStatus::from_busy(busy)
+    }
+
+    fn on_shutdown(&mut self, cx: &mut TaskContext) {
+        self.close_all(cx);
+    }
+
+    fn is_finished(&self) -> bool {
+        self.zombies.is_empty()
+            || self
+                .zombies
+                .iter()
+                .all(|id| self.nvmf.is_released(ConnId(*id)))
+    }
+}

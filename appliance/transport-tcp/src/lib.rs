@@ -1,0 +1,13 @@
+//! NVMe/TCP (NVMe over Fabrics TCP transport binding 1.0): listeners, per-reactor socket groups,
+//! PDU framing, R2T/H2CData and C2HData data movement, header and data digests.
+//!
+//! No NVMe semantics live here: every command capsule goes to the reactor's
+//! [`ferrite_nvmf::PollGroup`], which chooses statuses and data plans; this crate moves the bytes.
+#![forbid(unsafe_code)]
+
+mod conn;
+mod group;
+mod listener;
+mod transport;
+
+pub use transport::{TcpOptions, TcpTransport, TcpTransportError};
