@@ -1,0 +1,20 @@
+//! Ferrite's NVMe/TCP initiator.
+//!
+//! - [`QueuePair`]: a non-blocking queue-pair engine for poll loops
+//!   (ICReq/ICResp, Fabrics Connect, in-capsule data, R2T/H2CData,
+//!   C2HData reassembly, digests), no allocation per I/O in steady state.
+//! - [`Controller`]: a blocking wrapper for tests and tools: connect, enable,
+//!   Identify, admin and I/O commands, discovery, shutdown.
+#![forbid(unsafe_code)]
+
+pub mod controller;
+pub mod discovery;
+pub mod error;
+pub mod qpair;
+pub mod types;
+
+pub use controller::{ConnectOptions, Controller, IoData};
+pub use discovery::DiscoveryEntry;
+pub use error::{HostError, Result, Violation};
+pub use qpair::{Completed, Data, QpState, QueuePair, QueuePairConfig, SglMode};
+pub use types::{Cid, QueueId};
