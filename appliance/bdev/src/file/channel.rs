@@ -453,6 +453,14 @@ impl IoChannel for UringChannel {
                 n += 1;
             }
         }
+        if self.in_flight() == 0 {
+            // Nothing can complete any more: reset the wakeup eventfd, or an idle reactor would
+            // see it readable forever and never park. (With I/O in flight it stays readable:
+            // there is work coming.)
+            if let Some(fd) = &self.eventfd {
+                let _ = rustix::io::read(fd, &mut [0u8; 8]);
+            }
+        }
         n
     }
 
