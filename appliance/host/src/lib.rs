@@ -18,3 +18,8 @@ pub use discovery::DiscoveryEntry;
 pub use error::{HostError, Result, Violation};
 pub use qpair::{Completed, Data, QpState, QueuePair, QueuePairConfig, SglMode};
 pub use types::{Cid, QueueId};
+
+#[cfg(test)]
+mod fake_target;
+#[cfg(test)]
+mod tests;
