@@ -180,10 +180,6 @@ impl Conn {
         }
     }
 
-    pub fn has_output(&self) -> bool {
-        !self.tx.is_empty()
-    }
-
     pub fn has_waiters(&self) -> bool {
         !self.waiting_buffer.is_empty()
     }
