@@ -15,7 +15,7 @@ use ferrite_reactor::TaskContext;
 use zerocopy::FromBytes;
 
 use crate::identify::VERSION;
-use crate::poll_group::{ConnId, Exec, GroupEvent, PollGroup, QpairState, INTERNAL_SLOT};
+use crate::poll_group::{ConnId, Exec, GroupEvent, NsInfo, PollGroup, QpairState, INTERNAL_SLOT};
 use crate::request::Request;
 use crate::{MAX_ADMIN_QUEUE_ENTRIES, MAX_IO_QUEUES, MAX_QUEUE_ENTRIES};
 
@@ -183,6 +183,7 @@ impl PollGroup {
             qp.qid = 0;
             qp.sq_entries = entries as u16;
             qp.sqflow_disabled = sqflow_disabled;
+            qp.ns_table = NsInfo::table(&sub);
             qp.subsystem = Some(sub);
             qp.config_generation = generation;
             qp.state = QpairState::Active;
@@ -229,6 +230,7 @@ impl PollGroup {
         qp.qid = params.qid;
         qp.sq_entries = entries as u16;
         qp.sqflow_disabled = sqflow_disabled;
+        qp.ns_table = NsInfo::table(&sub);
         qp.subsystem = Some(sub);
         qp.config_generation = generation;
         qp.state = QpairState::Active;
@@ -321,15 +323,9 @@ impl PollGroup {
             if !ns.bdev.capabilities().volatile_write_cache {
                 continue;
             }
-            if let Err((_, e)) = self.submit(
-                conn,
-                INTERNAL_SLOT,
-                ns.bdev_id,
-                &ns.bdev,
-                IoKind::Flush,
-                None,
-                cx,
-            ) {
+            if let Err((_, e)) =
+                self.submit(conn, INTERNAL_SLOT, ns.bdev_id, IoKind::Flush, None, cx)
+            {
                 log::error!(
                     "shutdown flush of namespace {} failed to start: {e}",
                     ns.nsid

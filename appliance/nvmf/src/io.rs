@@ -9,9 +9,10 @@ use ferrite_nvme::command::opcode::io as op;
 use ferrite_nvme::Status;
 use ferrite_reactor::{IoBuf, TaskContext};
 
+use crate::poll_group::NsInfo;
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request, Response};
-use crate::target::{Namespace, Subsystem};
+use crate::target::Subsystem;
 use crate::MAX_TRANSFER_BYTES;
 
 /// NSID meaning "every namespace" (Flush).
@@ -31,23 +32,43 @@ impl PollGroup {
         if qp.config_generation != generation {
             let nqn = qp.ctrl.as_ref().map(|c| c.subnqn.clone())?;
             qp.subsystem = target.config().subsystem(&nqn).cloned();
+            qp.ns_table = qp
+                .subsystem
+                .as_deref()
+                .map(NsInfo::table)
+                .unwrap_or_default();
             qp.config_generation = generation;
         }
         qp.subsystem.clone()
     }
 
+    /// Brings the queue's view of its subsystem up to date when the configuration changed
+    /// (one atomic load per command otherwise).
+    fn refresh(&mut self, conn: ConnId) {
+        let generation = self.target.generation();
+        let stale = self
+            .qpair(conn)
+            .is_some_and(|q| q.config_generation != generation);
+        if stale {
+            self.current_subsystem(conn);
+        }
+    }
+
+    fn ns_info(&self, conn: ConnId, nsid: u32) -> Option<NsInfo> {
+        *self.qpair(conn)?.ns_table.get(nsid as usize)?
+    }
+
     pub(crate) fn execute_io(&mut self, conn: ConnId, req: Request, cx: &mut TaskContext) -> Exec {
-        let Some(sub) = self.current_subsystem(conn) else {
-            return self.finish(conn, req.slot, Status::INVALID_NAMESPACE, 0, req.buf, cx);
-        };
+        self.refresh(conn);
         let slot = req.slot;
         let nsid = req.cmd.nsid.get();
         if req.cmd.opcode == op::FLUSH && nsid == NSID_ALL {
-            return self.flush_all(conn, req, &sub, cx);
+            return self.flush_all(conn, req, cx);
         }
-        let Some(ns) = sub.namespace(nsid).cloned() else {
+        let Some(ns) = self.ns_info(conn, nsid) else {
             return self.finish(conn, req.slot, Status::INVALID_NAMESPACE, 0, req.buf, cx);
         };
+        let ns = &ns;
         {
             let qp = self.qpair_mut(conn).expect("execute checked the qpair");
             let s = qp.slot_mut(req.slot);
@@ -55,12 +76,12 @@ impl PollGroup {
             s.lba = lba_of(&req);
         }
         let result = match req.cmd.opcode {
-            op::READ | op::WRITE | op::COMPARE => self.read_write(conn, req, &ns, cx),
+            op::READ | op::WRITE | op::COMPARE => self.read_write(conn, req, ns, cx),
             op::FLUSH => self
-                .submit_one(conn, req.slot, &ns, IoKind::Flush, None, cx)
+                .submit_one(conn, req.slot, ns, IoKind::Flush, None, cx)
                 .map_err(|(b, s)| (s, b)),
-            op::WRITE_ZEROES => self.write_zeroes(conn, req, &ns, cx),
-            op::DATASET_MANAGEMENT => self.dataset_management(conn, req, &ns, cx),
+            op::WRITE_ZEROES => self.write_zeroes(conn, req, ns, cx),
+            op::DATASET_MANAGEMENT => self.dataset_management(conn, req, ns, cx),
             _ => Err((Status::INVALID_OPCODE, req.buf)),
         };
         match result {
@@ -86,7 +107,7 @@ impl PollGroup {
         &mut self,
         conn: ConnId,
         req: Request,
-        ns: &Arc<Namespace>,
+        ns: &NsInfo,
         cx: &mut TaskContext,
     ) -> Result<(), (Status, Option<IoBuf>)> {
         let Request {
@@ -97,10 +118,10 @@ impl PollGroup {
         } = req;
         let slba = lba_of_cmd(&cmd);
         let nlb = (cmd.cdw12.get() & 0xFFFF) + 1;
-        let block_size = ns.bdev.block_size();
+        let block_size = ns.block_size;
         if slba
             .checked_add(nlb as u64)
-            .is_none_or(|end| end > ns.bdev.num_blocks())
+            .is_none_or(|end| end > ns.num_blocks)
         {
             return Err((Status::LBA_OUT_OF_RANGE, buf));
         }
@@ -119,11 +140,10 @@ impl PollGroup {
         let Some(mut buf) = buf.filter(|_| data_ok) else {
             return Err((Status::DATA_SGL_LENGTH_INVALID, None));
         };
-        let ctrl = self
-            .qpair(conn)
-            .and_then(|q| q.ctrl.clone())
-            .expect("active I/O queue has a controller");
-        let counters = Arc::clone(&self.qpair(conn).expect("live").counters);
+        let qp = self.qpair(conn).expect("live");
+        // Per-queue counters: only this reactor writes them, so the count is uncontended.
+        let write_cache_enabled = qp.ctrl.as_ref().is_none_or(|c| c.write_cache_enabled());
+        let counters = Arc::clone(&qp.counters);
         match cmd.opcode {
             op::READ => {
                 buf.set_len(bytes as usize);
@@ -140,8 +160,7 @@ impl PollGroup {
             op::WRITE => {
                 counters.add(&counters.write_commands, 1);
                 counters.add(&counters.bytes_written, bytes as u64);
-                let cache_off =
-                    !ctrl.write_cache_enabled() && ns.bdev.capabilities().volatile_write_cache;
+                let cache_off = !write_cache_enabled && ns.volatile_cache;
                 let fua = cmd.cdw12.get() & FUA != 0 || cache_off;
                 let kind = IoKind::Write {
                     lba: slba,
@@ -182,7 +201,7 @@ impl PollGroup {
         &mut self,
         conn: ConnId,
         req: Request,
-        ns: &Arc<Namespace>,
+        ns: &NsInfo,
         cx: &mut TaskContext,
     ) -> Result<(), (Status, Option<IoBuf>)> {
         if let Some(buf) = req.buf {
@@ -190,10 +209,7 @@ impl PollGroup {
         }
         let slba = lba_of_cmd(&req.cmd);
         let nlb = (req.cmd.cdw12.get() & 0xFFFF) as u64 + 1;
-        if slba
-            .checked_add(nlb)
-            .is_none_or(|end| end > ns.bdev.num_blocks())
-        {
+        if slba.checked_add(nlb).is_none_or(|end| end > ns.num_blocks) {
             return Err((Status::LBA_OUT_OF_RANGE, None));
         }
         let counters = Arc::clone(&self.qpair(conn).expect("live").counters);
@@ -210,7 +226,7 @@ impl PollGroup {
         &mut self,
         conn: ConnId,
         req: Request,
-        ns: &Arc<Namespace>,
+        ns: &NsInfo,
         cx: &mut TaskContext,
     ) -> Result<(), (Status, Option<IoBuf>)> {
         let ranges = (req.cmd.cdw10.get() & 0xFF) as usize + 1;
@@ -223,7 +239,7 @@ impl PollGroup {
             cx.put_buffer(buf);
             return Ok(());
         }
-        let num_blocks = ns.bdev.num_blocks();
+        let num_blocks = ns.num_blocks;
         // Validate every range before touching any, so a bad range changes nothing.
         let mut extents = [(0u64, 0u64); 256];
         for (i, raw) in buf.as_slice()[..need]
@@ -240,7 +256,7 @@ impl PollGroup {
             extents[i] = (lba, blocks);
         }
         cx.put_buffer(buf);
-        if !ns.bdev.capabilities().unmap {
+        if !ns.unmap {
             // Deallocation is advisory; a backend that cannot unmap keeps the data.
             return Ok(());
         }
@@ -256,21 +272,23 @@ impl PollGroup {
         Ok(())
     }
 
-    fn flush_all(
-        &mut self,
-        conn: ConnId,
-        req: Request,
-        sub: &Subsystem,
-        cx: &mut TaskContext,
-    ) -> Exec {
+    fn flush_all(&mut self, conn: ConnId, req: Request, cx: &mut TaskContext) -> Exec {
         let req_slot = req.slot;
         if let Some(buf) = req.buf {
             cx.put_buffer(buf);
         }
-        for ns in sub.namespaces.values() {
-            if !ns.bdev.capabilities().volatile_write_cache {
-                continue;
-            }
+        let cached: Vec<NsInfo> = self
+            .qpair(conn)
+            .map(|q| {
+                q.ns_table
+                    .iter()
+                    .flatten()
+                    .filter(|ns| ns.volatile_cache)
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ns in &cached {
             if let Err((_, status)) = self.submit_one(conn, req.slot, ns, IoKind::Flush, None, cx) {
                 self.qpair_mut(conn)
                     .expect("live")
@@ -288,13 +306,13 @@ impl PollGroup {
         &mut self,
         conn: ConnId,
         slot: u16,
-        ns: &Arc<Namespace>,
+        ns: &NsInfo,
         kind: IoKind,
         buf: Option<IoBuf>,
         cx: &mut TaskContext,
     ) -> Result<(), (Option<IoBuf>, Status)> {
         let is_read = matches!(kind, IoKind::Read { .. });
-        self.submit(conn, slot, ns.bdev_id, &ns.bdev, kind, buf, cx)
+        self.submit(conn, slot, ns.bdev_id, kind, buf, cx)
             .map_err(|(buf, e)| (buf, status_of(&e, is_read)))
     }
 

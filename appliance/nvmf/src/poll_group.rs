@@ -79,6 +79,9 @@ pub(crate) struct Qpair {
     pub sqhd: u16,
     pub sqflow_disabled: bool,
     pub subsystem: Option<Arc<Subsystem>>,
+    /// Plain copies of what the I/O path needs per namespace, indexed by NSID: no shared
+    /// reference counts are touched per I/O.
+    pub ns_table: Vec<Option<NsInfo>>,
     pub config_generation: u64,
     pub counters: Arc<HealthCounters>,
     pub slots: Vec<Slot>,
@@ -100,6 +103,7 @@ impl Qpair {
             sqhd: 0,
             sqflow_disabled: false,
             subsystem: None,
+            ns_table: Vec::new(),
             config_generation: 0,
             counters: Arc::new(HealthCounters::default()),
             slots: Vec::new(),
@@ -119,6 +123,34 @@ impl Qpair {
             self.slots.resize_with(index + 1, Slot::default);
         }
         &mut self.slots[index]
+    }
+}
+
+/// What the I/O path needs of a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NsInfo {
+    pub bdev_id: BdevId,
+    pub block_size: u32,
+    pub num_blocks: u64,
+    pub volatile_cache: bool,
+    pub unmap: bool,
+}
+
+impl NsInfo {
+    pub fn table(sub: &Subsystem) -> Vec<Option<NsInfo>> {
+        let max = sub.namespaces.keys().next_back().copied().unwrap_or(0) as usize;
+        let mut table = vec![None; max + 1];
+        for (nsid, ns) in &sub.namespaces {
+            let caps = ns.bdev.capabilities();
+            table[*nsid as usize] = Some(NsInfo {
+                bdev_id: ns.bdev_id,
+                block_size: ns.bdev.block_size(),
+                num_blocks: ns.bdev.num_blocks(),
+                volatile_cache: caps.volatile_write_cache,
+                unmap: caps.unmap,
+            });
+        }
+        table
     }
 }
 
@@ -441,21 +473,24 @@ impl PollGroup {
         }
     }
 
-    /// The channel of `bdev` on this reactor, opened on first use.
+    /// The channel of bdev `id` on this reactor, opened on first use.
     pub(crate) fn channel(
         &mut self,
         id: BdevId,
-        bdev: &Arc<dyn BlockDevice>,
         cx: &mut TaskContext,
     ) -> Result<&mut Box<dyn IoChannel>, BdevError> {
         let index = id.0 as usize;
         if self.channels.len() <= index {
             self.channels.resize_with(index + 1, || None);
         }
-        let stale = self.channels[index]
-            .as_ref()
-            .is_some_and(|e| !Arc::ptr_eq(&e.bdev, bdev));
-        if stale || self.channels[index].is_none() {
+        if self.channels[index].is_none() {
+            let cfg = self.target.config();
+            let bdev = cfg
+                .bdevs
+                .values()
+                .find(|b| b.id == id)
+                .map(|b| Arc::clone(&b.bdev))
+                .ok_or(BdevError::Unsupported("the bdev was deleted"))?;
             let small = cx.small_pool().regions().to_vec();
             let large = cx.large_pool().regions().to_vec();
             let chan = bdev.open_channel(&[&small, &large])?;
@@ -467,10 +502,7 @@ impl PollGroup {
                     );
                 }
             }
-            self.channels[index] = Some(ChannelEntry {
-                bdev: Arc::clone(bdev),
-                chan,
-            });
+            self.channels[index] = Some(ChannelEntry { bdev, chan });
         }
         Ok(&mut self.channels[index].as_mut().expect("opened above").chan)
     }
@@ -482,7 +514,6 @@ impl PollGroup {
         conn: ConnId,
         slot: u16,
         bdev_id: BdevId,
-        bdev: &Arc<dyn BlockDevice>,
         kind: ferrite_bdev::IoKind,
         buf: Option<IoBuf>,
         cx: &mut TaskContext,
@@ -492,7 +523,7 @@ impl PollGroup {
             .map_or(0, |q| q.generation);
         let tag = encode_tag(conn, generation, slot);
         let io = BdevIo::new(tag, kind, buf);
-        let chan = match self.channel(bdev_id, bdev, cx) {
+        let chan = match self.channel(bdev_id, cx) {
             Ok(chan) => chan,
             Err(e) => return Err((io.buf, e)),
         };
