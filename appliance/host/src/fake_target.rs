@@ -187,6 +187,8 @@ struct Conn {
     hpda: u8,
     qid: u16,
     ttag: u16,
+    /// Commands that arrived while an R2T transfer was in progress.
+    deferred: std::collections::VecDeque<(Command, Vec<u8>)>,
 }
 
 impl Conn {
@@ -198,6 +200,7 @@ impl Conn {
             hpda: 0,
             qid: 0,
             ttag: 0,
+            deferred: std::collections::VecDeque::new(),
         }
     }
 
@@ -285,18 +288,27 @@ impl Conn {
             .map_err(|e| e.to_string())?;
         self.send(&resp)?;
         loop {
+            if let Some((cmd, data)) = self.deferred.pop_front() {
+                self.command(cmd, data)?;
+                continue;
+            }
             let (ch, all) = self.read_pdu()?;
             match PduType::from_u8(ch.pdu_type) {
                 Some(PduType::CapsuleCmd) => {
-                    let hdr = CapsuleCmdHeader::parse(&all).map_err(|e| e.to_string())?;
-                    let data = self.pdu_data(&ch, &all)?.to_vec();
-                    self.sh.commands.fetch_add(1, Ordering::SeqCst);
-                    self.command(hdr.cmd, data)?;
+                    let (cmd, data) = self.capsule(&ch, &all)?;
+                    self.command(cmd, data)?;
                 }
                 Some(PduType::H2CTermReq) => return Err("host terminated".into()),
                 _ => return self.term(fes::INVALID_HEADER_FIELD, 0, &all[..all.len().min(128)]),
             }
         }
+    }
+
+    fn capsule(&mut self, ch: &CommonHeader, all: &[u8]) -> TResult<(Command, Vec<u8>)> {
+        let hdr = CapsuleCmdHeader::parse(all).map_err(|e| e.to_string())?;
+        let data = self.pdu_data(ch, all)?.to_vec();
+        self.sh.commands.fetch_add(1, Ordering::SeqCst);
+        Ok((hdr.cmd, data))
     }
 
     fn respond(&mut self, cqe: Completion) -> TResult<()> {
@@ -400,6 +412,11 @@ impl Conn {
             let mut got = 0usize;
             while got < want {
                 let (ch, all) = self.read_pdu()?;
+                if ch.pdu_type == PduType::CapsuleCmd as u8 {
+                    let c = self.capsule(&ch, &all)?;
+                    self.deferred.push_back(c);
+                    continue;
+                }
                 if ch.pdu_type != PduType::H2CData as u8 {
                     return self.term(fes::PDU_SEQUENCE_ERROR, 0, &all[..all.len().min(128)]);
                 }

@@ -6,11 +6,13 @@
 //! - [`Controller`]: a blocking wrapper for tests and tools: connect, enable,
 //!   Identify, admin and I/O commands, discovery, shutdown.
 //! - [`RawConnection`]: a raw PDU client for malformed-input tests.
+//! - [`load`]: the engine of the `ferrite-load` load client.
 #![forbid(unsafe_code)]
 
 pub mod controller;
 pub mod discovery;
 pub mod error;
+pub mod load;
 pub mod qpair;
 pub mod raw;
 pub mod types;
