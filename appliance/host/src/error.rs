@@ -233,7 +233,12 @@ pub fn connect_status_name(status: Status) -> String {
         (1, 0x91) => "AUTHENTICATION_REQUIRED",
         _ => return status.to_string(),
     };
-    format!("{name} ({status:?})")
+    let dnr = if status.dnr() { ", dnr" } else { "" };
+    format!(
+        "{name} (sct {:#x}, sc {:#04x}{dnr})",
+        status.sct(),
+        status.sc()
+    )
 }
 
 fn invalid_param_suffix(status: Status, dw0: u32) -> String {

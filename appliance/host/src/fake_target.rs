@@ -139,6 +139,7 @@ impl FakeTarget {
                     break;
                 }
                 let Ok(conn) = conn else { break };
+                let _ = conn.set_nodelay(true);
                 let sh = sh.clone();
                 std::thread::spawn(move || {
                     let mut c = Conn::new(conn, sh);
