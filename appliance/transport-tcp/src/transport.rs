@@ -83,8 +83,8 @@ impl TcpTransport {
         }
         let for_listener = groups.clone();
         let listener = runtime
-            .spawn(0, "nvmf-tcp-accept", move |_cx| {
-                ListenerTask::new(for_listener)
+            .spawn(0, "nvmf-tcp-accept", move |cx| {
+                ListenerTask::new(for_listener, cx)
             })
             .map_err(|e| TcpTransportError::Reactor(e.to_string()))?;
         Ok(TcpTransport {
