@@ -458,6 +458,14 @@ proptest! {
 /// A scripted peer: ICResp, a successful Connect response, then `tail`
 /// (whatever the test wants the host to swallow), then close.
 fn scripted_peer(tail: Vec<u8>) -> std::net::SocketAddr {
+    scripted_peer_reporting(tail, None)
+}
+
+/// [`scripted_peer`] that also reports what the host sent after the tail.
+fn scripted_peer_reporting(
+    tail: Vec<u8>,
+    report: Option<std::sync::mpsc::Sender<Vec<u8>>>,
+) -> std::net::SocketAddr {
     use ferrite_nvme::tcp::{encode_capsule_resp, encode_icresp};
     use std::io::{Read, Write};
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -483,6 +491,12 @@ fn scripted_peer(tail: Vec<u8>) -> std::net::SocketAddr {
         let mut cmd = [0u8; 72];
         let _ = s.read_exact(&mut cmd);
         let _ = s.write_all(&tail);
+        if let Some(report) = report {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut after = Vec::new();
+            let _ = s.read_to_end(&mut after);
+            let _ = report.send(after);
+        }
     });
     addr
 }
@@ -510,7 +524,10 @@ fn valid_read_answer() -> Vec<u8> {
 /// Connects to a scripted peer, reads 4 KiB (cid 1) and polls until the
 /// peer's close ends the queue. Returns the completions seen.
 fn swallow(tail: Vec<u8>) -> Vec<Completed> {
-    let addr = scripted_peer(tail);
+    swallow_at(scripted_peer(tail))
+}
+
+fn swallow_at(addr: std::net::SocketAddr) -> Vec<Completed> {
     let mut cfg = QueuePairConfig::admin(SUBNQN, "nqn.2024-01.io.ferrite:h", [1; 16]);
     cfg.qid = 1;
     cfg.cntlid = 1;
@@ -541,6 +558,24 @@ fn scripted_valid_answer_completes() {
     assert_eq!(out.len(), 1);
     out[0].check().expect("good read");
     assert_eq!(out[0].data_len, 4096);
+}
+
+#[test]
+fn host_reports_violations_with_an_h2c_term_req() {
+    use ferrite_nvme::tcp::{encode_capsule_resp, TermReqHeader};
+    let mut tail = [0u8; 24];
+    let cqe = ferrite_nvme::Completion::new(9, Status::SUCCESS);
+    encode_capsule_resp(&cqe, false, &mut tail).expect("resp");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = swallow_at(scripted_peer_reporting(tail.to_vec(), Some(tx)));
+    assert!(out.is_empty());
+    let sent = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("peer report");
+    let t = TermReqHeader::parse(&sent).expect("an H2CTermReq");
+    assert_eq!(t.ch.pdu_type, 2);
+    assert_eq!(t.fes.get(), fes::INVALID_HEADER_FIELD);
+    assert_eq!(t.fei.get(), 8);
 }
 
 proptest! {

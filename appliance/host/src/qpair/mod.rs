@@ -24,7 +24,8 @@ use ferrite_nvme::command::PSDT_SGL_MPTR_CONTIGUOUS;
 use ferrite_nvme::digest::crc32c;
 use ferrite_nvme::fabrics::{ConnectCommand, ConnectData, CNTLID_DYNAMIC};
 use ferrite_nvme::tcp::{
-    encode_capsule_cmd, encode_h2c_data, encode_icreq, encode_term_req, Digests, Direction,
+    encode_capsule_cmd, encode_h2c_data, encode_icreq, encode_term_req, fes, DataHeader, Digests,
+    Direction,
 };
 use ferrite_nvme::{Command, Completion, SglDescriptor, Status};
 use zerocopy::IntoBytes;
@@ -190,6 +191,16 @@ pub enum QpState {
 }
 
 impl QpState {
+    /// The one transition check: forward through the handshake, or to Failed.
+    pub fn is_transition_valid(from: QpState, to: QpState) -> bool {
+        matches!(
+            (from, to),
+            (QpState::AwaitIcResp, QpState::AwaitConnect)
+                | (QpState::AwaitConnect, QpState::Ready)
+                | (_, QpState::Failed)
+        )
+    }
+
     fn name(self) -> &'static str {
         match self {
             QpState::AwaitIcResp => "awaiting ICResp",
@@ -595,10 +606,10 @@ impl QueuePair {
         if self.state == QpState::Failed {
             return;
         }
-        self.state = QpState::Failed;
-        if let HostError::Protocol(Violation::Pdu(pe)) = e {
+        self.set_state(QpState::Failed);
+        if let Some((fes, fei)) = term_req_for(e) {
             let mut buf = [0u8; 24];
-            if let Ok(n) = encode_term_req(Direction::FromHost, pe.fes(), pe.fei(), &[], &mut buf) {
+            if let Ok(n) = encode_term_req(Direction::FromHost, fes, fei, &[], &mut buf) {
                 // Best effort on a non-blocking socket; the connection closes anyway.
                 let _ = self.stream.write(&buf[..n]);
             }
@@ -610,8 +621,17 @@ impl QueuePair {
     /// Closes the connection. Outstanding commands are abandoned.
     pub fn close(&mut self) {
         let _ = self.flush();
-        self.state = QpState::Failed;
+        self.set_state(QpState::Failed);
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    fn set_state(&mut self, to: QpState) {
+        debug_assert!(
+            QpState::is_transition_valid(self.state, to),
+            "queue pair state {:?} -> {to:?}",
+            self.state
+        );
+        self.state = to;
     }
 
     /// Queues the Fabrics Connect (after ICResp).
@@ -642,7 +662,7 @@ impl QueuePair {
         // Connect data always travels in-capsule, whatever IOCCSZ says.
         let cid = self.queue_command(&cmd, Data::Write(data.as_bytes()), SglMode::InCapsule)?;
         self.connect_cid = cid.0;
-        self.state = QpState::AwaitConnect;
+        self.set_state(QpState::AwaitConnect);
         Ok(())
     }
 
@@ -686,7 +706,7 @@ impl QueuePair {
             }
             self.neg.cntlid = cqe.result() as u16;
             self.neg.connect_sqhd = cqe.sqhd.get();
-            self.state = QpState::Ready;
+            self.set_state(QpState::Ready);
             log::debug!(
                 "queue {} connected to controller {} (digests {:?})",
                 self.cfg.qid,
@@ -698,6 +718,27 @@ impl QueuePair {
         out.push(done);
         Ok(())
     }
+}
+
+/// The (FES, FEI) of the H2CTermReq that reports `e` to the target, when
+/// `e` is a protocol violation a TermReq can name.
+fn term_req_for(e: &HostError) -> Option<(u16, u32)> {
+    let HostError::Protocol(v) = e else {
+        return None;
+    };
+    Some(match v {
+        Violation::Pdu(pe) => (pe.fes(), pe.fei()),
+        Violation::Unexpected { .. } => (fes::PDU_SEQUENCE_ERROR, 0),
+        Violation::UnknownCid { .. } | Violation::WrongDirection { .. } => {
+            (fes::INVALID_HEADER_FIELD, DataHeader::CCCID_OFFSET)
+        }
+        Violation::BadR2t { .. } => (fes::INVALID_HEADER_FIELD, DataHeader::DATAL_OFFSET),
+        Violation::DataOffset { .. } => (fes::DATA_OUT_OF_RANGE, DataHeader::DATAO_OFFSET),
+        Violation::OutOfRange { .. } => (fes::DATA_OUT_OF_RANGE, DataHeader::DATAL_OFFSET),
+        Violation::BadIcResp { .. }
+        | Violation::ShortTransfer { .. }
+        | Violation::Decode { .. } => return None,
+    })
 }
 
 /// Opens a TCP connection, naming a refusal.
