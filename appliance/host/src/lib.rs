@@ -7,6 +7,29 @@
 //!   Identify, admin and I/O commands, discovery, shutdown.
 //! - [`RawConnection`]: a raw PDU client for malformed-input tests.
 //! - [`load`]: the engine of the `ferrite-load` load client.
+//!
+//! ```no_run
+//! use ferrite_host::{ConnectOptions, Controller, HostError};
+//! use ferrite_nvme::Status;
+//!
+//! # fn main() -> Result<(), HostError> {
+//! let addr = ([127, 0, 0, 1], 4420).into();
+//! let mut opts = ConnectOptions::new(addr, "nqn.2026-01.io.ferrite:default");
+//! opts.io_queues = 2;
+//! opts.data_digest = true;
+//! let mut c = Controller::connect(opts)?;
+//! let data = vec![0xA5u8; 8 * 512];
+//! c.write(1, 1, 0, &data, false)?;
+//! let mut back = vec![0u8; data.len()];
+//! c.read(2, 1, 0, 8, &mut back)?;
+//! match c.read(1, 1, u64::MAX - 8, 8, &mut back) {
+//!     Err(e) if e.status().map(Status::code) == Some(Status::LBA_OUT_OF_RANGE) => {}
+//!     other => panic!("{other:?}"),
+//! }
+//! c.shutdown()?;
+//! c.disconnect();
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
 pub mod controller;
