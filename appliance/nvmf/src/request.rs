@@ -125,3 +125,80 @@ pub struct Response {
     /// flag): the command succeeded and the queue has SQ flow control disabled.
     pub may_elide_completion: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_nvme::command::opcode::io;
+
+    fn cmd(opcode: u8, sgl: SglDescriptor) -> Command {
+        let mut c = Command::new(opcode, 7);
+        c.set_psdt(ferrite_nvme::command::PSDT_SGL_MPTR_CONTIGUOUS);
+        c.dptr = sgl;
+        c
+    }
+
+    #[test]
+    fn in_capsule_writes_and_transport_reads() {
+        let limits = TransportLimits::default();
+        let w = cmd(io::WRITE, SglDescriptor::in_capsule(0, 4096));
+        assert_eq!(
+            plan_data(&w, 4096, &limits),
+            Ok(DataPlan::InCapsule { len: 4096 })
+        );
+        let w = cmd(io::WRITE, SglDescriptor::transport(65536));
+        assert_eq!(
+            plan_data(&w, 0, &limits),
+            Ok(DataPlan::FromHost { len: 65536 })
+        );
+        let r = cmd(io::READ, SglDescriptor::transport(131072));
+        assert_eq!(
+            plan_data(&r, 0, &limits),
+            Ok(DataPlan::ToHost { len: 131072 })
+        );
+        let f = cmd(io::FLUSH, SglDescriptor::transport(0));
+        assert_eq!(plan_data(&f, 0, &limits), Ok(DataPlan::None));
+    }
+
+    #[test]
+    fn bad_sgls_get_their_statuses() {
+        let limits = TransportLimits::default();
+        let offset = cmd(io::WRITE, SglDescriptor::in_capsule(16, 512));
+        assert_eq!(
+            plan_data(&offset, 512, &limits),
+            Err(Status::INVALID_SGL_OFFSET)
+        );
+        let short = cmd(io::WRITE, SglDescriptor::in_capsule(0, 1024));
+        assert_eq!(
+            plan_data(&short, 512, &limits),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
+        let too_big = cmd(io::WRITE, SglDescriptor::in_capsule(0, 16384));
+        assert_eq!(
+            plan_data(&too_big, 16384, &limits),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
+        let over_mdts = cmd(
+            io::READ,
+            SglDescriptor::transport(MAX_TRANSFER_BYTES + 4096),
+        );
+        assert_eq!(
+            plan_data(&over_mdts, 0, &limits),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
+        let mut keyed = SglDescriptor::transport(4096);
+        keyed.id = 0x40;
+        assert_eq!(
+            plan_data(&cmd(io::READ, keyed), 0, &limits),
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
+        let read_in_capsule = cmd(io::READ, SglDescriptor::in_capsule(0, 512));
+        assert_eq!(
+            plan_data(&read_in_capsule, 512, &limits),
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
+        let mut prp = cmd(io::READ, SglDescriptor::transport(4096));
+        prp.flags = 0;
+        assert_eq!(plan_data(&prp, 0, &limits), Err(Status::INVALID_FIELD));
+    }
+}

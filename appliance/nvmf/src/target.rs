@@ -565,3 +565,118 @@ fn check_ascii_field(field: &'static str, value: &str, max: usize) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrite_bdev::MallocBdev;
+
+    const NQN: &str = "nqn.2026-01.io.ferrite:t";
+
+    fn target_with_bdev() -> Arc<Target> {
+        let t = Target::new(TargetOptions::default());
+        let bdev = MallocBdev::new("ram0", 1024, 512).expect("malloc bdev");
+        t.add_bdev("ram0", Arc::new(bdev)).expect("add bdev");
+        t.create_subsystem(SubsystemParams {
+            nqn: NQN.into(),
+            serial: None,
+            model: None,
+            allow_any_host: false,
+            max_namespaces: None,
+        })
+        .expect("create subsystem");
+        t
+    }
+
+    #[test]
+    fn namespaces_hosts_and_bdevs_keep_their_invariants() {
+        let t = target_with_bdev();
+        let g0 = t.generation();
+        let nsid = t
+            .add_namespace(
+                NQN,
+                NamespaceParams {
+                    bdev_name: "ram0".into(),
+                    ..Default::default()
+                },
+            )
+            .expect("ns");
+        assert_eq!(nsid, 1);
+        assert!(t.generation() > g0, "changes bump the generation");
+        let dup = NamespaceParams {
+            nsid: Some(1),
+            bdev_name: "ram0".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            t.add_namespace(NQN, dup),
+            Err(NvmfError::NamespaceInUse {
+                nqn: NQN.into(),
+                nsid: 1
+            })
+        );
+        let missing = NamespaceParams {
+            bdev_name: "nope".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            t.add_namespace(NQN, missing),
+            Err(NvmfError::NoSuchBdev("nope".into()))
+        );
+        assert!(matches!(
+            t.remove_bdev("ram0"),
+            Err(NvmfError::BdevInUse { nsid: 1, .. })
+        ));
+        let host = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+        assert!(!t.config().subsystem(NQN).expect("sub").allows(host));
+        t.add_host(NQN, host).expect("add host");
+        assert!(t.config().subsystem(NQN).expect("sub").allows(host));
+        assert!(matches!(
+            t.add_host(NQN, host),
+            Err(NvmfError::HostExists { .. })
+        ));
+        assert!(matches!(
+            t.add_host(NQN, "not an nqn"),
+            Err(NvmfError::InvalidNqn { .. })
+        ));
+        t.remove_namespace(NQN, 1).expect("remove ns");
+        assert!(t.remove_bdev("ram0").is_ok());
+    }
+
+    #[test]
+    fn subsystem_validation() {
+        let t = target_with_bdev();
+        let params = |nqn: &str| SubsystemParams {
+            nqn: nqn.into(),
+            serial: None,
+            model: None,
+            allow_any_host: true,
+            max_namespaces: None,
+        };
+        assert!(matches!(
+            t.create_subsystem(params(NQN)),
+            Err(NvmfError::SubsystemExists(_))
+        ));
+        assert!(matches!(
+            t.create_subsystem(params("bogus")),
+            Err(NvmfError::InvalidNqn { .. })
+        ));
+        assert_eq!(
+            t.create_subsystem(params(DISCOVERY_NQN)),
+            Err(NvmfError::DiscoveryReadOnly)
+        );
+        let mut long_serial = params("nqn.2026-01.io.ferrite:s");
+        long_serial.serial = Some("X".repeat(21));
+        assert!(matches!(
+            t.create_subsystem(long_serial),
+            Err(NvmfError::InvalidParameter { .. })
+        ));
+        assert_eq!(
+            t.delete_subsystem("nqn.2026-01.io.ferrite:none"),
+            Err(NvmfError::NoSuchSubsystem(
+                "nqn.2026-01.io.ferrite:none".into()
+            ))
+        );
+        t.delete_subsystem(NQN).expect("delete");
+    }
+}
