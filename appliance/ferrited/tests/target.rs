@@ -308,3 +308,79 @@ fn many_controllers_at_once() {
     }
     t.stop();
 }
+
+#[test]
+fn async_events_abort_and_features() {
+    let t = Ferrited::start(&ram_config(free_port(), &[]));
+    let mut c = t.connect(1);
+    // Four AERs are held (AERL = 3); a fifth is refused.
+    let cids: Vec<_> = (0..4)
+        .map(|_| c.submit_async_event_request().expect("aer"))
+        .collect();
+    let fifth = c.submit_async_event_request().expect("fifth aer");
+    std::thread::sleep(Duration::from_millis(200));
+    let events = c.take_admin_events().expect("events");
+    let refused = events
+        .iter()
+        .find(|e| e.cid == fifth)
+        .expect("fifth AER completes");
+    assert_eq!(
+        refused.cqe.status().code(),
+        Status::ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED.code()
+    );
+    assert!(
+        events.iter().all(|e| e.cid == fifth),
+        "held AERs stay outstanding: {events:?}"
+    );
+    // Abort one held AER: the Abort succeeds (dw0 bit 0 clear) and the AER completes aborted.
+    let mut abort = Command::new(opcode::admin::ABORT, 0);
+    abort.cdw10 = ((cids[0].0 as u32) << 16).into();
+    let done = c.raw_admin(&abort, IoData::None).expect("abort");
+    assert!(done.status().is_success());
+    assert_eq!(done.result() & 1, 0, "the AER was aborted");
+    std::thread::sleep(Duration::from_millis(100));
+    let events = c.take_admin_events().expect("events");
+    let aborted = events
+        .iter()
+        .find(|e| e.cid == cids[0])
+        .expect("aborted AER completes");
+    assert_eq!(
+        aborted.cqe.status().code(),
+        Status::ABORTED_BY_REQUEST.code()
+    );
+    // Aborting an I/O command that already completed reports "not aborted".
+    abort.cdw10 = (1 | (999u32 << 16)).into();
+    let done = c.raw_admin(&abort, IoData::None).expect("abort io");
+    assert_eq!(done.result() & 1, 1);
+    // Features: number of queues is fixed once I/O queues exist; VWC and KATO round-trip.
+    const NUMBER_OF_QUEUES: u8 = 0x07;
+    const VOLATILE_WRITE_CACHE: u8 = 0x06;
+    const KEEP_ALIVE_TIMER: u8 = 0x0F;
+    expect_status(
+        c.set_features(NUMBER_OF_QUEUES, 0, 0x0003_0003, false),
+        Status::COMMAND_SEQUENCE_ERROR,
+    );
+    let queues = c.get_features(NUMBER_OF_QUEUES, 0, 0).expect("get queues");
+    assert_eq!(queues, 0, "one I/O queue granted (0-based NSQA and NCQA)");
+    c.set_features(VOLATILE_WRITE_CACHE, 0, 0, false)
+        .expect("disable write cache");
+    assert_eq!(
+        c.get_features(VOLATILE_WRITE_CACHE, 0, 0).expect("get vwc"),
+        0
+    );
+    c.set_features(KEEP_ALIVE_TIMER, 0, 20_000, false)
+        .expect("set kato");
+    assert_eq!(
+        c.get_features(KEEP_ALIVE_TIMER, 0, 0).expect("get kato"),
+        20_000
+    );
+    expect_status(
+        c.set_features(KEEP_ALIVE_TIMER, 0, 20_000, true),
+        Status::FEATURE_NOT_SAVEABLE,
+    );
+    expect_status(c.get_features(0x7A, 0, 0), Status::INVALID_FIELD);
+    // Writes still work with the cache disabled (they become FUA).
+    c.write(1, 1, 8, &pattern(8, 8, 512, 3), false)
+        .expect("write");
+    t.stop();
+}
