@@ -61,10 +61,18 @@ fn identify_reports_what_hosts_need() {
 #[test]
 fn data_round_trips_in_capsule_and_through_r2t_with_and_without_digests() {
     let t = Ferrited::start(&ram_config(free_port(), &[]));
-    for (hdgst, ddgst) in [(false, false), (true, true), (true, false)] {
+    // The last round disables SQ flow control: reads then complete through the C2HData SUCCESS
+    // flag without a response capsule.
+    for (hdgst, ddgst, no_sqflow) in [
+        (false, false, false),
+        (true, true, false),
+        (true, false, false),
+        (false, true, true),
+    ] {
         let mut opts = t.options();
         opts.header_digest = hdgst;
         opts.data_digest = ddgst;
+        opts.disable_sq_flow_control = no_sqflow;
         opts.io_queues = 2;
         let mut c = Controller::connect(opts).expect("connect");
         let mut lba = 0u64;
