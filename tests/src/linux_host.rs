@@ -71,6 +71,8 @@ pub mod env {
     pub const CACHE: &str = "FERRITE_E2E_CACHE";
     /// How many VMs one test process runs at once (default: one per two cores, at least one).
     pub const MAX_VMS: &str = "FERRITE_E2E_MAX_VMS";
+    /// The guestfwd relay binary (default: `ferrite-e2e-relay` beside the test binary).
+    pub const RELAY: &str = "FERRITE_E2E_RELAY";
     /// Set to keep every VM's run directory, not only those of failed tests.
     pub const KEEP: &str = "FERRITE_E2E_KEEP";
 }
@@ -202,6 +204,16 @@ impl CmdOutput {
     }
 }
 
+/// Everything `boot` resolved before starting QEMU.
+#[derive(Debug)]
+struct BootArtifacts {
+    qemu: PathBuf,
+    kernel: Kernel,
+    boot_image: PathBuf,
+    initrd: PathBuf,
+    relay: Relay,
+}
+
 /// A booted guest. Dropping it kills QEMU; [`LinuxHost::shutdown`] powers off cleanly.
 pub struct LinuxHost {
     child: Child,
@@ -232,14 +244,21 @@ impl LinuxHost {
     pub fn boot(opts: HostOptions) -> Result<LinuxHost> {
         let qemu = find_qemu()?;
         let kernel = Kernel::locate(opts.kernel.as_deref())?;
-        if !opts.forward_ports.is_empty() && find_in_path("socat").is_none() {
-            return Err(Error::Unavailable(
-                "socat is needed for port forwarding (tests/install-deps.sh installs it)".into(),
-            ));
-        }
+        let relay = if opts.forward_ports.is_empty() {
+            Relay::Socat // unused
+        } else {
+            Relay::find()?
+        };
         let (boot_image, initrd) = prepare_artifacts(&kernel)?;
         let slot = SlotGuard::acquire();
-        Self::start(&opts, &qemu, &kernel, &boot_image, &initrd, slot)
+        let artifacts = BootArtifacts {
+            qemu,
+            kernel,
+            boot_image,
+            initrd,
+            relay,
+        };
+        Self::start(&opts, &artifacts, slot)
     }
 
     /// Like [`LinuxHost::boot`], but where this machine cannot run a Linux host (no QEMU, no
@@ -262,14 +281,14 @@ impl LinuxHost {
         }
     }
 
-    fn start(
-        opts: &HostOptions,
-        qemu: &Path,
-        kernel: &Kernel,
-        boot_image: &Path,
-        initrd: &Path,
-        slot: SlotGuard,
-    ) -> Result<LinuxHost> {
+    fn start(opts: &HostOptions, art: &BootArtifacts, slot: SlotGuard) -> Result<LinuxHost> {
+        let BootArtifacts {
+            qemu,
+            kernel,
+            boot_image,
+            initrd,
+            relay,
+        } = art;
         let run_dir = tempfile::Builder::new()
             .prefix("ferrite-e2e-vm-")
             .tempdir()
@@ -339,7 +358,7 @@ impl LinuxHost {
                 .arg(format!("virtserialport,chardev={id},name=ferrite.{id}"));
         }
         cmd.arg("-netdev")
-            .arg(netdev_arg(&opts.forward_ports, &run_path)?);
+            .arg(netdev_arg(&opts.forward_ports, &run_path, relay)?);
         cmd.args(["-device", "virtio-net-pci,netdev=net0"]);
 
         let qemu_log =
@@ -628,11 +647,50 @@ fn qemu_escape(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }
 
-/// `-netdev user` with one guestfwd per port; each guest connection spawns a socat that
-/// connects to the port on loopback (with TCP_NODELAY: NVMe/TCP is request/response).
-fn netdev_arg(ports: &[u16], run_dir: &Path) -> Result<String> {
+/// What QEMU spawns per forwarded guest connection to reach 127.0.0.1:<port>.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Relay {
+    /// `ferrite-e2e-relay` (low latency: quick ACKs towards libslirp, no Nagle).
+    Binary(PathBuf),
+    /// socat, when the relay binary is not built (every multi-segment message waits ~40 ms).
+    Socat,
+}
+
+impl Relay {
+    /// `$FERRITE_E2E_RELAY`, else `ferrite-e2e-relay` in the running test's target directory,
+    /// else socat.
+    fn find() -> Result<Relay> {
+        if let Some(path) = std::env::var_os(env::RELAY) {
+            return Ok(Relay::Binary(PathBuf::from(path)));
+        }
+        let beside = std::env::current_exe().ok().and_then(|exe| {
+            let dir = exe.parent()?;
+            let dir = if dir.file_name()? == "deps" {
+                dir.parent()?
+            } else {
+                dir
+            };
+            Some(dir.join("ferrite-e2e-relay"))
+        });
+        if let Some(path) = beside.filter(|p| p.is_file()) {
+            return Ok(Relay::Binary(path));
+        }
+        if find_in_path("socat").is_some() {
+            log::warn!("ferrite-e2e-relay not built: forwarding with socat (slow for NVMe/TCP)");
+            return Ok(Relay::Socat);
+        }
+        Err(Error::Unavailable(
+            "no ferrite-e2e-relay and no socat for port forwarding (tests/install-deps.sh)".into(),
+        ))
+    }
+}
+
+/// `-netdev user` with one guestfwd per port; each guest connection spawns a relay to the port
+/// on loopback.
+fn netdev_arg(ports: &[u16], run_dir: &Path, relay: &Relay) -> Result<String> {
     let dir = run_dir.display().to_string();
-    if dir.contains(['\'', ' ', ',']) {
+    let awkward = |s: &str| s.contains(['\'', '"', ' ', ',', '\\']);
+    if awkward(&dir) {
         return Err(Error::Setup(format!(
             "run directory {dir:?} has awkward characters"
         )));
@@ -644,10 +702,22 @@ fn netdev_arg(ports: &[u16], run_dir: &Path) -> Result<String> {
             continue;
         }
         seen.push(port);
-        arg.push_str(&format!(
-            ",guestfwd=tcp:{TARGET_ADDR}:{port}-cmd:socat -lf {dir}/fwd-{port}.log \
-             STDIO TCP:127.0.0.1:{port},,nodelay"
-        ));
+        let cmd = match relay {
+            Relay::Binary(path) => {
+                let path = path.display().to_string();
+                if awkward(&path) {
+                    return Err(Error::Setup(format!(
+                        "relay path {path:?} has awkward characters"
+                    )));
+                }
+                format!("{path} 127.0.0.1 {port} {dir}/fwd-{port}.log")
+            }
+            // QEMU option values double commas.
+            Relay::Socat => {
+                format!("socat -lf {dir}/fwd-{port}.log STDIO TCP:127.0.0.1:{port},,nodelay")
+            }
+        };
+        arg.push_str(&format!(",guestfwd=tcp:{TARGET_ADDR}:{port}-cmd:{cmd}"));
     }
     Ok(arg)
 }
@@ -821,14 +891,23 @@ mod tests {
 
     #[test]
     fn netdev_forwards_each_port_once_over_loopback() {
-        let arg = netdev_arg(&[4420, 8009, 4420], Path::new("/tmp/vm1")).expect("plain path");
+        let relay = Relay::Binary(PathBuf::from("/t/ferrite-e2e-relay"));
+        let dir = Path::new("/tmp/vm1");
+        let arg = netdev_arg(&[4420, 8009, 4420], dir, &relay).expect("plain path");
         assert!(arg.starts_with("user,id=net0,restrict=on,"));
         assert_eq!(arg.matches("guestfwd=").count(), 2);
         assert!(arg.contains(
+            "guestfwd=tcp:10.0.2.100:4420-cmd:/t/ferrite-e2e-relay 127.0.0.1 4420 \
+             /tmp/vm1/fwd-4420.log,"
+        ));
+        let socat = netdev_arg(&[4420], dir, &Relay::Socat).expect("plain path");
+        assert!(socat.ends_with(
             "guestfwd=tcp:10.0.2.100:4420-cmd:socat -lf /tmp/vm1/fwd-4420.log STDIO \
              TCP:127.0.0.1:4420,,nodelay"
         ));
-        assert!(netdev_arg(&[1], Path::new("/tmp/a,b")).is_err());
+        assert!(netdev_arg(&[1], Path::new("/tmp/a,b"), &relay).is_err());
+        let spaced = Relay::Binary(PathBuf::from("/my dir/relay"));
+        assert!(netdev_arg(&[1], dir, &spaced).is_err());
     }
 
     #[test]
