@@ -28,6 +28,7 @@ mod agent;
 mod initramfs;
 mod kernel;
 mod kmsg;
+mod slots;
 
 use std::fmt;
 use std::fs::{self, File};
@@ -35,7 +36,7 @@ use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,7 @@ pub use kernel::Kernel;
 pub use kmsg::Record as KernelLogRecord;
 
 use agent::{AgentChannel, Outcome};
+use slots::{SlotGuard, Slots};
 
 /// The guest's view of the target: guest connections to this address (on a forwarded port)
 /// reach 127.0.0.1 on this machine.
@@ -69,7 +71,8 @@ pub mod env {
     pub const ACCEL: &str = "FERRITE_E2E_ACCEL";
     /// Where the cached vmlinux and initramfs live.
     pub const CACHE: &str = "FERRITE_E2E_CACHE";
-    /// How many VMs one test process runs at once (default: one per two cores, at least one).
+    /// How many VMs run at once on this machine, across test processes (default: one per two
+    /// cores, at least one).
     pub const MAX_VMS: &str = "FERRITE_E2E_MAX_VMS";
     /// The guestfwd relay binary (default: `ferrite-e2e-relay` beside the test binary).
     pub const RELAY: &str = "FERRITE_E2E_RELAY";
@@ -226,7 +229,7 @@ pub struct LinuxHost {
     kernel_version: String,
     hostnqn: String,
     hostid: String,
-    _slot: SlotGuard,
+    slot: SlotGuard,
 }
 
 impl fmt::Debug for LinuxHost {
@@ -250,7 +253,7 @@ impl LinuxHost {
             Relay::find()?
         };
         let (boot_image, initrd) = prepare_artifacts(&kernel)?;
-        let slot = SlotGuard::acquire();
+        let slot = Slots::machine_default().acquire()?;
         let artifacts = BootArtifacts {
             qemu,
             kernel,
@@ -413,7 +416,7 @@ impl LinuxHost {
             kernel_version: kernel.version.clone(),
             hostnqn,
             hostid: uuid,
-            _slot: slot,
+            slot,
         };
         let started = Instant::now();
         let ready = lock(&host.agent).wait_ready(started + opts.boot_timeout);
@@ -433,8 +436,9 @@ impl LinuxHost {
         }
         log::info!("guest up in {:?}", started.elapsed());
         host.note(&format!(
-            "# guest up {:?} after QEMU started\n",
-            started.elapsed()
+            "# guest up {:?} after QEMU started (VM slot {})\n",
+            started.elapsed(),
+            host.slot.index()
         ));
         Ok(host)
     }
@@ -834,57 +838,6 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Limits how many guests one test process runs at once: TCG guests starved of CPU time
-/// miss NVMe keep-alive deadlines and make tests flaky rather than faster.
-#[derive(Debug)]
-struct SlotGuard;
-
-struct Slots {
-    used: Mutex<usize>,
-    freed: Condvar,
-    max: usize,
-}
-
-fn slots() -> &'static Slots {
-    static SLOTS: OnceLock<Slots> = OnceLock::new();
-    SLOTS.get_or_init(|| {
-        let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        let max = std::env::var(env::MAX_VMS)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cores / 2)
-            .max(1);
-        Slots {
-            used: Mutex::new(0),
-            freed: Condvar::new(),
-            max,
-        }
-    })
-}
-
-impl SlotGuard {
-    fn acquire() -> SlotGuard {
-        let s = slots();
-        let mut used = lock(&s.used);
-        while *used >= s.max {
-            used = s
-                .freed
-                .wait(used)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        }
-        *used += 1;
-        SlotGuard
-    }
-}
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let s = slots();
-        *lock(&s.used) -= 1;
-        s.freed.notify_one();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -919,18 +872,5 @@ mod tests {
     fn tail_keeps_last_lines() {
         assert_eq!(tail("a\nb\nc\n", 2), "b\nc\n");
         assert_eq!(tail("a", 5), "a\n");
-    }
-
-    #[test]
-    fn slots_limit_concurrency() {
-        let max = slots().max;
-        let guards: Vec<SlotGuard> = (0..max).map(|_| SlotGuard::acquire()).collect();
-        assert_eq!(*lock(&slots().used), max);
-        let waiter = thread::spawn(SlotGuard::acquire);
-        thread::sleep(Duration::from_millis(50));
-        assert!(!waiter.is_finished(), "a slot beyond the limit must wait");
-        drop(guards);
-        drop(waiter.join().expect("waiter gets a slot once one is freed"));
-        assert_eq!(*lock(&slots().used), 0);
     }
 }
