@@ -28,7 +28,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub const DEFAULT_NQN: &str = "nqn.2026-01.io.ferrite:default";
@@ -49,42 +49,45 @@ pub enum ConfigError {
     Bdev { name: String, message: String },
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cores: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<String>,
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
-    #[serde(default, rename = "bdev")]
+    #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
-    #[serde(default, rename = "subsystem")]
+    #[serde(default, rename = "subsystem", skip_serializing_if = "Vec::is_empty")]
     pub subsystems: Vec<SubsystemConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct BdevConfig {
     pub name: String,
     pub kind: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u32>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SubsystemConfig {
     pub nqn: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial_number: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_number: Option<String>,
+    /// Highest NSID (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_namespaces: Option<u32>,
     #[serde(default)]
     pub allow_any_host: bool,
     #[serde(default)]
@@ -93,15 +96,15 @@ pub struct SubsystemConfig {
     pub namespaces: Vec<NamespaceConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NamespaceConfig {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nsid: Option<u32>,
     pub bdev: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uuid: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nguid: Option<String>,
 }
 
@@ -139,6 +142,7 @@ impl Config {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,
                 model_number: None,
+                max_namespaces: None,
                 allow_any_host: true,
                 hosts: Vec::new(),
                 namespaces: vec![NamespaceConfig {
@@ -150,6 +154,16 @@ impl Config {
             }],
         }
     }
+}
+
+/// Renders bytes the way [`parse_size`] reads them, in the largest exact binary unit.
+pub fn format_size(bytes: u64) -> String {
+    for (shift, unit) in [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes != 0 && bytes % (1u64 << shift) == 0 {
+            return format!("{}{unit}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
 }
 
 /// Parses "4096", "64K", "1GiB", "10G" (binary units).
@@ -198,6 +212,10 @@ mod tests {
         assert!(parse_size("1.5G").is_err());
         assert!(parse_size("12Q").is_err());
         assert!(parse_size("99999999999999T").is_err());
+        for n in [512, 4096, 65536, 3 << 20, 1 << 30, (1 << 40) + 512] {
+            assert_eq!(parse_size(&format_size(n)).expect("round trip"), n);
+        }
+        assert_eq!(format_size(64 << 20), "64MiB");
     }
 
     #[test]

@@ -8,24 +8,61 @@ use anyhow::{anyhow, bail, Context, Result};
 use ferrite_bdev::{BdevKind, BlockDevice, FileBdev, MallocBdev, NullBdev};
 use ferrite_nvmf::{NamespaceParams, SubsystemParams, Target, TargetOptions};
 use ferrite_reactor::{CoreList, IdlePolicy, Runtime, RuntimeConfig};
+use ferrite_rpc::{Appliance, RpcServer};
 use ferrite_transport_tcp::{TcpOptions, TcpTransport};
 
 use crate::config::{parse_hex16, parse_size, BdevConfig, Config};
+use crate::control::Control;
+use crate::state::StateDir;
+
+/// Where the JSON-RPC server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcSocket {
+    /// No control socket (library users, benchmarks).
+    Disabled,
+    /// [`ferrite_rpc::default_socket_path`]; when another daemon holds it, ferrited runs
+    /// without a control socket and says so.
+    Default,
+    /// This path; failing to bind it stops the start.
+    Path(PathBuf),
+}
+
+/// How to start the daemon beyond its configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Pin reactors to their cores.
+    pub pin: bool,
+    pub rpc: RpcSocket,
+    /// `--state-dir`: every accepted change is written there (the caller loads it first).
+    pub state: Option<StateDir>,
+}
 
 /// A running target.
 #[derive(Debug)]
 pub struct Daemon {
     pub target: Arc<Target>,
-    pub transport: TcpTransport,
+    pub transport: Arc<TcpTransport>,
+    pub control: Arc<Control>,
     runtime: Runtime,
-    /// Backing files to sync at shutdown.
-    files: Vec<PathBuf>,
+    rpc: Option<RpcServer>,
     pub listening: Vec<SocketAddr>,
 }
 
 impl Daemon {
-    /// Starts everything `config` describes; `pin` pins reactors to their cores.
+    /// Starts everything `config` describes without a control socket; `pin` pins reactors.
     pub fn start(config: &Config, pin: bool) -> Result<Daemon> {
+        Daemon::start_with(
+            config,
+            DaemonOptions {
+                pin,
+                rpc: RpcSocket::Disabled,
+                state: None,
+            },
+        )
+    }
+
+    /// Starts reactors, backends, subsystems, listeners, then the control socket.
+    pub fn start_with(config: &Config, opts: DaemonOptions) -> Result<Daemon> {
         let cores: CoreList = match &config.cores {
             Some(text) => text
                 .parse()
@@ -41,7 +78,7 @@ impl Daemon {
         let runtime = Runtime::start(RuntimeConfig {
             cores: cores.clone(),
             idle,
-            pin,
+            pin: opts.pin,
             ..RuntimeConfig::default()
         })
         .with_context(|| format!("starting reactors on cores {cores}"))?;
@@ -50,12 +87,20 @@ impl Daemon {
             runtime.reactor_count()
         );
         let target = Target::new(TargetOptions::default());
-        let mut files = Vec::new();
+        let transport = Arc::new(TcpTransport::start(
+            Arc::clone(&target),
+            &runtime,
+            TcpOptions::default(),
+        )?);
+        let control = Arc::new(Control::new(
+            Arc::clone(&target),
+            Arc::clone(&transport),
+            runtime.spawner(),
+            config,
+            opts.state.clone(),
+        ));
         for b in &config.bdevs {
             let bdev = open_bdev(b)?;
-            if let Some(path) = &b.path {
-                files.push(path.clone());
-            }
             log::info!(
                 "bdev {}: {} x {} bytes ({})",
                 b.name,
@@ -64,8 +109,9 @@ impl Daemon {
                 b.kind
             );
             target
-                .add_bdev(&b.name, bdev)
+                .add_bdev(&b.name, Arc::clone(&bdev))
                 .with_context(|| format!("bdev {}", b.name))?;
+            control.record_bdev(b, bdev.as_ref());
         }
         for s in &config.subsystems {
             target
@@ -74,7 +120,7 @@ impl Daemon {
                     serial: s.serial_number.clone(),
                     model: s.model_number.clone(),
                     allow_any_host: s.allow_any_host,
-                    max_namespaces: None,
+                    max_namespaces: s.max_namespaces,
                 })
                 .with_context(|| format!("subsystem {}", s.nqn))?;
             for host in &s.hosts {
@@ -103,30 +149,60 @@ impl Daemon {
                 log::info!("subsystem {}: namespace {nsid} = bdev {}", s.nqn, ns.bdev);
             }
         }
-        let transport = TcpTransport::start(Arc::clone(&target), &runtime, TcpOptions::default())?;
         let mut listening = Vec::new();
         for addr in &config.listen {
             listening.push(transport.listen(*addr)?);
         }
+        if let Some(state) = &opts.state {
+            control.save_state()?;
+            log::info!("state kept in {}", state.file().display());
+        }
+        let app: Arc<dyn Appliance> = Arc::clone(&control) as Arc<dyn Appliance>;
+        let rpc = match &opts.rpc {
+            RpcSocket::Disabled => None,
+            RpcSocket::Path(path) => {
+                Some(RpcServer::start(path, app).with_context(|| "starting the JSON-RPC server")?)
+            }
+            RpcSocket::Default => {
+                let path = ferrite_rpc::default_socket_path();
+                match RpcServer::start(&path, app) {
+                    Ok(server) => Some(server),
+                    Err(e) if e.is_in_use() => {
+                        log::warn!("{e}: running without a control socket");
+                        None
+                    }
+                    Err(e) => return Err(e).context("starting the JSON-RPC server"),
+                }
+            }
+        };
         Ok(Daemon {
             target,
             transport,
+            control,
             runtime,
-            files,
+            rpc,
             listening,
         })
     }
 
-    /// Controlled stop: controllers fail (hosts see their queues close), listeners and
-    /// connections close, reactors stop, backing files are synced.
-    pub fn shutdown(self) -> Result<()> {
+    /// The control socket, when one is served.
+    pub fn rpc_socket(&self) -> Option<&std::path::Path> {
+        self.rpc.as_ref().map(|r| r.path())
+    }
+
+    /// Controlled stop: the control socket closes, controllers fail (hosts see their queues
+    /// close), listeners and connections close, reactors stop, backing files are synced.
+    pub fn shutdown(mut self) -> Result<()> {
+        if let Some(mut rpc) = self.rpc.take() {
+            rpc.stop();
+        }
         self.target.fail_all_controllers("target shutting down");
         self.transport.shutdown();
         self.runtime
             .shutdown()
             .map_err(|e| anyhow!("stopping reactors: {e}"))?;
-        for path in &self.files {
-            if let Err(e) = std::fs::File::open(path).and_then(|f| f.sync_all()) {
+        for path in self.control.files() {
+            if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
                 log::warn!("sync {}: {e}", path.display());
             }
         }
@@ -139,7 +215,7 @@ impl Daemon {
     }
 }
 
-fn open_bdev(b: &BdevConfig) -> Result<Arc<dyn BlockDevice>> {
+pub(crate) fn open_bdev(b: &BdevConfig) -> Result<Arc<dyn BlockDevice>> {
     let kind: BdevKind = b
         .kind
         .parse()

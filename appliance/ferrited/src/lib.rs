@@ -1,9 +1,14 @@
-//! The daemon's wiring: configuration file, embedded default, start-up and shutdown. The
-//! binary only parses flags and calls [`Daemon::start`].
+//! The daemon's wiring: configuration file, embedded default, start-up and shutdown, the
+//! control plane's daemon side ([`Control`]) and `--state-dir` persistence. The binaries only
+//! parse flags and call [`Daemon::start_with`] / the RPC client.
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod control;
 mod daemon;
+pub mod state;
 
 pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, SubsystemConfig};
-pub use daemon::Daemon;
+pub use control::Control;
+pub use daemon::{Daemon, DaemonOptions, RpcSocket};
+pub use state::{StateDir, StateError};

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use ferrite_daemon::{Config, Daemon};
+use ferrite_daemon::{Config, Daemon, DaemonOptions, RpcSocket, StateDir};
 
 #[derive(Debug, Parser)]
 #[command(name = "ferrited", version, about = "Ferrite NVMe-oF target")]
@@ -30,14 +30,60 @@ struct Args {
     /// Do not pin reactors to their cores (tests on shared machines).
     #[arg(long)]
     no_pin: bool,
+    /// JSON-RPC control socket (default: /run/ferrite/ferrited.sock for root, else
+    /// $XDG_RUNTIME_DIR/ferrite/ferrited.sock).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_rpc")]
+    rpc_socket: Option<PathBuf>,
+    /// Run without a control socket.
+    #[arg(long)]
+    no_rpc: bool,
+    /// Persist every accepted change in DIR/state.toml and restore it at start (it then takes
+    /// the place of --config; --listen, --cores, --idle still override).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+/// RUST_LOG as a plain level sets the starting level, which `log_set_level` can later raise;
+/// module directives are taken as they are.
+fn init_logging() {
+    let env = std::env::var("RUST_LOG").unwrap_or_default();
+    let plain: Option<log::LevelFilter> = if env.is_empty() {
+        Some(log::LevelFilter::Info)
+    } else {
+        env.parse().ok()
+    };
+    match plain {
+        Some(level) => {
+            env_logger::Builder::new()
+                .filter_level(log::LevelFilter::Trace)
+                .init();
+            log::set_max_level(level);
+        }
+        None => env_logger::Builder::from_env(env_logger::Env::default()).init(),
+    }
 }
 
 fn main() -> Result<()> {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    init_logging();
     let args = Args::parse();
-    let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::embedded_default(),
+    let state = args.state_dir.as_deref().map(StateDir::open).transpose()?;
+    let saved = match &state {
+        Some(s) => s.load()?,
+        None => None,
+    };
+    let mut config = match (saved, &args.config) {
+        (Some(saved), _) => {
+            if let (Some(s), Some(path)) = (&state, &args.config) {
+                log::info!(
+                    "restoring {} (ignoring {})",
+                    s.file().display(),
+                    path.display()
+                );
+            }
+            saved
+        }
+        (None, Some(path)) => Config::load(path)?,
+        (None, None) => Config::embedded_default(),
     };
     if !args.listen.is_empty() {
         config.listen = args.listen.clone();
@@ -53,7 +99,19 @@ fn main() -> Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let daemon = Daemon::start(&config, !args.no_pin)?;
+    let rpc = match (&args.rpc_socket, args.no_rpc) {
+        (_, true) => RpcSocket::Disabled,
+        (Some(path), false) => RpcSocket::Path(path.clone()),
+        (None, false) => RpcSocket::Default,
+    };
+    let daemon = Daemon::start_with(
+        &config,
+        DaemonOptions {
+            pin: !args.no_pin,
+            rpc,
+            state,
+        },
+    )?;
     log::info!("ferrited ready on {:?}", daemon.listening);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));

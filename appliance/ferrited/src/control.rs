@@ -1,0 +1,260 @@
+//! The daemon's side of the control plane: what `ferrite-rpc` methods need beyond the
+//! [`Target`] (opening backends, listeners, the configuration-file format, persistence).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use ferrite_bdev::BlockDevice;
+use ferrite_nvmf::{Target, Trtype};
+use ferrite_reactor::{ReactorStats, Spawner};
+use ferrite_rpc::protocol::{ALREADY_EXISTS, INVALID_PARAMS};
+use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError};
+use ferrite_transport_tcp::TcpTransport;
+
+use crate::config::{format_size, BdevConfig, Config, NamespaceConfig, SubsystemConfig};
+use crate::daemon::open_bdev;
+use crate::state::StateDir;
+
+/// Shared by the daemon and the RPC server threads.
+#[derive(Debug)]
+pub struct Control {
+    pub(crate) target: Arc<Target>,
+    pub(crate) transport: Arc<TcpTransport>,
+    spawner: Spawner,
+    /// How each bdev was made, normalized (actual block size and size), for save_config.
+    bdevs: Mutex<BTreeMap<String, BdevConfig>>,
+    cores: Option<String>,
+    idle: Option<String>,
+    state: Option<StateDir>,
+}
+
+impl Control {
+    pub(crate) fn new(
+        target: Arc<Target>,
+        transport: Arc<TcpTransport>,
+        spawner: Spawner,
+        config: &Config,
+        state: Option<StateDir>,
+    ) -> Control {
+        Control {
+            target,
+            transport,
+            spawner,
+            bdevs: Mutex::new(BTreeMap::new()),
+            cores: config.cores.clone(),
+            idle: config.idle.clone(),
+            state,
+        }
+    }
+
+    fn bdevs(&self) -> MutexGuard<'_, BTreeMap<String, BdevConfig>> {
+        self.bdevs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a bdev registered with the target, as it will be written back.
+    pub(crate) fn record_bdev(&self, made_from: &BdevConfig, bdev: &dyn BlockDevice) {
+        let bytes = bdev.num_blocks() * u64::from(bdev.block_size());
+        let normalized = BdevConfig {
+            name: made_from.name.clone(),
+            kind: made_from.kind.clone(),
+            size: Some(format_size(bytes)),
+            block_size: Some(bdev.block_size()),
+            path: made_from.path.clone(),
+        };
+        self.bdevs().insert(made_from.name.clone(), normalized);
+    }
+
+    /// Files backing bdevs (synced at shutdown).
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
+        self.bdevs()
+            .values()
+            .filter_map(|b| b.path.clone())
+            .collect()
+    }
+
+    /// The running configuration in the configuration-file format. Everything a restart could
+    /// choose differently (serial numbers, NSIDs, UUIDs, NGUIDs, actual ports) is explicit.
+    pub fn running_config(&self) -> Config {
+        let cfg = self.target.config();
+        let bdevs = self.bdevs();
+        let subsystems = cfg
+            .subsystems
+            .values()
+            .filter(|s| !s.is_discovery())
+            .map(|s| SubsystemConfig {
+                nqn: s.nqn.clone(),
+                serial_number: Some(s.serial.clone()),
+                model_number: Some(s.model.clone()),
+                max_namespaces: (s.max_namespaces != ferrite_nvmf::MAX_NSID)
+                    .then_some(s.max_namespaces),
+                allow_any_host: s.allow_any_host,
+                hosts: s.hosts.iter().cloned().collect(),
+                namespaces: s
+                    .namespaces
+                    .values()
+                    .map(|ns| NamespaceConfig {
+                        nsid: Some(ns.nsid),
+                        bdev: ns.bdev_name.clone(),
+                        uuid: Some(ferrite_rpc::methods::format_uuid(&ns.uuid)),
+                        nguid: Some(ferrite_rpc::methods::format_nguid(&ns.nguid)),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Config {
+            cores: self.cores.clone(),
+            idle: self.idle.clone(),
+            listen: cfg
+                .listeners
+                .iter()
+                .filter(|l| l.trtype == Trtype::Tcp)
+                .map(|l| l.addr)
+                .collect(),
+            bdevs: cfg
+                .bdevs
+                .keys()
+                .filter_map(|name| bdevs.get(name).cloned())
+                .collect(),
+            subsystems,
+        }
+    }
+
+    /// Writes the state file (when `--state-dir` is set).
+    pub fn save_state(&self) -> Result<(), crate::state::StateError> {
+        match &self.state {
+            Some(state) => state.save(&self.running_config()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Appliance for Control {
+    fn target(&self) -> &Arc<Target> {
+        &self.target
+    }
+
+    fn create_bdev(&self, spec: BdevSpec) -> Result<(), RpcError> {
+        let name = spec.name().to_string();
+        if self.target.config().bdevs.contains_key(&name) {
+            return Err(RpcError::new(
+                ALREADY_EXISTS,
+                format!("bdev {name} already exists"),
+            ));
+        }
+        let made_from = match spec {
+            BdevSpec::Malloc {
+                name,
+                num_blocks,
+                block_size,
+            } => BdevConfig {
+                name,
+                kind: "malloc".into(),
+                size: Some(
+                    num_blocks
+                        .checked_mul(u64::from(block_size))
+                        .ok_or_else(|| RpcError::invalid_params("num_blocks is too large"))?
+                        .to_string(),
+                ),
+                block_size: Some(block_size),
+                path: None,
+            },
+            BdevSpec::File {
+                name,
+                filename,
+                block_size,
+                size,
+            } => BdevConfig {
+                name,
+                kind: "file".into(),
+                size: size.map(|s| s.to_string()),
+                block_size,
+                path: Some(filename),
+            },
+        };
+        let bdev = open_bdev(&made_from).map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
+        self.target.add_bdev(&name, Arc::clone(&bdev))?;
+        self.record_bdev(&made_from, bdev.as_ref());
+        log::info!(
+            "bdev {name}: {} x {} bytes ({}) created over RPC",
+            bdev.num_blocks(),
+            bdev.block_size(),
+            made_from.kind
+        );
+        Ok(())
+    }
+
+    fn delete_bdev(&self, name: &str) -> Result<(), RpcError> {
+        let bdev = self.target.remove_bdev(name)?;
+        let record = self.bdevs().remove(name);
+        if let Some(path) = record.and_then(|r| r.path) {
+            if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
+                log::warn!("sync {}: {e}", path.display());
+            }
+        }
+        drop(bdev);
+        log::info!("bdev {name} deleted over RPC");
+        Ok(())
+    }
+
+    fn bdev_origin(&self, name: &str) -> Option<BdevOrigin> {
+        self.bdevs().get(name).map(|b| BdevOrigin {
+            kind: b.kind.clone(),
+            filename: b.path.clone(),
+        })
+    }
+
+    fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, RpcError> {
+        if self
+            .target
+            .config()
+            .listeners
+            .iter()
+            .any(|l| l.addr == addr)
+        {
+            return Err(RpcError::new(
+                ALREADY_EXISTS,
+                format!("already listening on {addr}"),
+            ));
+        }
+        self.transport
+            .listen(addr)
+            .map_err(|e| RpcError::new(INVALID_PARAMS, e.to_string()))
+    }
+
+    fn stop_listening(&self, addr: SocketAddr) -> Result<(), RpcError> {
+        if !self
+            .target
+            .config()
+            .listeners
+            .iter()
+            .any(|l| l.addr == addr)
+        {
+            return Err(RpcError::not_found(format!("not listening on {addr}")));
+        }
+        self.transport
+            .stop_listening(addr)
+            .map_err(|e| RpcError::internal(e.to_string()))
+    }
+
+    fn reactor_stats(&self) -> Vec<ReactorStats> {
+        self.spawner.stats()
+    }
+
+    fn connections(&self) -> Vec<usize> {
+        self.transport.connections()
+    }
+
+    fn save_config(&self) -> Result<String, RpcError> {
+        toml::to_string(&self.running_config())
+            .map_err(|e| RpcError::internal(format!("cannot encode the configuration: {e}")))
+    }
+
+    fn persist(&self) -> Result<(), RpcError> {
+        self.save_state().map_err(|e| {
+            log::error!("{e}");
+            RpcError::internal(format!("the change is live but was not persisted: {e}"))
+        })
+    }
+}

@@ -1,0 +1,153 @@
+//! The method table: every RPC method, its handler and whether it changes state. Parameters
+//! are typed structs decoded with `deny_unknown_fields`, so a typo or a wrong type is an
+//! `INVALID_PARAMS` error naming the field. The reference is docs/rpc.md (a test keeps the two
+//! in sync).
+
+mod bdev;
+mod nvmf;
+mod system;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::appliance::Appliance;
+use crate::protocol::{RpcError, METHOD_NOT_FOUND};
+
+pub type Handler = fn(&dyn Appliance, Value) -> Result<Value, RpcError>;
+
+/// One entry of the method table.
+#[derive(Debug, Clone, Copy)]
+pub struct Method {
+    pub name: &'static str,
+    /// A change the daemon persists (with `--state-dir`) once it succeeded.
+    pub mutates: bool,
+    pub handler: Handler,
+}
+
+const fn m(name: &'static str, mutates: bool, handler: Handler) -> Method {
+    Method {
+        name,
+        mutates,
+        handler,
+    }
+}
+
+/// Every method, in the order of docs/rpc.md.
+pub static METHODS: &[Method] = &[
+    m("bdev_malloc_create", true, bdev::malloc_create),
+    m("bdev_file_create", true, bdev::file_create),
+    m("bdev_delete", true, bdev::delete),
+    m("bdev_list", false, bdev::list),
+    m("nvmf_create_subsystem", true, nvmf::create_subsystem),
+    m("nvmf_delete_subsystem", true, nvmf::delete_subsystem),
+    m("nvmf_subsystem_add_ns", true, nvmf::add_ns),
+    m("nvmf_subsystem_remove_ns", true, nvmf::remove_ns),
+    m("nvmf_subsystem_add_host", true, nvmf::add_host),
+    m("nvmf_subsystem_remove_host", true, nvmf::remove_host),
+    m("nvmf_subsystem_allow_any_host", true, nvmf::allow_any_host),
+    m("nvmf_subsystem_add_listener", true, nvmf::add_listener),
+    m(
+        "nvmf_subsystem_remove_listener",
+        true,
+        nvmf::remove_listener,
+    ),
+    m("nvmf_get_subsystems", false, nvmf::get_subsystems),
+    m("nvmf_get_controllers", false, nvmf::get_controllers),
+    m("nvmf_get_qpairs", false, nvmf::get_qpairs),
+    m("stats_get", false, system::stats_get),
+    m("save_config", false, system::save_config),
+    m("log_set_level", false, system::log_set_level),
+    m("log_get_level", false, system::log_get_level),
+    m(
+        "framework_get_reactors",
+        false,
+        system::framework_get_reactors,
+    ),
+    m("rpc_get_methods", false, system::rpc_get_methods),
+];
+
+pub fn find(name: &str) -> Option<&'static Method> {
+    METHODS.iter().find(|m| m.name == name)
+}
+
+/// Runs one method: decode, execute, persist on success when it changed state.
+pub fn dispatch(app: &dyn Appliance, method: &str, params: Value) -> Result<Value, RpcError> {
+    let Some(entry) = find(method) else {
+        return Err(RpcError::new(
+            METHOD_NOT_FOUND,
+            format!("unknown method {method:?} (rpc_get_methods lists them)"),
+        ));
+    };
+    let result = (entry.handler)(app, params)?;
+    if entry.mutates {
+        app.persist()?;
+    }
+    Ok(result)
+}
+
+/// Decodes typed parameters; errors name the field and the expected type.
+pub(crate) fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
+    serde_json::from_value(value).map_err(|e| RpcError::invalid_params(e.to_string()))
+}
+
+/// Parses a UUID or NGUID: 32 hex digits, dashes allowed anywhere.
+pub fn parse_hex16(field: &str, text: &str) -> Result<[u8; 16], RpcError> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    let bad = || RpcError::invalid_params(format!("{field} {text:?} is not 32 hex digits"));
+    if hex.len() != 32 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// 8-4-4-4-12 lower-case hex.
+pub fn format_uuid(b: &[u8; 16]) -> String {
+    let h = hex(b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+/// 32 upper-case hex digits (SPDK prints NGUIDs this way).
+pub fn format_nguid(b: &[u8; 16]) -> String {
+    hex(b).to_ascii_uppercase()
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_ids_round_trip() {
+        let u = parse_hex16("uuid", "00112233-4455-6677-8899-aabbccddeeff").expect("uuid");
+        assert_eq!(format_uuid(&u), "00112233-4455-6677-8899-aabbccddeeff");
+        assert_eq!(format_nguid(&u), "00112233445566778899AABBCCDDEEFF");
+        assert!(parse_hex16("nguid", "0011").is_err());
+        assert!(parse_hex16("nguid", "zz112233445566778899aabbccddeeff").is_err());
+        assert!(parse_hex16("nguid", "é0112233445566778899aabbccddeef").is_err());
+    }
+
+    #[test]
+    fn method_names_are_unique() {
+        for (i, a) in METHODS.iter().enumerate() {
+            assert!(
+                METHODS[i + 1..].iter().all(|b| b.name != a.name),
+                "{} twice",
+                a.name
+            );
+        }
+    }
+}

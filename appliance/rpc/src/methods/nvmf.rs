@@ -1,0 +1,358 @@
+//! `nvmf_*`: subsystems, namespaces, hosts, listeners, controllers. Names and parameters follow
+//! SPDK's so scripts carry over.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ferrite_nvmf::{NamespaceParams, SubsystemParams, Trtype};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{format_nguid, format_uuid, params, parse_hex16};
+use crate::appliance::Appliance;
+use crate::protocol::RpcError;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSubsystem {
+    nqn: String,
+    #[serde(default)]
+    serial_number: Option<String>,
+    #[serde(default)]
+    model_number: Option<String>,
+    #[serde(default)]
+    allow_any_host: bool,
+    #[serde(default)]
+    max_namespaces: Option<u32>,
+}
+
+pub(super) fn create_subsystem(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: CreateSubsystem = params(p)?;
+    app.target().create_subsystem(SubsystemParams {
+        nqn: p.nqn,
+        serial: p.serial_number,
+        model: p.model_number,
+        allow_any_host: p.allow_any_host,
+        max_namespaces: p.max_namespaces,
+    })?;
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Nqn {
+    nqn: String,
+}
+
+pub(super) fn delete_subsystem(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: Nqn = params(p)?;
+    app.target().delete_subsystem(&p.nqn)?;
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceSpec {
+    bdev_name: String,
+    #[serde(default)]
+    nsid: Option<u32>,
+    #[serde(default)]
+    nguid: Option<String>,
+    #[serde(default)]
+    uuid: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddNs {
+    nqn: String,
+    namespace: NamespaceSpec,
+}
+
+pub(super) fn add_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: AddNs = params(p)?;
+    let ns = p.namespace;
+    let nguid = ns
+        .nguid
+        .as_deref()
+        .map(|t| parse_hex16("nguid", t))
+        .transpose()?;
+    let uuid = ns
+        .uuid
+        .as_deref()
+        .map(|t| parse_hex16("uuid", t))
+        .transpose()?;
+    // SPDK treats nsid 0 as "pick one".
+    let nsid = ns.nsid.filter(|&n| n != 0);
+    let nsid = app.target().add_namespace(
+        &p.nqn,
+        NamespaceParams {
+            nsid,
+            bdev_name: ns.bdev_name,
+            nguid,
+            uuid,
+        },
+    )?;
+    Ok(json!(nsid))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoveNs {
+    nqn: String,
+    nsid: u32,
+}
+
+pub(super) fn remove_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: RemoveNs = params(p)?;
+    app.target().remove_namespace(&p.nqn, p.nsid)?;
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Host {
+    nqn: String,
+    host: String,
+}
+
+pub(super) fn add_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: Host = params(p)?;
+    app.target().add_host(&p.nqn, &p.host)?;
+    Ok(json!(true))
+}
+
+pub(super) fn remove_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: Host = params(p)?;
+    app.target().remove_host(&p.nqn, &p.host)?;
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AllowAny {
+    nqn: String,
+    allow_any_host: bool,
+}
+
+pub(super) fn allow_any_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: AllowAny = params(p)?;
+    app.target().set_allow_any_host(&p.nqn, p.allow_any_host)?;
+    Ok(json!(true))
+}
+
+/// SPDK's `listen_address` object. `trsvcid` is a string in SPDK; a number is accepted too.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenAddress {
+    trtype: String,
+    #[serde(default)]
+    adrfam: Option<String>,
+    traddr: String,
+    trsvcid: Svcid,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Svcid {
+    Text(String),
+    Number(u16),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListenerParams {
+    nqn: String,
+    listen_address: ListenAddress,
+}
+
+impl ListenAddress {
+    fn socket_addr(&self) -> Result<SocketAddr, RpcError> {
+        if !self.trtype.eq_ignore_ascii_case("tcp") {
+            return Err(RpcError::invalid_params(format!(
+                "trtype {:?} is not supported: only TCP",
+                self.trtype
+            )));
+        }
+        let ip: IpAddr = self.traddr.parse().map_err(|_| {
+            RpcError::invalid_params(format!(
+                "traddr {:?} is not an IPv4 or IPv6 address",
+                self.traddr
+            ))
+        })?;
+        if let Some(fam) = &self.adrfam {
+            let ok = match fam.to_ascii_lowercase().as_str() {
+                "ipv4" => ip.is_ipv4(),
+                "ipv6" => ip.is_ipv6(),
+                _ => {
+                    return Err(RpcError::invalid_params(format!(
+                        "adrfam {fam:?} must be IPv4 or IPv6"
+                    )))
+                }
+            };
+            if !ok {
+                return Err(RpcError::invalid_params(format!(
+                    "adrfam {fam} does not match traddr {ip}"
+                )));
+            }
+        }
+        let port = match &self.trsvcid {
+            Svcid::Number(n) => *n,
+            Svcid::Text(t) => t.parse().map_err(|_| {
+                RpcError::invalid_params(format!("trsvcid {t:?} is not a port number"))
+            })?,
+        };
+        if port == 0 {
+            return Err(RpcError::invalid_params("trsvcid must not be 0"));
+        }
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+/// Listeners are target-wide (every subsystem is reachable on every port, as the discovery
+/// log says); `nqn` must still name a subsystem so SPDK scripts keep their meaning.
+fn listener_target(app: &dyn Appliance, p: Value) -> Result<SocketAddr, RpcError> {
+    let p: ListenerParams = params(p)?;
+    let cfg = app.target().config();
+    if cfg.subsystem(&p.nqn).is_none() {
+        return Err(RpcError::not_found(format!("no subsystem {}", p.nqn)));
+    }
+    p.listen_address.socket_addr()
+}
+
+pub(super) fn add_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let addr = listener_target(app, p)?;
+    let bound = app.listen(addr)?;
+    Ok(json!(bound.to_string()))
+}
+
+pub(super) fn remove_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let addr = listener_target(app, p)?;
+    app.stop_listening(addr)?;
+    Ok(json!(true))
+}
+
+/// SPDK's `listen_address` rendering.
+pub(crate) fn listen_address_json(trtype: Trtype, addr: SocketAddr) -> Value {
+    json!({
+        "trtype": trtype.as_str().to_ascii_uppercase(),
+        "adrfam": if addr.is_ipv4() { "IPv4" } else { "IPv6" },
+        "traddr": addr.ip().to_string(),
+        "trsvcid": addr.port().to_string(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OptionalNqn {
+    #[serde(default)]
+    nqn: Option<String>,
+}
+
+fn check_nqn(app: &dyn Appliance, nqn: &Option<String>) -> Result<(), RpcError> {
+    match nqn {
+        Some(n) if app.target().config().subsystem(n).is_none() => {
+            Err(RpcError::not_found(format!("no subsystem {n}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn get_subsystems(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: OptionalNqn = params(p)?;
+    check_nqn(app, &p.nqn)?;
+    let cfg = app.target().config();
+    let listeners: Vec<Value> = cfg
+        .listeners
+        .iter()
+        .map(|l| listen_address_json(l.trtype, l.addr))
+        .collect();
+    let out = cfg
+        .subsystems
+        .values()
+        .filter(|s| p.nqn.as_ref().is_none_or(|n| *n == s.nqn))
+        .map(|s| {
+            if s.is_discovery() {
+                return json!({
+                    "nqn": s.nqn,
+                    "subtype": "Discovery",
+                    "listen_addresses": listeners,
+                    "allow_any_host": true,
+                    "hosts": [],
+                });
+            }
+            let namespaces: Vec<Value> = s
+                .namespaces
+                .values()
+                .map(|ns| {
+                    json!({
+                        "nsid": ns.nsid,
+                        "bdev_name": ns.bdev_name,
+                        "name": ns.bdev_name,
+                        "nguid": format_nguid(&ns.nguid),
+                        "uuid": format_uuid(&ns.uuid),
+                    })
+                })
+                .collect();
+            let hosts: Vec<Value> = s.hosts.iter().map(|h| json!({ "nqn": h })).collect();
+            json!({
+                "nqn": s.nqn,
+                "subtype": "NVMe",
+                "listen_addresses": listeners,
+                "allow_any_host": s.allow_any_host,
+                "hosts": hosts,
+                "serial_number": s.serial,
+                "model_number": s.model,
+                "max_namespaces": s.max_namespaces,
+                "namespaces": namespaces,
+            })
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+pub(super) fn get_controllers(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: OptionalNqn = params(p)?;
+    check_nqn(app, &p.nqn)?;
+    let out = app
+        .target()
+        .controllers()
+        .into_iter()
+        .filter(|c| p.nqn.as_ref().is_none_or(|n| *n == c.subnqn))
+        .map(|c| {
+            json!({
+                "cntlid": c.cntlid,
+                "subnqn": c.subnqn,
+                "hostnqn": c.hostnqn,
+                "hostid": format_uuid(&c.hostid),
+                "num_io_qpairs": c.io_queues.len(),
+                "kato_ms": c.kato_ms,
+                "failed": c.failed,
+            })
+        })
+        .collect();
+    Ok(Value::Array(out))
+}
+
+pub(super) fn get_qpairs(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: OptionalNqn = params(p)?;
+    check_nqn(app, &p.nqn)?;
+    let mut out = Vec::new();
+    for c in app
+        .target()
+        .controllers()
+        .into_iter()
+        .filter(|c| p.nqn.as_ref().is_none_or(|n| *n == c.subnqn))
+    {
+        for qid in std::iter::once(0).chain(c.io_queues.iter().copied()) {
+            out.push(json!({
+                "cntlid": c.cntlid,
+                "qid": qid,
+                "subnqn": c.subnqn,
+                "hostnqn": c.hostnqn,
+                "trtype": "TCP",
+                "state": if c.failed { "failed" } else { "active" },
+            }));
+        }
+    }
+    Ok(Value::Array(out))
+}
