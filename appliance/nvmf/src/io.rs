@@ -137,8 +137,10 @@ impl PollGroup {
             }
             _ => false,
         };
-        let Some(mut buf) = buf.filter(|_| data_ok) else {
-            return Err((Status::DATA_SGL_LENGTH_INVALID, None));
+        // A refused buffer goes back with the error so it returns to its pool.
+        let mut buf = match buf {
+            Some(buf) if data_ok => buf,
+            other => return Err((Status::DATA_SGL_LENGTH_INVALID, other)),
         };
         let qp = self.qpair(conn).expect("live");
         // Per-queue counters: only this reactor writes them, so the count is uncontended.
@@ -231,8 +233,9 @@ impl PollGroup {
     ) -> Result<(), (Status, Option<IoBuf>)> {
         let ranges = (req.cmd.cdw10.get() & 0xFF) as usize + 1;
         let need = ranges * DSM_RANGE_BYTES;
-        let Some(buf) = req.buf.filter(|b| b.len() >= need) else {
-            return Err((Status::DATA_SGL_LENGTH_INVALID, None));
+        let buf = match req.buf {
+            Some(buf) if buf.len() >= need => buf,
+            other => return Err((Status::DATA_SGL_LENGTH_INVALID, other)),
         };
         if req.cmd.cdw11.get() & DSM_DEALLOCATE == 0 {
             // Only hints: nothing to do.

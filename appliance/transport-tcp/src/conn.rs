@@ -471,7 +471,8 @@ impl Conn {
             }
         };
         if let Err(e) = icreq.check() {
-            return Err(self.terminate(&e));
+            // The ICReq is already consumed from staging: echo it, not what follows.
+            return Err(self.terminate_with(e.fes(), e.fei(), header, &e.to_string()));
         }
         self.digests = Digests::new(icreq.header_digest(), icreq.data_digest());
         self.hpda = icreq.hpda;

@@ -5,6 +5,8 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrite_host::{ConnectOptions, Controller};
@@ -164,4 +166,223 @@ pub fn pattern(lba: u64, blocks: usize, block_size: usize, generation: u64) -> V
         chunk.copy_from_slice(&v.to_le_bytes()[..chunk.len()]);
     }
     out
+}
+
+/// A second subsystem that only [`GOOD_HOST`] may use: the well-behaved host of the bad-input
+/// and vanishing-host tests keeps its data there, out of reach of the misbehaving clients.
+pub const GOOD_NQN: &str = "nqn.2026-01.io.ferrite:good";
+/// Host UUID of the well-behaved host.
+pub const GOOD_HOST: [u8; 16] = [0x60; 16];
+
+/// [`ram_config`] (any host, nsid 1 of 64 MiB under [`NQN`]) plus a 16 MiB namespace under
+/// [`GOOD_NQN`] that only [`GOOD_HOST`] may reach.
+pub fn shared_config(port: u16) -> String {
+    let good = ferrite_host::controller::uuid_hostnqn(&GOOD_HOST);
+    format!(
+        r#"{}
+[[bdev]]
+name = "ram1"
+kind = "malloc"
+size = "16MiB"
+block_size = 512
+[[subsystem]]
+nqn = "{GOOD_NQN}"
+allow_any_host = false
+hosts = ["{good}"]
+namespaces = [{{ nsid = 1, bdev = "ram1" }}]
+"#,
+        ram_config(port, &[])
+    )
+}
+
+impl Ferrited {
+    /// Panics when the process has exited or a reactor thread panicked.
+    pub fn assert_alive(&mut self, context: &str) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "ferrited exited ({status}) after {context}; log:\n{}",
+                self.log_text()
+            );
+        }
+        let log = self.log_text();
+        assert!(
+            !log.contains("panicked"),
+            "ferrited panicked after {context}; log:\n{log}"
+        );
+    }
+
+    /// VmRSS of the process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc/<pid>/status of a live process");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn count_log(&self, needle: &str) -> usize {
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+
+    /// Waits until `count_log(needle) >= n`; false on timeout.
+    pub fn wait_log(&self, needle: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.count_log(needle) >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Connect options of the well-behaved host on [`GOOD_NQN`].
+    pub fn good_options(&self) -> ConnectOptions {
+        ConnectOptions::new(self.addr, GOOD_NQN).with_host_uuid(GOOD_HOST)
+    }
+}
+
+/// What the good host's thread shares with the test.
+#[derive(Default)]
+struct GoodShared {
+    stop: AtomicBool,
+    /// Verified write+read round trips.
+    ops: AtomicU64,
+    error: Mutex<Option<String>>,
+}
+
+/// A well-behaved host on [`GOOD_NQN`] doing verified I/O in a thread for as long as it lives:
+/// writes a pattern unique to (LBA, generation) in-capsule or through R2T, reads it back, and
+/// now and then re-reads an older slot to catch stray writes.
+pub struct GoodHost {
+    shared: Arc<GoodShared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Slots of 64 blocks the good host cycles through (8 MiB of its 16 MiB namespace).
+const GOOD_SLOTS: u64 = 256;
+const GOOD_SLOT_BLOCKS: u64 = 64;
+
+impl GoodHost {
+    pub fn start(t: &Ferrited) -> GoodHost {
+        let mut opts = t.good_options();
+        opts.io_queues = 2;
+        let mut c = Controller::connect(opts)
+            .unwrap_or_else(|e| panic!("good host connect: {e}\nlog:\n{}", t.log_text()));
+        let shared = Arc::new(GoodShared::default());
+        let s = Arc::clone(&shared);
+        let thread = std::thread::spawn(move || {
+            if let Err(e) = good_loop(&mut c, &s) {
+                *s.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+            c.disconnect();
+        });
+        let g = GoodHost {
+            shared,
+            thread: Some(thread),
+        };
+        g.wait_progress(2, "start");
+        g
+    }
+
+    fn error(&self) -> Option<String> {
+        self.shared
+            .error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn wait_progress(&self, n: u64, context: &str) {
+        let start = self.shared.ops.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.shared.ops.load(Ordering::Relaxed) < start + n {
+            if let Some(e) = self.error() {
+                panic!("good host failed after {context}: {e}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "good host made no progress for 10 s after {context}"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Asserts the target is alive and the good host completed fresh verified I/O after `context`.
+    pub fn check(&self, t: &mut Ferrited, context: &str) {
+        t.assert_alive(context);
+        self.wait_progress(2, context);
+    }
+
+    /// Stops the thread; panics if it saw an error. Returns the verified round trips.
+    pub fn stop(mut self) -> u64 {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(th) = self.thread.take() {
+            th.join().expect("good host thread");
+        }
+        if let Some(e) = self.error() {
+            panic!("good host failed: {e}");
+        }
+        self.shared.ops.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for GoodHost {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(th) = self.thread.take() {
+            let _ = th.join();
+        }
+    }
+}
+
+fn good_loop(c: &mut Controller, s: &GoodShared) -> Result<(), String> {
+    // (blocks, generation) last written per slot.
+    let mut written: Vec<Option<(usize, u64)>> = vec![None; GOOD_SLOTS as usize];
+    let mut i = 0u64;
+    while !s.stop.load(Ordering::Relaxed) {
+        let slot = (i * 37) % GOOD_SLOTS;
+        let lba = slot * GOOD_SLOT_BLOCKS;
+        // 4 KiB goes in-capsule, 32 KiB through R2T/H2CData.
+        let blocks = if i % 2 == 0 { 8 } else { 64 };
+        let qid = 1 + (i % 2) as u16;
+        let data = pattern(lba, blocks, 512, i);
+        c.write(qid, 1, lba, &data, false)
+            .map_err(|e| format!("write lba {lba}: {e}"))?;
+        let mut back = vec![0u8; data.len()];
+        c.read(qid, 1, lba, blocks as u32, &mut back)
+            .map_err(|e| format!("read lba {lba}: {e}"))?;
+        if back != data {
+            return Err(format!(
+                "lba {lba}: read back differs from what was written"
+            ));
+        }
+        written[slot as usize] = Some((blocks, i));
+        // Re-read an older slot: nobody else may have changed it.
+        let old = (i * 101 + 7) % GOOD_SLOTS;
+        if let Some((blocks, generation)) = written[old as usize] {
+            let lba = old * GOOD_SLOT_BLOCKS;
+            let mut back = vec![0u8; blocks * 512];
+            c.read(qid, 1, lba, blocks as u32, &mut back)
+                .map_err(|e| format!("re-read lba {lba}: {e}"))?;
+            if back != pattern(lba, blocks, 512, generation) {
+                return Err(format!(
+                    "lba {lba}: older data changed behind the host's back"
+                ));
+            }
+        }
+        i += 1;
+        s.ops.fetch_add(1, Ordering::Relaxed);
+        // Leave CPU to the target and the test on this small machine.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    Ok(())
 }
