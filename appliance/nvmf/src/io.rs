@@ -74,6 +74,19 @@ impl PollGroup {
             let s = qp.slot_mut(req.slot);
             s.nsid = nsid;
             s.lba = lba_of(&req);
+            if matches!(req.cmd.opcode, op::READ | op::WRITE) {
+                // Counted here, latency at completion (build_response): a map lookup on the
+                // queue's subsystem snapshot, no refcount and no allocation.
+                let blocks = u64::from(req.cmd.cdw12.get() & 0xFFFF) + 1;
+                if let Some(n) = qp.subsystem.as_ref().and_then(|s| s.namespaces.get(&nsid)) {
+                    n.stats.submitted(
+                        cx.reactor_index(),
+                        req.cmd.opcode == op::WRITE,
+                        blocks * u64::from(ns.block_size),
+                    );
+                    qp.slot_mut(req.slot).started = Some(cx.now());
+                }
+            }
         }
         let result = match req.cmd.opcode {
             op::READ | op::WRITE | op::COMPARE => self.read_write(conn, req, ns, cx),

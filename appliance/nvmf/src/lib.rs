@@ -15,12 +15,14 @@ mod fabrics;
 mod identify;
 mod io;
 mod logpage;
+mod ns_stats;
 mod poll_group;
 mod request;
 mod target;
 
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
+pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};
 pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
 pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
 pub use target::{

@@ -66,6 +66,8 @@ pub(crate) struct Slot {
     pub data_len: u32,
     pub nsid: u32,
     pub lba: u64,
+    /// When a Read or Write counted in the namespace statistics was accepted.
+    pub started: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -437,11 +439,26 @@ impl PollGroup {
         let qp = self.qpairs[conn.0 as usize]
             .as_mut()
             .expect("caller holds a live qpair");
-        let (cid, data_len, nsid, lba, aux) = {
+        let (cid, data_len, nsid, lba, aux, started) = {
             let s = qp.slot_mut(slot);
             s.in_use = false;
-            (s.cid, s.data_len, s.nsid, s.lba, s.aux.take())
+            (
+                s.cid,
+                s.data_len,
+                s.nsid,
+                s.lba,
+                s.aux.take(),
+                s.started.take(),
+            )
         };
+        if let Some(started) = started {
+            if let Some(ns) = qp.subsystem.as_ref().and_then(|s| s.namespaces.get(&nsid)) {
+                ns.stats.completed(
+                    cx.reactor_index(),
+                    cx.now().saturating_duration_since(started),
+                );
+            }
+        }
         if let Some(aux) = aux {
             cx.put_buffer(aux);
         }

@@ -54,6 +54,8 @@ pub struct Namespace {
     pub bdev: Arc<dyn BlockDevice>,
     pub nguid: [u8; 16],
     pub uuid: [u8; 16],
+    /// I/O counters (per reactor, summed by `stats_get`).
+    pub stats: crate::ns_stats::NamespaceStats,
 }
 
 #[derive(Debug, Clone)]
@@ -350,6 +352,7 @@ impl Target {
                 bdev: Arc::clone(&entry.bdev),
                 nguid: params.nguid.unwrap_or(uuid),
                 uuid,
+                stats: Default::default(),
             };
             sub.namespaces.insert(nsid, Arc::new(ns));
             Ok(nsid)

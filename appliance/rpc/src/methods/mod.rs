@@ -151,3 +151,37 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod docs {
+    use super::METHODS;
+
+    /// docs/rpc.md has a `### \`name\`` section for every method and none for others.
+    #[test]
+    fn docs_list_every_method() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/rpc.md");
+        let text = std::fs::read_to_string(path).expect("docs/rpc.md is readable");
+        let documented: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("### `"))
+            .filter_map(|l| l.strip_suffix('`'))
+            .collect();
+        let missing: Vec<&str> = METHODS
+            .iter()
+            .map(|m| m.name)
+            .filter(|n| !documented.contains(n))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "undocumented in docs/rpc.md: {missing:?}"
+        );
+        let unknown: Vec<&&str> = documented
+            .iter()
+            .filter(|d| !METHODS.iter().any(|m| m.name == **d))
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/rpc.md documents no such method: {unknown:?}"
+        );
+    }
+}
