@@ -1,0 +1,295 @@
+//! ferrite-perf against a real target: every workload, verify catching a
+//! corrupted block, JSON/SVG output, limit, compare, and bad input.
+
+mod common;
+
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn every_workload_runs_clean_with_verify() {
+    let t = Target::ram();
+    let tid = t.tid();
+    for (w, extra) in [
+        ("randread", vec![]),
+        ("randwrite", vec![]),
+        ("read", vec!["-o", "128k", "-q", "4"]),
+        ("write", vec!["-o", "64k", "-q", "8"]),
+        ("randrw", vec!["--rwmixread", "70", "--qpairs", "2"]),
+    ] {
+        let mut args = vec![
+            "-r",
+            &tid,
+            "-w",
+            w,
+            "-t",
+            "1",
+            "--warmup",
+            "0.2",
+            "--verify",
+            "--timeout",
+            "5",
+        ];
+        args.extend(extra);
+        let (code, out, err) = perf(&args);
+        assert_eq!(code, 0, "{w}: {out}\n{err}");
+        assert!(out.contains("IOPS") && out.contains("p99.99"), "{out}");
+        let ops: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ops "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no ops line: {out}"));
+        assert!(ops > 0, "{w}: {out}");
+        if w != "randwrite" && w != "write" {
+            assert!(
+                !out.contains("verified blocks 0\n"),
+                "{w}: reads were not checked: {out}"
+            );
+        }
+    }
+}
+
+#[test]
+fn json_svg_and_two_targets() {
+    let a = Target::ram();
+    let b = Target::ram();
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("r.json");
+    let svg = dir.path().join("svg");
+    let (code, out, err) = perf(&[
+        "-r",
+        &a.tid(),
+        "-r",
+        &b.tid(),
+        "-w",
+        "randrw",
+        "-q",
+        "8",
+        "-t",
+        "1.5",
+        "--interval",
+        "0.5",
+        "--rate",
+        "4000",
+        "--cores",
+        "0",
+        "--json",
+        json.to_str().expect("utf8"),
+        "--svg",
+        svg.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("total"), "two targets get a total row: {out}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json written"))
+            .expect("valid json");
+    assert_eq!(v["targets"].as_array().map(Vec::len), Some(2));
+    let iops = v["total"]["iops"].as_f64().expect("iops");
+    // The rate cap holds (with slack for timing), and the run did something.
+    assert!(
+        iops > 1000.0 && iops < 4000.0 * 1.2,
+        "iops {iops} with --rate 4000"
+    );
+    assert!(v["total"]["latency_us"]["p99_99"].as_f64().expect("p99.99") > 0.0);
+    assert!(
+        v["total"]["iops_over_time"]
+            .as_array()
+            .expect("series")
+            .len()
+            >= 2
+    );
+    assert!(v["error"].is_null());
+    for f in ["latency.svg", "iops.svg"] {
+        let text = std::fs::read_to_string(svg.join(f)).expect("svg written");
+        assert!(text.starts_with("<svg") && text.contains("</svg>"), "{f}");
+    }
+}
+
+#[test]
+fn verify_reports_a_corrupted_block_with_its_lba() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let img = dir.path().join("disk.img");
+    let port = free_port();
+    let text = config_text(port, &file_bdev(&img, "1MiB"), &[]);
+    std::fs::File::create(&img)
+        .and_then(|f| f.set_len(1 << 20))
+        .expect("create the image");
+    let mut t = Target::start(text.clone());
+    let tid = t.tid();
+    // Sequential writes cover the whole 1024-block namespace several times.
+    let (code, out, err) = perf(&[
+        "-r", &tid, "-w", "write", "-q", "4", "-t", "0.5", "--verify",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // A clean read pass finds every block stamped and right.
+    let (code, out, err) = perf(&["-r", &tid, "-w", "read", "-q", "4", "-t", "0.5", "--verify"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    // Corrupt the body of block 777 with the target stopped (no cache in the way).
+    t.stop();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .expect("open image");
+    f.write_all_at(b"garbage!", 777 * 4096 + 1000)
+        .expect("corrupt");
+    f.sync_all().expect("sync");
+    drop(f);
+    let _t = Target::start(text);
+    let (code, out, err) = perf(&["-r", &tid, "-w", "read", "-q", "4", "-t", "2", "--verify"]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(err.contains("verify mismatch at LBA 177"), "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    assert!(
+        out.contains("PARTIAL") && out.contains("ops "),
+        "partial results printed: {out}"
+    );
+}
+
+#[test]
+fn limit_and_compare_run() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("limit.json");
+    let (code, out, err) = perf(&[
+        "limit",
+        "-w",
+        "randread",
+        "-q",
+        "4",
+        "-t",
+        "0.5",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("limit: 72 B requests / 4144 B responses"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("valid");
+    assert!(v["summary"]["iops"].as_f64().expect("iops") > 0.0);
+
+    let a = Target::ram();
+    let b = Target::ram();
+    let (code, out, err) = perf(&[
+        "compare",
+        "-r",
+        &a.tid(),
+        "-r",
+        &b.tid(),
+        "--rounds",
+        "3",
+        "-t",
+        "0.3",
+        "-q",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("round ").count(), 3, "{out}");
+    assert!(out.contains("median A/B over 3 round(s)"), "{out}");
+    let (code, _, err) = perf(&["compare", "-r", &a.tid(), "--rounds", "1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("exactly two"), "{err}");
+}
+
+#[test]
+fn unreachable_target_fails_clearly() {
+    let port = free_port().to_string();
+    let tid = format!("trtype:tcp traddr:127.0.0.1 trsvcid:{port} subnqn:{NQN}");
+    let (code, _, err) = perf(&["-r", &tid, "-t", "1", "--timeout", "2"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("connecting to") && err.contains(&port),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_nqn_and_refused_host_fail_clearly() {
+    let t = Target::ram();
+    let tid = format!(
+        "trtype:tcp traddr:127.0.0.1 trsvcid:{} subnqn:nqn.2026-01.io.ferrite:nope",
+        t.addr.port()
+    );
+    let (code, _, err) = perf(&["-r", &tid, "-t", "1", "--timeout", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("Connect refused"), "{err}");
+
+    let port = free_port();
+    let only = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001";
+    let t = Target::start(config_text(port, ram_bdev(), &[only]));
+    let (code, _, err) = perf(&["-r", &t.tid(), "-t", "1", "--timeout", "3"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Connect refused") && err.to_lowercase().contains("host"),
+        "{err}"
+    );
+    // The allowed host gets in.
+    let tid = format!("{} hostnqn:{only}", t.tid());
+    let (code, out, err) = perf(&["-r", &tid, "-t", "0.3"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+#[test]
+fn target_disappearing_mid_run_keeps_partial_results() {
+    let mut t = Target::ram();
+    let tid = t.tid();
+    let child = std::process::Command::new(perf_bin())
+        .args([
+            "-r",
+            &tid,
+            "-q",
+            "8",
+            "-t",
+            "20",
+            "--timeout",
+            "3",
+            "--no-progress",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferrite-perf");
+    std::thread::sleep(Duration::from_millis(1500));
+    t.stop();
+    let out = child.wait_with_output().expect("ferrite-perf ends");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("ferrite-perf: error:"), "{stderr}");
+    assert!(stdout.contains("PARTIAL"), "{stdout}");
+    let ops: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ops "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("ops line");
+    assert!(ops > 0, "{stdout}");
+}
+
+#[test]
+fn bad_command_lines_exit_2() {
+    for args in [
+        vec!["-t", "1"],
+        vec!["-r", "traddr:127.0.0.1", "-t", "1"],
+        vec!["-r", "traddr:127.0.0.1 subnqn:n", "-w", "randomread"],
+        vec![
+            "-r",
+            "traddr:127.0.0.1 subnqn:n",
+            "-w",
+            "randrw",
+            "--rwmixread",
+            "120",
+        ],
+        vec!["-r", "traddr:127.0.0.1 subnqn:n", "-o", "zero"],
+    ] {
+        let (code, _, err) = perf(&args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.starts_with("ferrite-perf:"), "{err}");
+    }
+}
