@@ -112,36 +112,41 @@ fn json_svg_and_two_targets() {
 fn verify_reports_a_corrupted_block_with_its_lba() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = dir.path().join("disk.img");
-    let port = free_port();
-    let text = config_text(port, &file_bdev(&img, "1MiB"), &[]);
-    std::fs::File::create(&img)
-        .and_then(|f| f.set_len(1 << 20))
-        .expect("create the image");
+    let text = config_text(free_port(), &file_bdev(&img, "1MiB"), &[]);
     let mut t = Target::start(text.clone());
     let tid = t.tid();
-    // Sequential writes cover the whole 1024-block namespace several times.
-    let (code, out, err) = perf(&[
-        "-r", &tid, "-w", "write", "-q", "4", "-t", "0.5", "--verify",
-    ]);
+    // Sequential writes cover the whole 256-block namespace several times.
+    let (code, out, err) = perf(&["-r", &tid, "-w", "write", "-q", "4", "-t", "1", "--verify"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    // A clean read pass finds every block stamped and right.
+    // A clean read pass finds every block right.
     let (code, out, err) = perf(&["-r", &tid, "-w", "read", "-q", "4", "-t", "0.5", "--verify"]);
     assert_eq!(code, 0, "{out}\n{err}");
-    // Corrupt the body of block 777 with the target stopped (no cache in the way).
+    // Corrupt the body of block 177 with the target stopped (no cache in the way).
     t.stop();
     let f = std::fs::OpenOptions::new()
+        .read(true)
         .write(true)
         .open(&img)
         .expect("open image");
-    f.write_all_at(b"garbage!", 777 * 4096 + 1000)
+    let mut stamp = [0u8; 16];
+    f.read_exact_at(&mut stamp, 177 * 4096)
+        .expect("read the stamp");
+    assert_eq!(&stamp[..8], b"FERRLOAD", "block 177 carries a stamp");
+    assert_eq!(
+        u64::from_le_bytes(stamp[8..].try_into().expect("8 bytes")),
+        177
+    );
+    f.write_all_at(b"garbage!", 177 * 4096 + 1000)
         .expect("corrupt");
     f.sync_all().expect("sync");
     drop(f);
     let _t = Target::start(text);
     let (code, out, err) = perf(&["-r", &tid, "-w", "read", "-q", "4", "-t", "2", "--verify"]);
     assert_eq!(code, 1, "{out}\n{err}");
-    assert!(err.contains("verify mismatch at LBA 177"), "{err}");
-    assert!(err.contains("corrupt"), "{err}");
+    assert!(
+        err.contains("verify mismatch at LBA 177: corrupt block body"),
+        "{err}"
+    );
     assert!(
         out.contains("PARTIAL") && out.contains("ops "),
         "partial results printed: {out}"

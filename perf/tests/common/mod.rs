@@ -59,16 +59,7 @@ impl Target {
     pub fn start(text: String) -> Target {
         let cfg = Config::parse(&text, Path::new("perf-test.toml")).expect("config parses");
         let addr = cfg.listen[0];
-        let daemon = match Daemon::start(&cfg, false) {
-            Ok(d) => d,
-            Err(e) => {
-                let p = cfg.bdevs[0].path.clone();
-                panic!(
-                    "daemon start: {e:#} {p:?} {:?}",
-                    p.as_ref().map(|p| std::fs::metadata(p).map(|m| m.len()))
-                );
-            }
-        };
+        let daemon = Daemon::start(&cfg, false).expect("daemon starts");
         Target {
             daemon: Some(daemon),
             addr,
