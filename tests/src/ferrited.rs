@@ -4,7 +4,7 @@
 //! built on first use with the cargo that builds the tests. The daemon runs unpinned on a free
 //! loopback port with its log in a file that is printed when a test panics.
 
-use std::fs::{self, File};
+use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_NQN: &str = "nqn.2026-01.io.ferrite:default";
 /// Environment variable naming a prebuilt ferrited.
 pub const FERRITED_ENV: &str = "FERRITED";
+
+const CONFIG_FILE: &str = "ferrited.toml";
+const LOG_FILE: &str = "ferrited.log";
 
 /// Errors starting or stopping the target.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,7 @@ pub struct Ferrited {
     listen: SocketAddr,
     dir: Option<tempfile::TempDir>,
     dir_path: PathBuf,
+    rust_log: String,
 }
 
 /// What to serve.
@@ -65,24 +69,73 @@ pub struct TargetConfig {
     pub cores: String,
     /// The rest of the TOML (bdevs, subsystems); `listen` and `cores` are added.
     pub body: String,
+    /// ferrited's `RUST_LOG`; `None` passes on the test's own, else "info".
+    pub rust_log: Option<String>,
 }
 
 impl TargetConfig {
     /// One subsystem ([`DEFAULT_NQN`]) with NSID 1 = `size` of RAM (e.g. "64MiB"), open to
     /// every host (`allowed_hosts` empty) or only to the listed host NQNs.
     pub fn ram(size: &str, allowed_hosts: &[&str]) -> TargetConfig {
+        TargetConfig::one_namespace(
+            &format!(
+                "[[bdev]]\nname = \"ram0\"\nkind = \"malloc\"\nsize = \"{size}\"\nblock_size = 4096\n"
+            ),
+            "ram0",
+            allowed_hosts,
+        )
+    }
+
+    /// Like [`TargetConfig::ram`] with NSID 1 = the file at `path` (io_uring, O_DIRECT),
+    /// created sparse with `size` when missing and reused as it is when present, so a target
+    /// restarted on the same config serves the same data. `path` must be on a file system
+    /// that supports O_DIRECT (not tmpfs): see [`data_dir`].
+    pub fn file(path: &Path, size: &str, allowed_hosts: &[&str]) -> TargetConfig {
+        TargetConfig::one_namespace(
+            &format!(
+                "[[bdev]]\nname = \"file0\"\nkind = \"file\"\npath = {:?}\nsize = \"{size}\"\nblock_size = 4096\n",
+                path.display().to_string()
+            ),
+            "file0",
+            allowed_hosts,
+        )
+    }
+
+    fn one_namespace(bdev: &str, name: &str, allowed_hosts: &[&str]) -> TargetConfig {
         let hosts: Vec<String> = allowed_hosts.iter().map(|h| format!("{h:?}")).collect();
         TargetConfig {
             cores: "0".into(),
             body: format!(
-                "[[bdev]]\nname = \"ram0\"\nkind = \"malloc\"\nsize = \"{size}\"\nblock_size = 4096\n\n\
-                 [[subsystem]]\nnqn = \"{DEFAULT_NQN}\"\nallow_any_host = {}\nhosts = [{}]\n\
-                 namespaces = [{{ nsid = 1, bdev = \"ram0\" }}]\n",
+                "{bdev}\n[[subsystem]]\nnqn = \"{DEFAULT_NQN}\"\nallow_any_host = {}\nhosts = [{}]\n\
+                 namespaces = [{{ nsid = 1, bdev = \"{name}\" }}]\n",
                 allowed_hosts.is_empty(),
                 hosts.join(", ")
             ),
+            rust_log: None,
         }
     }
+
+    /// The same with ferrited's log filter set to `filter` (env_logger syntax), e.g. to see
+    /// a module's debug lines.
+    pub fn with_rust_log(mut self, filter: &str) -> TargetConfig {
+        self.rust_log = Some(filter.to_owned());
+        self
+    }
+}
+
+/// Where file-backed namespaces live: `$FERRITE_E2E_DATA_DIR`, else /var/tmp (on disk, unlike
+/// a tmpfs /tmp, so O_DIRECT works).
+pub const DATA_DIR_ENV: &str = "FERRITE_E2E_DATA_DIR";
+
+/// A fresh directory for backing files, removed on drop.
+pub fn data_dir() -> Result<tempfile::TempDir, Error> {
+    let base = std::env::var_os(DATA_DIR_ENV)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    tempfile::Builder::new()
+        .prefix("ferrite-e2e-data-")
+        .tempdir_in(&base)
+        .map_err(io(format!("create a data directory in {}", base.display())))
 }
 
 impl Ferrited {
@@ -94,7 +147,6 @@ impl Ferrited {
 
     /// Like [`Ferrited::start`] on a given port (e.g. one a guest already forwards).
     pub fn start_on(config: &TargetConfig, port: u16) -> Result<Ferrited, Error> {
-        let binary = binary()?;
         let dir = tempfile::Builder::new()
             .prefix("ferrite-e2e-target-")
             .tempdir()
@@ -105,19 +157,51 @@ impl Ferrited {
             "cores = {:?}\nlisten = [\"{listen}\"]\n\n{}",
             config.cores, config.body
         );
-        let config_path = dir_path.join("ferrited.toml");
-        fs::write(&config_path, toml).map_err(io("write ferrited.toml"))?;
-        let log_path = dir_path.join("ferrited.log");
-        let log = File::create(&log_path).map_err(io("create ferrited.log"))?;
+        fs::write(dir_path.join(CONFIG_FILE), toml).map_err(io("write ferrited.toml"))?;
+        let rust_log = config
+            .rust_log
+            .clone()
+            .or_else(|| std::env::var("RUST_LOG").ok())
+            .unwrap_or_else(|| "info".into());
+        Ferrited::spawn(Some(dir), dir_path, listen, rust_log)
+    }
+
+    /// Stops it with SIGTERM like [`Ferrited::stop`], then starts it again with the same
+    /// config file on the same port (its log continues in the same file). Returns the first
+    /// run's exit status and the new process.
+    pub fn restart(mut self) -> Result<(ExitStatus, Ferrited), Error> {
+        let status = self.terminate()?;
+        let dir = self.dir.take();
+        let dir_path = self.dir_path.clone();
+        let listen = self.listen;
+        let rust_log = self.rust_log.clone();
+        let marker = format!("\n===== ferrite-e2e: restart after {status} =====\n");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(dir_path.join(LOG_FILE))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, marker.as_bytes()))
+            .map_err(io("mark the restart in ferrited.log"))?;
+        Ok((status, Ferrited::spawn(dir, dir_path, listen, rust_log)?))
+    }
+
+    fn spawn(
+        dir: Option<tempfile::TempDir>,
+        dir_path: PathBuf,
+        listen: SocketAddr,
+        rust_log: String,
+    ) -> Result<Ferrited, Error> {
+        let binary = binary()?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir_path.join(LOG_FILE))
+            .map_err(io("open ferrited.log"))?;
         let log_err = log.try_clone().map_err(io("clone ferrited.log"))?;
         let child = Command::new(&binary)
             .arg("--config")
-            .arg(&config_path)
+            .arg(dir_path.join(CONFIG_FILE))
             .arg("--no-pin")
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
+            .env("RUST_LOG", &rust_log)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -126,8 +210,9 @@ impl Ferrited {
         let mut target = Ferrited {
             child,
             listen,
-            dir: Some(dir),
+            dir,
             dir_path,
+            rust_log,
         };
         target.wait_listening(Duration::from_secs(30))?;
         Ok(target)
@@ -152,7 +237,7 @@ impl Ferrited {
                 let _ = self.child.wait();
                 return Err(Error::Start {
                     reason,
-                    log: self.keep_dir().join("ferrited.log").display().to_string(),
+                    log: self.keep_dir().join(LOG_FILE).display().to_string(),
                     tail: self.log_tail(40),
                 });
             }
@@ -167,7 +252,7 @@ impl Ferrited {
 
     /// Its log so far.
     pub fn log(&self) -> String {
-        fs::read_to_string(self.dir_path.join("ferrited.log")).unwrap_or_default()
+        fs::read_to_string(self.dir_path.join(LOG_FILE)).unwrap_or_default()
     }
 
     fn log_tail(&self, lines: usize) -> String {
@@ -184,6 +269,10 @@ impl Ferrited {
     /// Stops it with SIGTERM (a clean shutdown) and returns its exit status; kills it after
     /// 10 s.
     pub fn stop(mut self) -> Result<ExitStatus, Error> {
+        self.terminate()
+    }
+
+    fn terminate(&mut self) -> Result<ExitStatus, Error> {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -215,7 +304,7 @@ impl Drop for Ferrited {
             let dir = self.keep_dir();
             eprintln!(
                 "\n===== ferrited log (last 60 lines; full: {}) =====\n{}\n",
-                dir.join("ferrited.log").display(),
+                dir.join(LOG_FILE).display(),
                 self.log_tail(60)
             );
         }
@@ -319,5 +408,28 @@ mod tests {
             .body
             .contains("allow_any_host = false\nhosts = [\"nqn.a\", \"nqn.b\"]"));
         assert!(closed.body.contains("size = \"64MiB\""));
+    }
+
+    #[test]
+    fn file_config_names_the_path() {
+        let cfg = TargetConfig::file(Path::new("/var/tmp/x/ns1.img"), "256MiB", &[]);
+        assert!(cfg
+            .body
+            .contains("kind = \"file\"\npath = \"/var/tmp/x/ns1.img\""));
+        assert!(cfg.body.contains("size = \"256MiB\""));
+        assert!(cfg.body.contains("bdev = \"file0\""));
+    }
+
+    #[test]
+    fn data_dir_is_not_tmpfs_by_default() {
+        if std::env::var_os(DATA_DIR_ENV).is_some() {
+            return;
+        }
+        let dir = data_dir().expect("a data directory");
+        assert!(
+            dir.path().starts_with("/var/tmp"),
+            "{}",
+            dir.path().display()
+        );
     }
 }

@@ -30,9 +30,14 @@ fn connect_cmd(host: &LinuxHost, port: u16) -> String {
 
 /// Connects and waits for the namespace's block device.
 fn connect(host: &LinuxHost, port: u16) {
+    connect_with(host, port, "");
+}
+
+/// Connects with extra `nvme connect` options and waits for the namespace's block device.
+fn connect_with(host: &LinuxHost, port: u16, options: &str) {
     host.run_ok_within(
         &format!(
-            "{} && for i in $(seq 200); do [ -b /dev/nvme0n1 ] && exit 0; sleep 0.1; done; \
+            "{} {options} && for i in $(seq 200); do [ -b /dev/nvme0n1 ] && exit 0; sleep 0.1; done; \
              echo 'no /dev/nvme0n1'; nvme list; exit 1",
             connect_cmd(host, port)
         ),
@@ -180,4 +185,144 @@ fn vm_nvme_connect_checks_allowed_hosts() {
 
     connect(&host, port);
     disconnect(&host);
+}
+
+/// Runs `cmd` (stderr dropped) and parses its standard output as JSON.
+fn json(host: &LinuxHost, cmd: &str) -> serde_json::Value {
+    let out = host
+        .run_ok(&format!("{cmd} 2>/dev/null"))
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{cmd}: not JSON ({e}):\n{out}"))
+}
+
+/// A counter from nvme-cli's JSON: a number, or a decimal string for 128-bit values.
+fn counter(v: &serde_json::Value, key: &str) -> u128 {
+    let field = &v[key];
+    field
+        .as_u64()
+        .map(u128::from)
+        .or_else(|| field.as_str().and_then(|s| s.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no numeric {key:?} in {v}"))
+}
+
+/// fio random writes of mixed sizes (4k-128k) at QD 16 in two jobs, each over its own
+/// `per_job_mib` region, then a crc32c verify pass; asserts both passes moved data and found
+/// no error. Returns the bytes written.
+fn fio_verify(host: &LinuxHost, per_job_mib: u32) -> u64 {
+    let out = host
+        .run(
+            &format!(
+                "fio --name=verify --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio \
+                 --rw=randwrite --bsrange=4k-128k --iodepth=16 --numjobs=2 \
+                 --size={per_job_mib}M --offset_increment={per_job_mib}M \
+                 --verify=crc32c --verify_fatal=1 --do_verify=1 --group_reporting \
+                 --output-format=json --output=/tmp/fio.json"
+            ),
+            Duration::from_secs(300),
+        )
+        .expect("fio runs");
+    let report = host.run_ok("cat /tmp/fio.json").expect("fio's report");
+    assert_eq!(out.status, 0, "fio failed:\n{}\n{report}", out.stdout);
+    // Warnings come before the JSON; the one about several jobs on one file does not apply
+    // (each job has its own region), any other mention of verify is a failure.
+    let start = report.find("\n{").map_or(0, |i| i + 1);
+    let (warnings, report) = report.split_at(start);
+    let problems: Vec<&str> = out
+        .stdout
+        .lines()
+        .chain(warnings.lines())
+        .filter(|l| l.contains("verif") && !l.contains("multiple writers may overwrite"))
+        .collect();
+    assert!(problems.is_empty(), "fio reported: {problems:?}");
+    let report: serde_json::Value = serde_json::from_str(report)
+        .unwrap_or_else(|e| panic!("fio's report is not JSON ({e}):\n{report}"));
+    let job = &report["jobs"][0];
+    assert_eq!(job["error"], 0, "{job}");
+    let written = job["write"]["io_bytes"].as_u64().unwrap_or(0);
+    let verified = job["read"]["io_bytes"].as_u64().unwrap_or(0);
+    assert_eq!(
+        written,
+        (2 * u64::from(per_job_mib)) << 20,
+        "fio wrote less than asked: {job}"
+    );
+    assert_eq!(verified, written, "fio verified less than it wrote: {job}");
+    written
+}
+
+#[test]
+fn vm_nvme_digests_admin_tools_and_fio_on_ram() {
+    const SIZE: u64 = 256 << 20;
+    // ICReq digests are logged at debug level by the transport's connection module.
+    let config =
+        TargetConfig::ram("256MiB", &[]).with_rust_log("info,ferrite_transport_tcp::conn=debug");
+    let Some((host, mut target)) = setup(&config, None) else {
+        return;
+    };
+    let port = target.port();
+    connect_with(&host, port, "-g -G");
+    // Admin queue + one I/O queue per guest CPU, each negotiated both digests.
+    let with_digests = target
+        .log()
+        .matches("header digest true, data digest true")
+        .count();
+    assert!(with_digests >= 3, "{}", target.log());
+    assert!(
+        !target.log().contains("header digest false"),
+        "{}",
+        target.log()
+    );
+
+    let list = json(&host, "nvme list -o json");
+    let dev = list["Devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["DevicePath"] == "/dev/nvme0n1"))
+        .unwrap_or_else(|| panic!("no /dev/nvme0n1 in {list}"));
+    assert_eq!(dev["PhysicalSize"].as_u64(), Some(SIZE), "{dev}");
+    assert_eq!(dev["SectorSize"].as_u64(), Some(4096), "{dev}");
+
+    let ctrl = json(&host, "nvme id-ctrl /dev/nvme0 -o json");
+    assert_eq!(ctrl["subnqn"], DEFAULT_NQN, "{ctrl}");
+    assert!(counter(&ctrl, "mdts") > 0, "{ctrl}");
+    assert!(counter(&ctrl, "nn") >= 1, "{ctrl}");
+    // SQ/CQ entry sizes: 64 and 16 bytes required and maximum.
+    assert_eq!(counter(&ctrl, "sqes"), 0x66, "{ctrl}");
+    assert_eq!(counter(&ctrl, "cqes"), 0x44, "{ctrl}");
+
+    let ns = json(&host, "nvme id-ns /dev/nvme0n1 -o json");
+    let nsze = counter(&ns, "nsze");
+    assert_eq!(nsze, u128::from(SIZE / 4096), "{ns}");
+    assert_eq!(counter(&ns, "ncap"), nsze, "{ns}");
+    let flbas = counter(&ns, "flbas") & 0xf;
+    let lbaf = &ns["lbafs"][usize::try_from(flbas).expect("4 bits")];
+    assert_eq!(lbaf["ds"], 12, "{ns}");
+
+    let before = json(&host, "nvme smart-log /dev/nvme0 -o json");
+    let written = fio_verify(&host, 32);
+    let after = json(&host, "nvme smart-log /dev/nvme0 -o json");
+    assert!(
+        counter(&after, "host_write_commands") > counter(&before, "host_write_commands"),
+        "{before}\n{after}"
+    );
+    assert!(
+        counter(&after, "host_read_commands") > counter(&before, "host_read_commands"),
+        "{before}\n{after}"
+    );
+    // Data units are thousands of 512-byte units, rounded up.
+    let units = counter(&after, "data_units_written") - counter(&before, "data_units_written");
+    let expected = u128::from(written / 512_000);
+    assert!(
+        units >= expected && units <= expected + 2 * 1024,
+        "data units written {units}, expected about {expected}"
+    );
+
+    let errors = json(&host, "nvme error-log /dev/nvme0 -o json");
+    let entries = errors["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no error list in {errors}"));
+    assert!(!entries.is_empty(), "{errors}");
+
+    let dmesg = host.dmesg();
+    assert!(!dmesg.contains("digest error"), "{dmesg}");
+    disconnect(&host);
+    assert!(target.is_running(), "ferrited died:\n{}", target.log());
 }
