@@ -6,19 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-10}
 port=4470
-limit_port=4471
 target_dir=${CARGO_TARGET_DIR:-target}
-cargo build --release -p ferrite-daemon -p ferrite-host --bins >/dev/null
+cargo build --release -p ferrite-daemon -p ferrite-host -p ferrite-perf --bins >/dev/null
 bin=$target_dir/release
 out=docs/bench/$(date +%Y-%m-%d)-nvmf-tcp.md
 nqn=nqn.2026-01.io.ferrite:default
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-
-"$bin/ferrite-tcp-limit" server --listen 127.0.0.1:$limit_port --core 0 2>/dev/null &
-sleep 0.5
-"$bin/ferrited" --cores 0 --idle poll --listen 127.0.0.1:$port 2>"$tmp/ferrited.log" &
-sleep 1
 
 run() { # name, command...
   local name=$1; shift
@@ -27,13 +21,21 @@ run() { # name, command...
 }
 load() { "$bin/ferrite-load" --addr 127.0.0.1:$port --subnqn $nqn --cores 1 --time "$secs" "$@"; }
 
-run limit-qd32 "$bin/ferrite-tcp-limit" client --addr 127.0.0.1:$limit_port --core 1 --qd 32 --time "$secs"
-run limit-qd1 "$bin/ferrite-tcp-limit" client --addr 127.0.0.1:$limit_port --core 1 --qd 1 --time "$secs"
+# The ceiling: ferrite-perf limit runs its server thread on core 0 and its client on core 1.
+limit() { "$bin/ferrite-perf" limit --server-core 0 --cores 1 -t "$secs" "$@"; }
+run limit-qd32 limit -q 32 --json "$tmp/limit-qd32.json"
+run limit-qd1 limit -q 1 --json "$tmp/limit-qd1.json"
+# The target starts after the ceiling runs so its busy-polling reactor does not share core 0 with them.
+"$bin/ferrited" --cores 0 --idle poll --listen 127.0.0.1:$port 2>"$tmp/ferrited.log" &
+sleep 1
 run randread-qd32 load --qd 32 --size 4k --read-pct 100
 run randread-qd1 load --qd 1 --size 4k --read-pct 100
 run randwrite-qd32 load --qd 32 --size 4k --read-pct 0
 
-iops() { grep -o 'IOPS [0-9.]*' "$tmp/$1.out" | awk '{print $2}'; }
+iops() {
+  if [[ -f $tmp/$1.json ]]; then grep -o '"iops": [0-9.]*' "$tmp/$1.json" | head -1 | awk '{print $2}'
+  else grep -o 'IOPS [0-9.]*' "$tmp/$1.out" | awk '{print $2}'; fi
+}
 lat() { grep -o "$2 [0-9.]*" "$tmp/$1.out" | head -1 | awk '{print $2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
@@ -43,7 +45,7 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
   echo "Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r)."
   echo "Target: \`ferrited --cores 0 --idle poll\` (1 reactor on core 0, 1 GiB malloc namespace, 4 KiB blocks)."
   echo "Client: \`ferrite-load --cores 1\` (one pinned thread, 1 controller, 1 I/O queue), ${secs} s per run."
-  echo "Ceiling: \`ferrite-tcp-limit\` server on core 0 and client on core 1, same message sizes and queue depth, no storage, no NVMe."
+  echo "Ceiling: \`ferrite-perf limit\` server thread on core 0 and client on core 1, same message sizes and queue depth, no storage, no NVMe."
   echo
   echo "| workload | IOPS | avg µs | p50 µs | p99 µs | TCP ceiling IOPS | fraction of ceiling |"
   echo "|---|---|---|---|---|---|---|"
