@@ -2,6 +2,8 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::PerfError;
@@ -135,6 +137,8 @@ pub struct PerfConfig {
     pub progress: bool,
     /// Random seed.
     pub seed: u64,
+    /// Set from outside (SIGINT) to end the run early; the results so far are reported.
+    pub interrupt: Option<Arc<AtomicBool>>,
 }
 
 impl PerfConfig {
@@ -159,6 +163,7 @@ impl PerfConfig {
             interval: Duration::from_secs(1),
             progress: false,
             seed: 0x5EED,
+            interrupt: None,
         }
     }
 

@@ -14,6 +14,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -227,7 +228,12 @@ fn write_json<T: serde::Serialize>(path: &Option<PathBuf>, v: &T) -> Result<(), 
 }
 
 fn run(a: &RunArgs, json: &Option<PathBuf>) -> Result<(), Failure> {
-    let cfg = perf_config(a)?;
+    let mut cfg = perf_config(a)?;
+    // Ctrl-C ends the run early and still reports what was measured.
+    let interrupt = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&interrupt))
+        .map_err(|e| Failure::Run(format!("installing the SIGINT handler: {e}")))?;
+    cfg.interrupt = Some(interrupt);
     let outcome = engine::run(&cfg)?;
     println!("{}", outcome.report);
     write_json(json, &outcome.report)?;

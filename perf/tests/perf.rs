@@ -298,3 +298,31 @@ fn bad_command_lines_exit_2() {
         assert!(err.starts_with("ferrite-perf:"), "{err}");
     }
 }
+
+#[test]
+fn sigint_ends_the_run_and_reports_it() {
+    let t = Target::ram();
+    let child = std::process::Command::new(perf_bin())
+        .args(["-r", &t.tid(), "-q", "4", "-t", "30", "--no-progress"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ferrite-perf");
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let out = child.wait_with_output().expect("ferrite-perf ends");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let measured: f64 = stdout
+        .lines()
+        .next()
+        .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" s measured")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no measured time: {stdout}"));
+    assert!(measured > 0.5 && measured < 10.0, "{stdout}");
+}

@@ -246,6 +246,13 @@ fn supervise(
         if handles.iter().all(|h| h.is_finished()) {
             break;
         }
+        if cfg
+            .interrupt
+            .as_ref()
+            .is_some_and(|i| i.load(Ordering::Relaxed))
+        {
+            shared.stop.store(true, Ordering::Relaxed);
+        }
         if admin_err.is_none() && now.duration_since(last_ka) >= KEEP_ALIVE_EVERY {
             last_ka = now;
             for c in ctrls.iter_mut() {
