@@ -315,14 +315,105 @@ fn vm_nvme_digests_admin_tools_and_fio_on_ram() {
         "data units written {units}, expected about {expected}"
     );
 
+    // A read one block past the end fails with LBA Out of Range and lands in the error log.
+    let oor = host
+        .run(
+            &format!("nvme read /dev/nvme0n1 -s {nsze} -c 0 -z 4096 -d /tmp/oor"),
+            Duration::from_secs(30),
+        )
+        .expect("nvme read runs");
+    assert_ne!(oor.status, 0, "read past the end succeeded: {}", oor.stdout);
     let errors = json(&host, "nvme error-log /dev/nvme0 -o json");
-    let entries = errors["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no error list in {errors}"));
-    assert!(!entries.is_empty(), "{errors}");
+    let newest = &errors["errors"][0];
+    assert!(counter(newest, "error_count") >= 1, "{newest}");
+    // nvme-cli shows the status without the phase tag: SCT 0, SC 80h is LBA Out of Range.
+    assert_eq!(counter(newest, "status_field") & 0x7ff, 0x80, "{newest}");
+    assert_eq!(counter(newest, "nsid"), 1, "{newest}");
+    assert_eq!(counter(newest, "lba"), nsze, "{newest}");
+    assert_ne!(counter(newest, "sqid"), 0, "an I/O queue: {newest}");
+    let smart = json(&host, "nvme smart-log /dev/nvme0 -o json");
+    assert!(counter(&smart, "num_err_log_entries") >= 1, "{smart}");
 
     let dmesg = host.dmesg();
     assert!(!dmesg.contains("digest error"), "{dmesg}");
+    disconnect(&host);
+    assert!(target.is_running(), "ferrited died:\n{}", target.log());
+}
+
+/// Waits until the kernel's controller nvme0 is live again (after its own reconnects).
+fn wait_live(host: &LinuxHost) {
+    host.run_ok_within(
+        "for i in $(seq 300); do [ \"$(cat /sys/class/nvme/nvme0/state)\" = live ] && exit 0; \
+         sleep 0.1; done; cat /sys/class/nvme/nvme0/state; exit 1",
+        Duration::from_secs(60),
+    )
+    .expect("nvme0 reconnects by itself");
+}
+
+#[test]
+fn vm_nvme_file_backend_fio_ext4_and_data_across_restarts() {
+    const SIZE: u64 = 192 << 20;
+    let data = ferrited::data_dir().expect("a data directory");
+    let image = data.path().join("ns1.img");
+    let config = TargetConfig::file(&image, "192MiB", &[]);
+    let Some((host, target)) = setup(&config, None) else {
+        return;
+    };
+    let port = target.port();
+    // Quick kernel reconnects so the live-restart step below takes seconds, not minutes.
+    connect_with(&host, port, "--reconnect-delay=1 --ctrl-loss-tmo=60");
+    let size = host
+        .run_ok("blockdev --getsize64 /dev/nvme0n1")
+        .expect("blockdev");
+    assert_eq!(size.trim(), SIZE.to_string());
+    fio_verify(&host, 32);
+
+    host.run_ok_within(
+        "set -e; mkfs.ext4 -q -F /dev/nvme0n1; mkdir -p /mnt/ns; mount /dev/nvme0n1 /mnt/ns; \
+         mkdir /mnt/ns/d; for i in 1 2 3 4 5 6 7 8; do head -c $((i * 256))K /dev/urandom > /mnt/ns/d/f$i; done; \
+         head -c 5M /dev/urandom > /mnt/ns/big; \
+         (cd /mnt/ns && sha256sum big d/*) > /root/first.sha; umount /mnt/ns",
+        Duration::from_secs(120),
+    )
+    .expect("mkfs, mount, write files, unmount");
+    assert!(
+        std::fs::metadata(&image).map(|m| m.len()).unwrap_or(0) == SIZE,
+        "backing file {}",
+        image.display()
+    );
+
+    // 1. Disconnect, restart ferrited on the same config and port, connect again.
+    disconnect(&host);
+    let (status, target) = target.restart().expect("ferrited restarts");
+    assert!(status.success(), "SIGTERM exit: {status}");
+    connect_with(&host, port, "--reconnect-delay=1 --ctrl-loss-tmo=60");
+    host.run_ok_within(
+        "set -e; fsck.ext4 -n /dev/nvme0n1; mount /dev/nvme0n1 /mnt/ns; \
+         cd /mnt/ns && sha256sum -c --quiet /root/first.sha; \
+         head -c 3M /dev/urandom > /mnt/ns/second; sha256sum second > /root/second.sha; \
+         sync /mnt/ns/second",
+        Duration::from_secs(120),
+    )
+    .expect("the files survive a restart; more data written");
+
+    // 2. Stay connected and mounted through a restart: the kernel reconnects by itself and
+    // reads (page cache dropped) come from the restarted target.
+    let (status, mut target) = target.restart().expect("ferrited restarts again");
+    assert!(status.success(), "SIGTERM exit: {status}");
+    wait_live(&host);
+    host.run_ok_within(
+        "set -e; echo 3 > /proc/sys/vm/drop_caches; cd /mnt/ns; \
+         sha256sum -c --quiet /root/first.sha; sha256sum -c --quiet /root/second.sha; \
+         head -c 1M /dev/urandom > third; sha256sum third > /root/third.sha; sync third; \
+         cd /; umount /mnt/ns; fsck.ext4 -n /dev/nvme0n1; \
+         mount /dev/nvme0n1 /mnt/ns; cd /mnt/ns; sha256sum -c --quiet /root/third.sha; \
+         cd /; umount /mnt/ns",
+        Duration::from_secs(120),
+    )
+    .expect("the data survives a restart under a live mount");
+    let dmesg = host.dmesg();
+    assert!(dmesg.contains("Successfully reconnected"), "{dmesg}");
+    assert!(!dmesg.contains("I/O error"), "{dmesg}");
     disconnect(&host);
     assert!(target.is_running(), "ferrited died:\n{}", target.log());
 }
