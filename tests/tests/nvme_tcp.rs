@@ -142,22 +142,7 @@ fn vm_nvme_fio_verify_on_multiple_queues() {
         conns.trim().parse::<u32>().unwrap_or(0) >= 3,
         "connections: {conns}"
     );
-    let out = host
-        .run_ok_within(
-            "fio --name=verify --filename=/dev/nvme0n1 --direct=1 --ioengine=libaio \
-             --rw=randwrite --bs=4k --bsrange=4k-64k --size=16M --iodepth=16 --numjobs=2 \
-             --offset_increment=16M --verify=crc32c --verify_fatal=1 --do_verify=1 \
-             --group_reporting --output-format=terse --terse-version=3 --minimal",
-            Duration::from_secs(300),
-        )
-        .expect("fio write+verify");
-    // Terse v3 field 5 is the error count.
-    let errors = out
-        .lines()
-        .find(|l| l.starts_with("3;"))
-        .and_then(|l| l.split(';').nth(4))
-        .unwrap_or("missing");
-    assert_eq!(errors, "0", "{out}");
+    fio_verify(&host, 16);
     disconnect(&host);
 }
 
