@@ -327,6 +327,16 @@ impl PollGroup {
         }
     }
 
+    /// Whether a command may go ahead on this queue before its data is transferred: only a
+    /// Fabrics command (Connect) is admitted before the queue is connected.
+    pub fn admit(&self, conn: ConnId, cmd: &Command) -> Result<(), Status> {
+        match self.qpair(conn) {
+            Some(qp) if qp.state == QpairState::Active || cmd.is_fabrics() => Ok(()),
+            Some(_) => Err(Status::COMMAND_SEQUENCE_ERROR),
+            None => Err(Status::INTERNAL_ERROR),
+        }
+    }
+
     /// Accounts a newly received command: SQ head, slot. False for an unknown connection.
     fn begin(&mut self, conn: ConnId, slot: u16, cmd: &Command) -> bool {
         self.stats.commands += 1;

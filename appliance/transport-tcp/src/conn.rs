@@ -541,7 +541,12 @@ impl Conn {
         };
         let icd = layout.data_len;
         let digest = (layout.data_digest).then(Crc32c::new);
-        match plan_data(&cmd, icd, &self.limits()) {
+        // The NVMe layer may refuse the command before any data moves (e.g. I/O before Connect),
+        // so an unconnected peer cannot make us send R2Ts or tie up buffers.
+        let planned = nvmf
+            .admit(self.id, &cmd)
+            .and_then(|()| plan_data(&cmd, icd, &self.limits()));
+        match planned {
             Err(status) => {
                 if icd > 0 || digest.is_some() {
                     self.rx_data = Some(RxData {

@@ -238,6 +238,12 @@ impl SocketGroup {
                         self.dirty.swap_remove(i);
                     }
                 }
+                Ok(false) if conn.is_terminating() => {
+                    // A peer that reported nothing useful and does not read its TermReq gets no
+                    // more of our time.
+                    self.close(id, "protocol error; the host does not read", cx);
+                    self.dirty.swap_remove(i);
+                }
                 Ok(false) => {
                     if !conn.want_write {
                         conn.want_write = true;
