@@ -70,6 +70,11 @@ for tc in 1 2; do
   cores=0; [[ $tc == 2 ]] && cores=0,1
   start_target "$cores"
   log "$bin/ferrited --cores $cores --idle poll --listen 127.0.0.1:$port"
+  # Precondition: write the whole namespace once so reads hit real pages, not the kernel's
+  # shared zero page that never-written RAM maps to (which would flatter every read row).
+  tid="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:$nqn"
+  log "$bin/ferrite-perf -r '$tid' -w write -o 128k -q 16 --cores $perf_core -t 4 (precondition)"
+  "$bin/ferrite-perf" -r "$tid" -w write -o 128k -q 16 --cores "$perf_core" -t 4 --no-progress >/dev/null
   for row in "${matrix[@]}"; do
     read -r name w size qd <<<"$row"
     # One qpair per target core so every reactor has a connection.
@@ -109,7 +114,7 @@ EOF
   echo "Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- appliance perf || echo ' (with local changes)')."
   echo "Load average before: $load_before; after: $load_after."
   echo
-  echo "Target: \`ferrited --idle poll\` (embedded default: 1 GiB RAM namespace), reactors on core 0 (1 core) or cores 0,1 (2 cores)."
+  echo "Target: \`ferrited --idle poll\` (embedded default: 1 GiB RAM namespace, written in full before the rows so reads touch real memory), reactors on core 0 (1 core) or cores 0,1 (2 cores)."
   echo "Load: \`ferrite-perf\` on core $perf_core, one qpair per target core, ${warm} s warmup, ${secs} s measured per row."
   echo "Ceiling: \`ferrite-perf limit\` (server thread on core 0, client on core $perf_core, same message sizes, queue depth and connections, no storage, no NVMe)."
   [[ $ncpu -le 2 ]] && echo "With 2 target cores on a $ncpu-core machine the target's second reactor shares core $perf_core with the load generator: those rows measure contention, not scaling."

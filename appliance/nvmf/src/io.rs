@@ -54,6 +54,19 @@ impl PollGroup {
         }
     }
 
+    /// Counts a command in the queue's health counters (SMART).
+    fn count(&self, conn: ConnId, write: bool, bytes: u64) {
+        let Some(qp) = self.qpair(conn) else { return };
+        let c = &qp.counters;
+        if write {
+            c.add(&c.write_commands, 1);
+            c.add(&c.bytes_written, bytes);
+        } else {
+            c.add(&c.read_commands, 1);
+            c.add(&c.bytes_read, bytes);
+        }
+    }
+
     fn ns_info(&self, conn: ConnId, nsid: u32) -> Option<NsInfo> {
         *self.qpair(conn)?.ns_table.get(nsid as usize)?
     }
@@ -156,15 +169,13 @@ impl PollGroup {
             other => return Err((Status::DATA_SGL_LENGTH_INVALID, other)),
         };
         let qp = self.qpair(conn).expect("live");
-        // Per-queue counters: only this reactor writes them, so the count is uncontended.
         let write_cache_enabled = qp.ctrl.as_ref().is_none_or(|c| c.write_cache_enabled());
-        let counters = Arc::clone(&qp.counters);
+        // Per-queue counters: only this reactor writes them, so the count is uncontended.
+        self.count(conn, cmd.opcode == op::WRITE, bytes as u64);
         match cmd.opcode {
             op::READ => {
                 buf.set_len(bytes as usize);
                 self.qpair_mut(conn).expect("live").slot_mut(slot).data_len = bytes;
-                counters.add(&counters.read_commands, 1);
-                counters.add(&counters.bytes_read, bytes as u64);
                 let kind = IoKind::Read {
                     lba: slba,
                     blocks: nlb,
@@ -173,8 +184,6 @@ impl PollGroup {
                     .map_err(|(b, s)| (s, b))
             }
             op::WRITE => {
-                counters.add(&counters.write_commands, 1);
-                counters.add(&counters.bytes_written, bytes as u64);
                 let cache_off = !write_cache_enabled && ns.volatile_cache;
                 let fua = cmd.cdw12.get() & FUA != 0 || cache_off;
                 let kind = IoKind::Write {
@@ -191,8 +200,6 @@ impl PollGroup {
                     return Err((Status::COMMAND_INTERRUPTED, Some(buf)));
                 };
                 medium.set_len(bytes as usize);
-                counters.add(&counters.read_commands, 1);
-                counters.add(&counters.bytes_read, bytes as u64);
                 self.qpair_mut(conn).expect("live").slot_mut(slot).buf = Some(buf);
                 let kind = IoKind::Read {
                     lba: slba,
@@ -227,8 +234,7 @@ impl PollGroup {
         if slba.checked_add(nlb).is_none_or(|end| end > ns.num_blocks) {
             return Err((Status::LBA_OUT_OF_RANGE, None));
         }
-        let counters = Arc::clone(&self.qpair(conn).expect("live").counters);
-        counters.add(&counters.write_commands, 1);
+        self.count(conn, true, 0);
         let kind = IoKind::WriteZeroes {
             lba: slba,
             blocks: nlb,
@@ -342,16 +348,17 @@ impl PollGroup {
         cx: &mut TaskContext,
     ) -> Option<Response> {
         let qp = self.qpair_mut(conn)?;
-        let counters = Arc::clone(&qp.counters);
+        let counters = &qp.counters;
+        let media_error = matches!(result, Err(BdevError::Io(_)));
+        if media_error {
+            counters.add(&counters.media_errors, 1);
+        }
         let s = qp.slot_mut(slot);
         s.pending = s.pending.saturating_sub(1);
         let is_read = matches!(io.kind, IoKind::Read { .. });
         if let Err(e) = &result {
             if s.status.is_success() {
                 s.status = status_of(e, is_read);
-            }
-            if matches!(e, BdevError::Io(_)) {
-                counters.add(&counters.media_errors, 1);
             }
         }
         if s.opcode == op::COMPARE && is_read {

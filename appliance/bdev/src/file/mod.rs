@@ -19,7 +19,7 @@
 //! logical block size from BLKSSZGET.
 
 mod channel;
-mod sys;
+pub(crate) mod sys;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
