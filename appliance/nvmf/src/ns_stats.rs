@@ -88,12 +88,11 @@ fn bucket(ns: u64) -> usize {
         return 0;
     }
     let octave = 63 - ns.leading_zeros() as usize;
-    // The two bits below the leading one pick the quarter.
-    let quarter = if octave >= 2 {
-        ((ns >> (octave - 2)) & 0b11) as usize
-    } else {
-        ((ns << (2 - octave)) & 0b11) as usize
-    };
+    // The same step as `bucket_bounds_ns`: a quarter of the octave, at least 1 ns (the two
+    // bits below the leading one for octaves >= 2).
+    let base = 1u64 << octave;
+    let step = (base / SUB as u64).max(1);
+    let quarter = ((ns - base) / step) as usize;
     (octave * SUB + quarter).min(LATENCY_BUCKETS - 1)
 }
 
