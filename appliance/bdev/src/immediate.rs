@@ -92,3 +92,82 @@ impl<B> Drop for SyncChannel<B> {
         }
     }
 }
+
+/// What the synchronous backends (malloc, null) share: identity, queue depth and the backend
+/// state every channel points at. `sync_block_device!` implements `BlockDevice` and the
+/// builder methods on a wrapper holding one of these as `dev`.
+#[derive(Debug)]
+pub(crate) struct SyncDevice<B> {
+    pub name: String,
+    pub uuid: [u8; 16],
+    pub queue_depth: usize,
+    pub inner: Arc<B>,
+}
+
+impl<B: SyncBackend> SyncDevice<B> {
+    pub fn new(name: &str, inner: B) -> SyncDevice<B> {
+        SyncDevice {
+            name: name.to_owned(),
+            uuid: crate::io::random_uuid(),
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+macro_rules! sync_block_device {
+    ($device:ty) => {
+        impl $device {
+            /// Replaces the random UUID (a configuration restoring a saved identity).
+            pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
+                self.dev.uuid = uuid;
+                self
+            }
+
+            /// Requests each channel holds before `QueueFull` (default 256; at least 1).
+            pub fn with_queue_depth(mut self, depth: usize) -> Self {
+                self.dev.queue_depth = depth.max(1);
+                self
+            }
+        }
+
+        impl $crate::BlockDevice for $device {
+            fn name(&self) -> &str {
+                &self.dev.name
+            }
+
+            fn block_size(&self) -> u32 {
+                $crate::immediate::SyncBackend::geometry(&*self.dev.inner).block_size
+            }
+
+            fn num_blocks(&self) -> u64 {
+                $crate::immediate::SyncBackend::geometry(&*self.dev.inner).num_blocks
+            }
+
+            fn capabilities(&self) -> $crate::Capabilities {
+                $crate::Capabilities {
+                    write_zeroes: true,
+                    unmap: true,
+                    volatile_write_cache: false,
+                    max_transfer_bytes: $crate::immediate::SyncBackend::geometry(&*self.dev.inner)
+                        .max_transfer_bytes,
+                }
+            }
+
+            fn uuid(&self) -> [u8; 16] {
+                self.dev.uuid
+            }
+
+            fn open_channel(
+                &self,
+                _buffers: &[&[(usize, usize)]],
+            ) -> Result<Box<dyn $crate::IoChannel>, $crate::BdevError> {
+                Ok(Box::new($crate::immediate::SyncChannel::new(
+                    std::sync::Arc::clone(&self.dev.inner),
+                    self.dev.queue_depth,
+                )))
+            }
+        }
+    };
+}
+pub(crate) use sync_block_device;

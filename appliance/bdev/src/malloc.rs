@@ -6,13 +6,12 @@
 //! maps pages lazily: a large namespace costs memory only where it is written.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use zerocopy::FromZeros;
 
-use crate::immediate::{SyncBackend, SyncChannel, DEFAULT_QUEUE_DEPTH};
-use crate::io::{random_uuid, Geometry};
-use crate::{BdevError, BdevIo, BlockDevice, Capabilities, IoChannel, IoKind};
+use crate::immediate::{sync_block_device, SyncBackend, SyncDevice};
+use crate::io::Geometry;
+use crate::{BdevError, BdevIo, IoKind};
 
 /// Largest Read/Write accepted by malloc and null devices.
 pub const MAX_TRANSFER_BYTES: u32 = 4 << 20;
@@ -84,10 +83,7 @@ impl SyncBackend for MallocInner {
 /// A RAM disk. Contents are lost when the last reference (device or channel) goes.
 #[derive(Debug)]
 pub struct MallocBdev {
-    name: String,
-    uuid: [u8; 16],
-    queue_depth: usize,
-    inner: Arc<MallocInner>,
+    dev: SyncDevice<MallocInner>,
 }
 
 impl MallocBdev {
@@ -102,59 +98,9 @@ impl MallocBdev {
         crate::file::sys::advise_hugepages(&words);
         log::info!("malloc bdev {name}: {num_blocks} blocks of {block_size} bytes");
         Ok(Self {
-            name: name.to_owned(),
-            uuid: random_uuid(),
-            queue_depth: DEFAULT_QUEUE_DEPTH,
-            inner: Arc::new(MallocInner { geometry, words }),
+            dev: SyncDevice::new(name, MallocInner { geometry, words }),
         })
     }
-
-    /// Replaces the random UUID (a configuration restoring a saved identity).
-    pub fn with_uuid(mut self, uuid: [u8; 16]) -> Self {
-        self.uuid = uuid;
-        self
-    }
-
-    /// Requests each channel holds before `QueueFull` (default 256; at least 1).
-    pub fn with_queue_depth(mut self, depth: usize) -> Self {
-        self.queue_depth = depth.max(1);
-        self
-    }
 }
 
-impl BlockDevice for MallocBdev {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn block_size(&self) -> u32 {
-        self.inner.geometry.block_size
-    }
-
-    fn num_blocks(&self) -> u64 {
-        self.inner.geometry.num_blocks
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            write_zeroes: true,
-            unmap: true,
-            volatile_write_cache: false,
-            max_transfer_bytes: MAX_TRANSFER_BYTES,
-        }
-    }
-
-    fn uuid(&self) -> [u8; 16] {
-        self.uuid
-    }
-
-    fn open_channel(
-        &self,
-        _buffers: &[&[(usize, usize)]],
-    ) -> Result<Box<dyn IoChannel>, BdevError> {
-        Ok(Box::new(SyncChannel::new(
-            Arc::clone(&self.inner),
-            self.queue_depth,
-        )))
-    }
-}
+sync_block_device!(MallocBdev);
