@@ -130,14 +130,32 @@ fn fresh_host(t: &Ferrited, round: usize) {
     c.disconnect();
 }
 
+/// Writes every block of both RAM namespaces once, so their memory is in the RSS baseline: the
+/// RAM backend asks for transparent huge pages, so a first write to a fresh region maps 2 MiB.
+fn prefill(t: &Ferrited) {
+    let data = vec![0x5Au8; 128 * 1024];
+    let namespaces = [
+        (t.options().with_host_uuid([0xEE; 16]), 64u64),
+        (t.good_options(), 16u64),
+    ];
+    for (opts, mib) in namespaces {
+        let mut c = Controller::connect(opts).expect("connect to prefill");
+        for chunk in 0..mib * 8 {
+            c.write(1, 1, chunk * 256, &data, false).expect("prefill");
+        }
+        c.disconnect();
+    }
+}
+
 #[test]
 fn vanished_hosts_are_cleaned_up_and_memory_stays_flat() {
     let mut t = Ferrited::start(&shared_config(free_port()));
+    prefill(&t);
+    // The readiness probe and the two prefill controllers (admin + one I/O queue each).
+    assert!(t.wait_log("connection closed", 5, NOTICE));
     let good = GoodHost::start(&t);
     let hostnqn_prefix = uuid_hostnqn(&host_uuid(0));
     let hostnqn_prefix = &hostnqn_prefix[..hostnqn_prefix.len() - 4];
-    // Ferrited::start's readiness probe is the one connection closed so far.
-    assert!(t.wait_log("connection closed", 1, NOTICE));
     let mut connections = t.count_log("connection closed");
     let mut controllers = 0usize;
     let mut freezes = 0usize;
@@ -210,7 +228,8 @@ fn vanished_hosts_are_cleaned_up_and_memory_stays_flat() {
         connections,
         "every connection of the vanished and fresh hosts closed, and only those"
     );
-    assert_eq!(t.count_log("destroyed"), controllers);
+    // The two prefill controllers went too.
+    assert_eq!(t.count_log("destroyed"), controllers + 2);
     assert_eq!(t.count_log("keep-alive timeout expired"), freezes);
     assert!(
         log.lines()
