@@ -92,6 +92,9 @@ pub struct SubsystemConfig {
     pub allow_any_host: bool,
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Addresses hosts reach this subsystem through; absent = every top-level `listen` address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Vec<SocketAddr>>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -145,6 +148,7 @@ impl Config {
                 max_namespaces: None,
                 allow_any_host: true,
                 hosts: Vec::new(),
+                listen: None,
                 namespaces: vec![NamespaceConfig {
                     nsid: Some(1),
                     bdev: "ram0".into(),

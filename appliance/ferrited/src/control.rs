@@ -91,6 +91,13 @@ impl Control {
                     .then_some(s.max_namespaces),
                 allow_any_host: s.allow_any_host,
                 hosts: s.hosts.iter().cloned().collect(),
+                listen: Some(
+                    s.listeners
+                        .iter()
+                        .filter(|l| l.trtype == Trtype::Tcp)
+                        .map(|l| l.addr)
+                        .collect(),
+                ),
                 namespaces: s
                     .namespaces
                     .values()

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use ferrite_bdev::{BdevKind, BlockDevice, FileBdev, MallocBdev, NullBdev};
-use ferrite_nvmf::{NamespaceParams, SubsystemParams, Target, TargetOptions};
+use ferrite_nvmf::{Listener, NamespaceParams, SubsystemParams, Target, TargetOptions, Trtype};
 use ferrite_reactor::{CoreList, IdlePolicy, Runtime, RuntimeConfig};
 use ferrite_rpc::{Appliance, RpcServer};
 use ferrite_transport_tcp::{TcpOptions, TcpTransport};
@@ -152,6 +152,41 @@ impl Daemon {
         let mut listening = Vec::new();
         for addr in &config.listen {
             listening.push(transport.listen(*addr)?);
+        }
+        // Each subsystem listens on its own addresses (default: every top-level one); an address
+        // only a subsystem names is bound here too.
+        for s in &config.subsystems {
+            let addrs = match &s.listen {
+                None => listening.clone(),
+                Some(list) => {
+                    let mut addrs = Vec::new();
+                    for addr in list {
+                        let known = config.listen.iter().position(|a| a == addr);
+                        let bound = match known {
+                            Some(i) => listening[i],
+                            None if listening.contains(addr) => *addr,
+                            None => {
+                                let bound = transport.listen(*addr)?;
+                                listening.push(bound);
+                                bound
+                            }
+                        };
+                        addrs.push(bound);
+                    }
+                    addrs
+                }
+            };
+            for addr in addrs {
+                target
+                    .add_subsystem_listener(
+                        &s.nqn,
+                        Listener {
+                            trtype: Trtype::Tcp,
+                            addr,
+                        },
+                    )
+                    .with_context(|| format!("subsystem {} listener {addr}", s.nqn))?;
+            }
         }
         if let Some(state) = &opts.state {
             control.save_state()?;

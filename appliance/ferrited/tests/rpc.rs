@@ -342,9 +342,26 @@ fn every_method_through_ferritectl_with_its_errors() {
         sub["namespaces"][1]["nguid"],
         "FFEEDDCCBBAA99887766554433221100"
     );
+    // Listeners are per subsystem: s2 has only its own port, until it also joins the port the
+    // default subsystem already uses (a shared port is not an error, as in SPDK).
     assert_eq!(
         sub["listen_addresses"].as_array().expect("listeners").len(),
+        1
+    );
+    let main_addr = d.addr.to_string();
+    d.ok(&["listener", "add", s2, &main_addr]);
+    let subs = d.json(&["subsystem", "list", s2]);
+    assert_eq!(
+        subs[0]["listen_addresses"]
+            .as_array()
+            .expect("listeners")
+            .len(),
         2
+    );
+    d.ok(&["listener", "remove", s2, &main_addr]);
+    assert!(
+        TcpStream::connect(d.addr).is_ok(),
+        "the default subsystem still listens there"
     );
     d.fails(
         &["subsystem", "list", "nqn.2026-01.io.ferrite:none"],

@@ -392,3 +392,57 @@ fn async_events_abort_and_features() {
         .expect("write");
     t.stop();
 }
+
+#[test]
+fn subsystems_are_reachable_only_through_their_listeners() {
+    let port_a = free_port();
+    let port_b = free_port();
+    let other = "nqn.2026-01.io.ferrite:other";
+    let config = format!(
+        r#"{}
+[[subsystem]]
+nqn = "{other}"
+allow_any_host = true
+listen = ["127.0.0.1:{port_b}"]
+namespaces = [{{ nsid = 1, bdev = "ram1" }}]
+[[bdev]]
+name = "ram1"
+kind = "malloc"
+size = "8MiB"
+"#,
+        ram_config(port_a, &[]).replace(
+            &format!(r#"listen = ["127.0.0.1:{port_a}"]"#),
+            &format!(r#"listen = ["127.0.0.1:{port_a}", "127.0.0.1:{port_b}"]"#)
+        )
+    );
+    let t = Ferrited::start(&config);
+    let b: std::net::SocketAddr = ([127, 0, 0, 1], port_b).into();
+    // The default subsystem listens everywhere (no per-subsystem list): both ports.
+    let mut opts = ConnectOptions::new(b, NQN);
+    opts.io_queues = 0;
+    Controller::connect(opts)
+        .expect("default subsystem on port b")
+        .disconnect();
+    // "other" listens only on port b: refused on port a, listed only for port b.
+    let mut opts = ConnectOptions::new(t.addr, other);
+    opts.io_queues = 0;
+    match Controller::connect(opts) {
+        Err(HostError::ConnectRejected { status, .. }) => {
+            assert_eq!(status.code(), Status::CONNECT_INVALID_PARAMETERS.code())
+        }
+        other => panic!("expected a refusal on the wrong port, got {other:?}"),
+    }
+    let on_a = Controller::discover(t.addr).expect("discovery on a");
+    assert!(on_a
+        .iter()
+        .all(|e| e.subnqn != other || e.trsvcid.trim() != port_a.to_string()));
+    assert!(on_a
+        .iter()
+        .any(|e| e.subnqn == other && e.trsvcid.trim() == port_b.to_string()));
+    let mut opts = ConnectOptions::new(b, other);
+    opts.io_queues = 1;
+    let mut c = Controller::connect(opts).expect("other on port b");
+    c.write(1, 1, 0, &pattern(0, 8, 4096, 1), false)
+        .expect("write");
+    t.stop();
+}

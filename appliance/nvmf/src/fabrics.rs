@@ -147,6 +147,11 @@ impl PollGroup {
             .subsystem(subnqn)
             .cloned()
             .ok_or_else(|| invalid(ConnectParamLocation::Data, IPO_SUBNQN))?;
+        let local = self.qpair(conn).and_then(|q| q.local);
+        if !local.is_some_and(|addr| sub.reachable_via(addr)) {
+            // The subsystem does not listen on the port this connection came in on.
+            return Err(invalid(ConnectParamLocation::Data, IPO_SUBNQN));
+        }
         if !sub.allows(hostnqn) {
             return Err(Refusal {
                 status: Status::CONNECT_INVALID_HOST,

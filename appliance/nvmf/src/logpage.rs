@@ -200,7 +200,8 @@ fn discovery(target: &Target, hostnqn: &str) -> Vec<u8> {
     let mut entries = Vec::new();
     for (portid, listener) in cfg.listeners.iter().enumerate() {
         for sub in cfg.subsystems.values() {
-            if !sub.is_discovery() && !sub.allows(hostnqn) {
+            let listed = sub.is_discovery() || sub.listeners.contains(listener);
+            if !listed || (!sub.is_discovery() && !sub.allows(hostnqn)) {
                 continue;
             }
             let mut e = DiscoveryLogEntry::new_zeroed();

@@ -92,6 +92,8 @@ pub(crate) struct Qpair {
     pub aers: Vec<(u16, u16)>,
     /// Flushes still running for a CC.SHN shutdown.
     pub shutdown_flushes: u16,
+    /// The target address the connection arrived on.
+    pub local: Option<std::net::SocketAddr>,
 }
 
 impl Qpair {
@@ -112,6 +114,7 @@ impl Qpair {
             outstanding: 0,
             aers: Vec::new(),
             shutdown_flushes: 0,
+            local: None,
         }
     }
 
@@ -230,7 +233,9 @@ impl PollGroup {
     }
 
     /// Registers a new connection. `conn` must not be in use (see [`PollGroup::is_released`]).
-    pub fn add_qpair(&mut self, conn: ConnId) {
+    /// Registers a new connection that arrived on local address `local` (which decides the
+    /// subsystems it may reach). `conn` must not be in use (see [`PollGroup::is_released`]).
+    pub fn add_qpair(&mut self, conn: ConnId, local: std::net::SocketAddr) {
         let index = conn.0 as usize;
         if self.qpairs.len() <= index {
             self.qpairs.resize_with(index + 1, || None);
@@ -240,7 +245,9 @@ impl PollGroup {
             "ConnId {conn:?} reused before release"
         );
         self.next_generation = self.next_generation.wrapping_add(1);
-        self.qpairs[index] = Some(Qpair::new(self.next_generation));
+        let mut qp = Qpair::new(self.next_generation);
+        qp.local = Some(local);
+        self.qpairs[index] = Some(qp);
     }
 
     /// The connection is gone. Outstanding AERs are dropped; backend I/O drains in `poll`, after

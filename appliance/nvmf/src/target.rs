@@ -67,9 +67,22 @@ pub struct Subsystem {
     pub hosts: BTreeSet<String>,
     pub namespaces: BTreeMap<u32, Arc<Namespace>>,
     pub max_namespaces: u32,
+    /// Transport addresses hosts may reach this subsystem through (SPDK's subsystem
+    /// listeners). The discovery subsystem is reachable through every target listener.
+    pub listeners: BTreeSet<Listener>,
 }
 
 impl Subsystem {
+    /// Whether a host connected to local address `local` may use this subsystem: a listener
+    /// with the same port and the same address (or a wildcard address) is in its set.
+    pub fn reachable_via(&self, local: SocketAddr) -> bool {
+        self.is_discovery()
+            || self.listeners.iter().any(|l| {
+                l.addr.port() == local.port()
+                    && (l.addr.ip() == local.ip() || l.addr.ip().is_unspecified())
+            })
+    }
+
     pub fn is_discovery(&self) -> bool {
         self.nqn == DISCOVERY_NQN
     }
@@ -168,6 +181,7 @@ impl Target {
             hosts: BTreeSet::new(),
             namespaces: BTreeMap::new(),
             max_namespaces: 0,
+            listeners: BTreeSet::new(),
         };
         config
             .subsystems
@@ -281,6 +295,7 @@ impl Target {
                 hosts: BTreeSet::new(),
                 namespaces: BTreeMap::new(),
                 max_namespaces,
+                listeners: BTreeSet::new(),
             };
             cfg.subsystems.insert(params.nqn.clone(), Arc::new(sub));
             Ok(())
@@ -440,10 +455,63 @@ impl Target {
         })
     }
 
+    /// Lets hosts reach subsystem `nqn` through `listener`, which must be a target listener
+    /// (bound by a transport).
+    pub fn add_subsystem_listener(&self, nqn: &str, listener: Listener) -> Result<(), NvmfError> {
+        self.update_subsystem(nqn, |sub, cfg| {
+            if !cfg.listeners.contains(&listener) {
+                return Err(NvmfError::InvalidParameter {
+                    field: "listen_address",
+                    reason: format!(
+                        "{} {} is not a listener",
+                        listener.trtype.as_str(),
+                        listener.addr
+                    ),
+                });
+            }
+            if !sub.listeners.insert(listener.clone()) {
+                return Err(NvmfError::InvalidParameter {
+                    field: "listen_address",
+                    reason: format!("{nqn} is already listening on {}", listener.addr),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes `listener` from subsystem `nqn`. Returns whether another subsystem still uses
+    /// it (when none does, the caller may stop listening). Existing connections stay.
+    pub fn remove_subsystem_listener(
+        &self,
+        nqn: &str,
+        listener: &Listener,
+    ) -> Result<bool, NvmfError> {
+        self.update_subsystem(nqn, |sub, cfg| {
+            if !sub.listeners.remove(listener) {
+                return Err(NvmfError::InvalidParameter {
+                    field: "listen_address",
+                    reason: format!("{nqn} is not listening on {}", listener.addr),
+                });
+            }
+            Ok(cfg
+                .subsystems
+                .values()
+                .any(|s| s.nqn != nqn && s.listeners.contains(listener)))
+        })
+    }
+
     pub fn remove_listener(&self, listener: &Listener) -> Result<(), NvmfError> {
         self.update(|cfg| {
             let before = cfg.listeners.len();
             cfg.listeners.retain(|l| l != listener);
+            // No subsystem is reachable through a listener that is gone.
+            for sub in cfg.subsystems.values_mut() {
+                if sub.listeners.contains(listener) {
+                    let mut changed = Subsystem::clone(sub);
+                    changed.listeners.remove(listener);
+                    *sub = Arc::new(changed);
+                }
+            }
             if cfg.listeners.len() == before {
                 return Err(NvmfError::InvalidParameter {
                     field: "listen_address",

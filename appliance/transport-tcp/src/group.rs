@@ -96,7 +96,16 @@ impl SocketGroup {
             self.connections.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        self.nvmf.add_qpair(ConnId(id));
+        let local = match stream.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                log::warn!("{peer}: no local address: {e}");
+                self.free_ids.push(id);
+                self.connections.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        self.nvmf.add_qpair(ConnId(id), local);
         self.conns[id as usize] = Some(Conn::new(stream, peer, ConnId(id), self.opts));
         log::debug!("{peer}: connection {id} placed");
     }

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use ferrite_nvmf::{NamespaceParams, SubsystemParams, Trtype};
+use ferrite_nvmf::{Listener, NamespaceParams, SubsystemParams, Trtype};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -208,26 +208,66 @@ impl ListenAddress {
     }
 }
 
-/// Listeners are target-wide (every subsystem is reachable on every port, as the discovery
-/// log says); `nqn` must still name a subsystem so SPDK scripts keep their meaning.
-fn listener_target(app: &dyn Appliance, p: Value) -> Result<SocketAddr, RpcError> {
+/// Listeners belong to subsystems, as in SPDK: a port is bound when the first subsystem adds it
+/// and closed when the last one removes it; a host reaches a subsystem only through its own
+/// listeners (the discovery subsystem is on every port).
+fn listener_target(app: &dyn Appliance, p: Value) -> Result<(String, SocketAddr), RpcError> {
     let p: ListenerParams = params(p)?;
     let cfg = app.target().config();
     if cfg.subsystem(&p.nqn).is_none() {
         return Err(RpcError::not_found(format!("no subsystem {}", p.nqn)));
     }
-    p.listen_address.socket_addr()
+    Ok((p.nqn, p.listen_address.socket_addr()?))
+}
+
+fn tcp(addr: SocketAddr) -> Listener {
+    Listener {
+        trtype: Trtype::Tcp,
+        addr,
+    }
 }
 
 pub(super) fn add_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
-    let addr = listener_target(app, p)?;
-    let bound = app.listen(addr)?;
-    Ok(json!(bound.to_string()))
+    let (nqn, addr) = listener_target(app, p)?;
+    let target = app.target();
+    let bound_before = target.config().listeners.iter().any(|l| l.addr == addr);
+    if !bound_before {
+        app.listen(addr)?;
+    } else if target
+        .config()
+        .subsystem(&nqn)
+        .is_some_and(|s| s.listeners.contains(&tcp(addr)))
+    {
+        return Err(RpcError::new(
+            crate::protocol::ALREADY_EXISTS,
+            format!("{nqn} is already listening on {addr}"),
+        ));
+    }
+    if let Err(e) = target.add_subsystem_listener(&nqn, tcp(addr)) {
+        if !bound_before {
+            let _ = app.stop_listening(addr);
+        }
+        return Err(e.into());
+    }
+    Ok(json!(addr.to_string()))
 }
 
 pub(super) fn remove_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
-    let addr = listener_target(app, p)?;
-    app.stop_listening(addr)?;
+    let (nqn, addr) = listener_target(app, p)?;
+    let target = app.target();
+    if !target
+        .config()
+        .subsystem(&nqn)
+        .is_some_and(|s| s.listeners.contains(&tcp(addr)))
+    {
+        return Err(RpcError::not_found(format!(
+            "{nqn} is not listening on {addr}"
+        )));
+    }
+    let still_used = target.remove_subsystem_listener(&nqn, &tcp(addr))?;
+    if !still_used {
+        app.stop_listening(addr)?;
+    }
     Ok(json!(true))
 }
 
@@ -294,10 +334,15 @@ pub(super) fn get_subsystems(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
                 })
                 .collect();
             let hosts: Vec<Value> = s.hosts.iter().map(|h| json!({ "nqn": h })).collect();
+            let own: Vec<Value> = s
+                .listeners
+                .iter()
+                .map(|l| listen_address_json(l.trtype, l.addr))
+                .collect();
             json!({
                 "nqn": s.nqn,
                 "subtype": "NVMe",
-                "listen_addresses": listeners,
+                "listen_addresses": own,
                 "allow_any_host": s.allow_any_host,
                 "hosts": hosts,
                 "serial_number": s.serial,
