@@ -149,43 +149,56 @@ impl Daemon {
                 log::info!("subsystem {}: namespace {nsid} = bdev {}", s.nqn, ns.bdev);
             }
         }
-        let mut listening = Vec::new();
-        for addr in &config.listen {
-            listening.push(transport.listen(*addr)?);
+        // Each subsystem listens on its own addresses (default: every top-level one). They are
+        // registered before the ports are bound, so a host connecting the moment a port opens is
+        // not refused; an address only a subsystem names is bound too.
+        let wanted: Vec<(&str, Vec<SocketAddr>)> = config
+            .subsystems
+            .iter()
+            .map(|s| {
+                (
+                    s.nqn.as_str(),
+                    s.listen.clone().unwrap_or_else(|| config.listen.clone()),
+                )
+            })
+            .collect();
+        let register = |nqn: &str, addr: SocketAddr| {
+            target
+                .add_subsystem_listener(
+                    nqn,
+                    Listener {
+                        trtype: Trtype::Tcp,
+                        addr,
+                    },
+                )
+                .with_context(|| format!("subsystem {nqn} listener {addr}"))
+        };
+        for (nqn, addrs) in &wanted {
+            for addr in addrs.iter().filter(|a| a.port() != 0) {
+                register(nqn, *addr)?;
+            }
         }
-        // Each subsystem listens on its own addresses (default: every top-level one); an address
-        // only a subsystem names is bound here too.
-        for s in &config.subsystems {
-            let addrs = match &s.listen {
-                None => listening.clone(),
-                Some(list) => {
-                    let mut addrs = Vec::new();
-                    for addr in list {
-                        let known = config.listen.iter().position(|a| a == addr);
-                        let bound = match known {
-                            Some(i) => listening[i],
-                            None if listening.contains(addr) => *addr,
-                            None => {
-                                let bound = transport.listen(*addr)?;
-                                listening.push(bound);
-                                bound
-                            }
-                        };
-                        addrs.push(bound);
+        let mut to_bind = config.listen.clone();
+        for (_, addrs) in &wanted {
+            to_bind.extend(
+                addrs
+                    .iter()
+                    .filter(|a| !to_bind.contains(a))
+                    .copied()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let mut listening = Vec::new();
+        for addr in &to_bind {
+            let bound = transport.listen(*addr)?;
+            listening.push(bound);
+            // A port chosen by the kernel (port 0) is known only now.
+            if addr.port() == 0 {
+                for (nqn, addrs) in &wanted {
+                    if addrs.contains(addr) {
+                        register(nqn, bound)?;
                     }
-                    addrs
                 }
-            };
-            for addr in addrs {
-                target
-                    .add_subsystem_listener(
-                        &s.nqn,
-                        Listener {
-                            trtype: Trtype::Tcp,
-                            addr,
-                        },
-                    )
-                    .with_context(|| format!("subsystem {} listener {addr}", s.nqn))?;
             }
         }
         if let Some(state) = &opts.state {

@@ -455,20 +455,11 @@ impl Target {
         })
     }
 
-    /// Lets hosts reach subsystem `nqn` through `listener`, which must be a target listener
-    /// (bound by a transport).
+    /// Lets hosts reach subsystem `nqn` through `listener`. Register it before the transport
+    /// binds the address, so no host can connect in between and be refused; until a transport
+    /// listens there it is simply unreachable (and not in the discovery log).
     pub fn add_subsystem_listener(&self, nqn: &str, listener: Listener) -> Result<(), NvmfError> {
-        self.update_subsystem(nqn, |sub, cfg| {
-            if !cfg.listeners.contains(&listener) {
-                return Err(NvmfError::InvalidParameter {
-                    field: "listen_address",
-                    reason: format!(
-                        "{} {} is not a listener",
-                        listener.trtype.as_str(),
-                        listener.addr
-                    ),
-                });
-            }
+        self.update_subsystem(nqn, |sub, _| {
             if !sub.listeners.insert(listener.clone()) {
                 return Err(NvmfError::InvalidParameter {
                     field: "listen_address",

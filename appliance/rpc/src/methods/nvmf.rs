@@ -230,24 +230,16 @@ fn tcp(addr: SocketAddr) -> Listener {
 pub(super) fn add_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let (nqn, addr) = listener_target(app, p)?;
     let target = app.target();
-    let bound_before = target.config().listeners.iter().any(|l| l.addr == addr);
-    if !bound_before {
-        app.listen(addr)?;
-    } else if target
-        .config()
-        .subsystem(&nqn)
-        .is_some_and(|s| s.listeners.contains(&tcp(addr)))
-    {
-        return Err(RpcError::new(
-            crate::protocol::ALREADY_EXISTS,
-            format!("{nqn} is already listening on {addr}"),
-        ));
-    }
-    if let Err(e) = target.add_subsystem_listener(&nqn, tcp(addr)) {
-        if !bound_before {
-            let _ = app.stop_listening(addr);
+    // Registered before the port opens, so a host connecting at once is not refused.
+    target
+        .add_subsystem_listener(&nqn, tcp(addr))
+        .map_err(|e| RpcError::new(crate::protocol::ALREADY_EXISTS, e.to_string()))?;
+    let bound = target.config().listeners.iter().any(|l| l.addr == addr);
+    if !bound {
+        if let Err(e) = app.listen(addr) {
+            let _ = target.remove_subsystem_listener(&nqn, &tcp(addr));
+            return Err(e);
         }
-        return Err(e.into());
     }
     Ok(json!(addr.to_string()))
 }
