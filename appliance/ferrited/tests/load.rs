@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, Ferrited, NQN};
+use common::{free_port, ram_config_for, Ferrited, NQN};
 use ferrite_host::load::{run, LoadConfig, LoadReport, SizeSpec};
 
 const CONTROLLERS: usize = 16;
@@ -29,20 +29,7 @@ const NAMESPACE_MIB: usize = 64;
 
 /// A RAM namespace of [`NAMESPACE_MIB`] (its pages become resident as they are first written).
 fn load_config(port: u16) -> String {
-    format!(
-        r#"cores = "0,1"
-listen = ["127.0.0.1:{port}"]
-[[bdev]]
-name = "ram0"
-kind = "malloc"
-size = "{NAMESPACE_MIB}MiB"
-block_size = 512
-[[subsystem]]
-nqn = "{NQN}"
-allow_any_host = true
-namespaces = [{{ nsid = 1, bdev = "ram0" }}]
-"#
-    )
+    ram_config_for(NQN, port, &format!("{NAMESPACE_MIB}MiB"), &[])
 }
 
 fn seconds() -> u64 {

@@ -3,7 +3,7 @@
 //! I/O, `save_config` round trips and `--state-dir` restarts.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -15,29 +15,15 @@ use std::time::{Duration, Instant};
 use ferrite_host::{ConnectOptions, Controller};
 use serde_json::{json, Value};
 
+mod common;
+
+use common::{free_port, ram_config_for};
+
 const NQN: &str = "nqn.2026-01.io.ferrite:rpc";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000aa";
 
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
-}
-
 fn config(port: u16) -> String {
-    format!(
-        r#"cores = "0,1"
-listen = ["127.0.0.1:{port}"]
-[[bdev]]
-name = "ram0"
-kind = "malloc"
-size = "16MiB"
-block_size = 512
-[[subsystem]]
-nqn = "{NQN}"
-allow_any_host = true
-namespaces = [{{ nsid = 1, bdev = "ram0" }}]
-"#
-    )
+    ram_config_for(NQN, port, "16MiB", &[])
 }
 
 struct Daemon {

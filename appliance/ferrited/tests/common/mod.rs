@@ -28,6 +28,12 @@ pub fn free_port() -> u16 {
 
 /// A config with a 64 MiB RAM namespace (nsid 1) under NQN, any host allowed unless `hosts`.
 pub fn ram_config(port: u16, hosts: &[&str]) -> String {
+    ram_config_for(NQN, port, "64MiB", hosts)
+}
+
+/// A config with one RAM namespace of `size` (nsid 1, 512-byte blocks) under `nqn` on
+/// 127.0.0.1:`port`, any host allowed unless `hosts`.
+pub fn ram_config_for(nqn: &str, port: u16, size: &str, hosts: &[&str]) -> String {
     let allow_any = hosts.is_empty();
     let hosts: Vec<String> = hosts.iter().map(|h| format!("{h:?}")).collect();
     format!(
@@ -36,10 +42,10 @@ listen = ["127.0.0.1:{port}"]
 [[bdev]]
 name = "ram0"
 kind = "malloc"
-size = "64MiB"
+size = "{size}"
 block_size = 512
 [[subsystem]]
-nqn = "{NQN}"
+nqn = "{nqn}"
 allow_any_host = {allow_any}
 hosts = [{}]
 namespaces = [{{ nsid = 1, bdev = "ram0" }}]
