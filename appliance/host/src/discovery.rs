@@ -6,48 +6,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use ferrite_nvme::log::{DiscoveryLogEntry, DiscoveryLogHeader as WireHeader};
 use ferrite_nvme::nqn::DISCOVERY_NQN;
-use ferrite_nvme::strings::{nul_terminated_str, space_padded_str};
+use zerocopy::{FromZeros, IntoBytes};
 
 use crate::controller::{ConnectOptions, Controller};
 use crate::error::{HostError, Result, Violation};
 
-/// Log identifier of the discovery log page.
-pub const LID_DISCOVERY: u8 = 0x70;
-/// Size of the header and of each entry.
-pub const DISCOVERY_RECORD_SIZE: usize = 1024;
+/// The wire layouts, constants and string rules come from `ferrite_nvme::log`; this module only
+/// turns them into owned values for callers.
+pub use ferrite_nvme::log::{adrfam, subtype, trtype, LID_DISCOVERY};
 
-/// Transport types (TRTYPE).
-pub mod trtype {
-    /// RDMA.
-    pub const RDMA: u8 = 1;
-    /// Fibre Channel.
-    pub const FC: u8 = 2;
-    /// TCP.
-    pub const TCP: u8 = 3;
-    /// Intra-host (loop).
-    pub const LOOP: u8 = 254;
-}
+/// Bytes of the discovery log header and of each entry.
+pub const DISCOVERY_RECORD_SIZE: usize = std::mem::size_of::<DiscoveryLogEntry>();
 
-/// Address families (ADRFAM).
-pub mod adrfam {
-    /// IPv4.
-    pub const IPV4: u8 = 1;
-    /// IPv6.
-    pub const IPV6: u8 = 2;
-}
-
-/// Subsystem types (SUBTYPE).
-pub mod subtype {
-    /// A referral to another discovery service.
-    pub const REFERRAL: u8 = 1;
-    /// An NVM subsystem.
-    pub const NVM: u8 = 2;
-    /// The current discovery subsystem.
-    pub const CURRENT_DISCOVERY: u8 = 3;
-}
-
-/// The discovery log page header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DiscoveryLogHeader {
     /// Generation counter: changes whenever the log changes.
@@ -59,15 +31,13 @@ pub struct DiscoveryLogHeader {
 }
 
 impl DiscoveryLogHeader {
-    /// Decodes the header from the start of `b`.
+    /// Decodes the header from the start of `b` (1024 bytes).
     pub fn parse(b: &[u8]) -> Result<DiscoveryLogHeader> {
-        if b.len() < 18 {
-            return Err(short("discovery log header", 18, b.len()));
-        }
+        let h = WireHeader::parse(b).map_err(|source| decode("discovery log header", source))?;
         Ok(DiscoveryLogHeader {
-            genctr: le64(&b[0..8]),
-            numrec: le64(&b[8..16]),
-            recfmt: u16::from_le_bytes([b[16], b[17]]),
+            genctr: h.genctr.get(),
+            numrec: h.numrec.get(),
+            recfmt: h.recfmt.get(),
         })
     }
 }
@@ -104,68 +74,56 @@ pub struct DiscoveryEntry {
 impl DiscoveryEntry {
     /// Decodes an entry from the first 1024 bytes of `b`.
     pub fn parse(b: &[u8]) -> Result<DiscoveryEntry> {
-        if b.len() < DISCOVERY_RECORD_SIZE {
-            return Err(short("discovery log entry", DISCOVERY_RECORD_SIZE, b.len()));
-        }
+        let e =
+            DiscoveryLogEntry::parse(b).map_err(|source| decode("discovery log entry", source))?;
+        // Targets differ in padding (spaces per the spec, NULs in Linux nvmet): accept both.
         let text = |what: &'static str, r: ferrite_nvme::error::Result<&str>| -> Result<String> {
             r.map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
-                .map_err(|source| Violation::Decode { what, source }.into())
+                .map_err(|source| decode(what, source))
         };
-        let mut tsas = [0u8; 256];
-        tsas.copy_from_slice(&b[768..1024]);
         Ok(DiscoveryEntry {
-            trtype: b[0],
-            adrfam: b[1],
-            subtype: b[2],
-            treq: b[3],
-            portid: u16::from_le_bytes([b[4], b[5]]),
-            cntlid: u16::from_le_bytes([b[6], b[7]]),
-            asqsz: u16::from_le_bytes([b[8], b[9]]),
-            eflags: u16::from_le_bytes([b[10], b[11]]),
-            trsvcid: text("trsvcid", space_padded_str("trsvcid", &b[32..64]))?,
-            subnqn: text("subnqn", nul_terminated_str("subnqn", &b[256..512]))?,
-            traddr: text("traddr", space_padded_str("traddr", &b[512..768]))?,
-            tsas,
+            trtype: e.trtype,
+            adrfam: e.adrfam,
+            subtype: e.subtype,
+            treq: e.treq,
+            portid: e.portid.get(),
+            cntlid: e.cntlid.get(),
+            asqsz: e.asqsz.get(),
+            eflags: e.eflags.get(),
+            trsvcid: text("trsvcid", e.trsvcid_str())?,
+            subnqn: text("subnqn", e.subnqn_str())?,
+            traddr: text("traddr", e.traddr_str())?,
+            tsas: e.tsas,
         })
     }
 
     /// Encodes the entry (for fake targets and tests).
     pub fn encode(&self, out: &mut [u8]) -> Result<()> {
-        if out.len() < DISCOVERY_RECORD_SIZE {
+        let Some(out) = out.get_mut(..DISCOVERY_RECORD_SIZE) else {
             return Err(HostError::InvalidArgument(
                 "discovery entry buffer under 1024 bytes".into(),
             ));
-        }
-        let out = &mut out[..DISCOVERY_RECORD_SIZE];
-        out.fill(0);
-        out[0] = self.trtype;
-        out[1] = self.adrfam;
-        out[2] = self.subtype;
-        out[3] = self.treq;
-        out[4..6].copy_from_slice(&self.portid.to_le_bytes());
-        out[6..8].copy_from_slice(&self.cntlid.to_le_bytes());
-        out[8..10].copy_from_slice(&self.asqsz.to_le_bytes());
-        out[10..12].copy_from_slice(&self.eflags.to_le_bytes());
-        ferrite_nvme::strings::set_space_padded("trsvcid", &mut out[32..64], &self.trsvcid)?;
-        ferrite_nvme::strings::set_nul_padded("subnqn", &mut out[256..512], &self.subnqn)?;
-        ferrite_nvme::strings::set_space_padded("traddr", &mut out[512..768], &self.traddr)?;
-        out[768..1024].copy_from_slice(&self.tsas);
+        };
+        let mut e = DiscoveryLogEntry::new_zeroed();
+        e.trtype = self.trtype;
+        e.adrfam = self.adrfam;
+        e.subtype = self.subtype;
+        e.treq = self.treq;
+        e.portid = self.portid.into();
+        e.cntlid = self.cntlid.into();
+        e.asqsz = self.asqsz.into();
+        e.eflags = self.eflags.into();
+        e.set_trsvcid(&self.trsvcid)?;
+        e.set_subnqn(&self.subnqn)?;
+        e.set_traddr(&self.traddr)?;
+        e.tsas = self.tsas;
+        out.copy_from_slice(e.as_bytes());
         Ok(())
     }
 }
 
-fn le64(b: &[u8]) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[..8]);
-    u64::from_le_bytes(a)
-}
-
-fn short(what: &'static str, needed: usize, got: usize) -> HostError {
-    Violation::Decode {
-        what,
-        source: ferrite_nvme::NvmeError::TooShort { what, needed, got },
-    }
-    .into()
+fn decode(what: &'static str, source: ferrite_nvme::NvmeError) -> HostError {
+    Violation::Decode { what, source }.into()
 }
 
 /// Tries at reading a log whose generation counter keeps changing.
