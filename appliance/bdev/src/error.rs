@@ -41,6 +41,17 @@ pub enum BdevError {
         #[source]
         source: io::Error,
     },
+    /// The device refuses changes (a read-only snapshot).
+    #[error("device is read-only")]
+    ReadOnly,
+    /// No space left to allocate for the write (a full thin-provisioned pool). Nothing was
+    /// changed; the same write can succeed once space is freed.
+    #[error("no space left in the pool")]
+    NoSpace,
+    /// The device cannot serve the request now (its metadata owner did not answer in time or
+    /// is offline); a later retry may succeed.
+    #[error("device not ready: {0}")]
+    NotReady(&'static str),
     /// The operating system reported an error.
     #[error("I/O error: {0}")]
     Io(#[from] io::Error),
@@ -51,7 +62,7 @@ impl BdevError {
     /// short, not the request wrong or the medium broken).
     pub fn is_retryable(&self) -> bool {
         match self {
-            BdevError::QueueFull => true,
+            BdevError::QueueFull | BdevError::NotReady(_) => true,
             BdevError::Io(e) => matches!(
                 e.raw_os_error(),
                 Some(libc::EAGAIN | libc::EINTR | libc::ENOMEM | libc::EBUSY)

@@ -151,6 +151,9 @@ macro_rules! sync_block_device {
                     volatile_write_cache: false,
                     max_transfer_bytes: $crate::immediate::SyncBackend::geometry(&*self.dev.inner)
                         .max_transfer_bytes,
+                    copy: true,
+                    read_only: false,
+                    thin_provisioned: false,
                 }
             }
 

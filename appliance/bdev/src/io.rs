@@ -21,6 +21,14 @@ pub enum IoKind {
     WriteZeroes { lba: u64, blocks: u64 },
     /// Deallocate the range (a hint; see `Capabilities::unmap`).
     Unmap { lba: u64, blocks: u64 },
+    /// Copy `blocks` blocks from `src_lba` to `dst_lba` inside the device (see
+    /// `Capabilities::copy`; without it callers emulate with Read + Write). Overlapping ranges
+    /// are the caller's business: the result of an overlapping copy is undefined.
+    Copy {
+        src_lba: u64,
+        dst_lba: u64,
+        blocks: u64,
+    },
 }
 
 impl IoKind {
@@ -33,8 +41,26 @@ impl IoKind {
             IoKind::WriteZeroes { lba, blocks } | IoKind::Unmap { lba, blocks } => {
                 Some((lba, blocks))
             }
+            IoKind::Copy {
+                dst_lba, blocks, ..
+            } => Some((dst_lba, blocks)),
             IoKind::Flush => None,
         }
+    }
+
+    /// The range read by a Copy, `None` for the other kinds.
+    pub fn source_range(&self) -> Option<(u64, u64)> {
+        match *self {
+            IoKind::Copy {
+                src_lba, blocks, ..
+            } => Some((src_lba, blocks)),
+            _ => None,
+        }
+    }
+
+    /// True for the kinds that change the medium (refused by a read-only device).
+    pub fn modifies(&self) -> bool {
+        !matches!(self, IoKind::Read { .. } | IoKind::Flush)
     }
 
     /// Short name for logs and statistics.
@@ -45,6 +71,7 @@ impl IoKind {
             IoKind::Flush => "flush",
             IoKind::WriteZeroes { .. } => "write_zeroes",
             IoKind::Unmap { .. } => "unmap",
+            IoKind::Copy { .. } => "copy",
         }
     }
 }
@@ -168,15 +195,17 @@ impl Geometry {
         let Some((lba, blocks)) = io.kind.range() else {
             return Ok(0);
         };
-        if lba
-            .checked_add(blocks)
-            .is_none_or(|end| end > self.num_blocks)
-        {
-            return Err(BdevError::OutOfRange {
-                lba,
-                blocks,
-                num_blocks: self.num_blocks,
-            });
+        for (lba, blocks) in std::iter::once((lba, blocks)).chain(io.kind.source_range()) {
+            if lba
+                .checked_add(blocks)
+                .is_none_or(|end| end > self.num_blocks)
+            {
+                return Err(BdevError::OutOfRange {
+                    lba,
+                    blocks,
+                    num_blocks: self.num_blocks,
+                });
+            }
         }
         let (bytes, available) = match io.kind {
             IoKind::Read { .. } => (blocks, io.buf.as_ref().map_or(0, IoBuf::capacity)),

@@ -46,6 +46,15 @@ pub struct Capabilities {
     pub volatile_write_cache: bool,
     /// Largest Read/Write in bytes.
     pub max_transfer_bytes: u32,
+    /// `IoKind::Copy` is served by the device (offloaded or done in metadata). When false it
+    /// is refused with `BdevError::Unsupported` and callers emulate it with Read + Write.
+    pub copy: bool,
+    /// Every request that modifies the medium is refused with `BdevError::ReadOnly` (a
+    /// snapshot exported as a namespace).
+    pub read_only: bool,
+    /// Space is allocated on first write, so `allocated_blocks` may be below `num_blocks`
+    /// (NVMe NSFEAT thin provisioning).
+    pub thin_provisioned: bool,
 }
 
 /// A block device (the bdev module interface). Shared between reactors; I/O goes through the
@@ -71,6 +80,11 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     /// from pools not listed simply take the unregistered path. The pools must outlive the
     /// channel.
     fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError>;
+
+    /// Blocks that hold storage now (NVMe NUSE); `None`: all of them.
+    fn allocated_blocks(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The backend kinds, for configuration and RPC (`bdev_malloc_create`, ...). Adding a backend

@@ -75,6 +75,17 @@ impl SyncBackend for MallocInner {
             IoKind::WriteZeroes { lba, blocks } | IoKind::Unmap { lba, blocks } => {
                 self.zero(lba, blocks)
             }
+            IoKind::Copy {
+                src_lba,
+                dst_lba,
+                blocks,
+            } => {
+                let bytes = blocks as usize * self.geometry.block_size as usize;
+                let (src, dst) = (self.words(src_lba, bytes), self.words(dst_lba, bytes));
+                for (s, d) in src.iter().zip(dst) {
+                    d.store(s.load(Ordering::Relaxed), Ordering::Relaxed);
+                }
+            }
         }
         Ok(())
     }

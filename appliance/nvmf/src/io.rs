@@ -400,6 +400,9 @@ pub(crate) fn status_of(e: &BdevError, is_read: bool) -> Status {
     match e {
         BdevError::OutOfRange { .. } => Status::LBA_OUT_OF_RANGE,
         BdevError::Unsupported(_) => Status::INVALID_OPCODE,
+        BdevError::ReadOnly => Status::NAMESPACE_WRITE_PROTECTED,
+        BdevError::NoSpace => Status::CAPACITY_EXCEEDED,
+        BdevError::NotReady(_) => Status::NAMESPACE_NOT_READY,
         BdevError::Io(err) if err.raw_os_error() == Some(libc_enospc()) => {
             Status::CAPACITY_EXCEEDED
         }

@@ -264,6 +264,27 @@ impl Target {
         })
     }
 
+    /// A bdev changed size (a volume resized online): queues re-read the namespace geometry
+    /// and every controller exporting it gets a Namespace Attribute Changed event. Returns the
+    /// (subsystem, NSID) pairs notified.
+    pub fn bdev_resized(&self, name: &str) -> Result<Vec<(String, u32)>, NvmfError> {
+        let exported = self.update(|cfg| {
+            if !cfg.bdevs.contains_key(name) {
+                return Err(NvmfError::NoSuchBdev(name.to_string()));
+            }
+            Ok(exports_in(cfg, name))
+        })?;
+        for (nqn, nsid) in &exported {
+            self.notify_namespace_changed(nqn, *nsid);
+        }
+        Ok(exported)
+    }
+
+    /// Subsystems and NSIDs that export bdev `name`.
+    pub fn exports_of(&self, name: &str) -> Vec<(String, u32)> {
+        exports_in(&self.config(), name)
+    }
+
     pub fn create_subsystem(&self, params: SubsystemParams) -> Result<(), NvmfError> {
         validate_nqn(&params.nqn).map_err(|e| NvmfError::InvalidNqn {
             nqn: params.nqn.clone(),
@@ -606,6 +627,18 @@ impl Target {
 
 fn random_serial() -> String {
     format!("FE{:016X}", rand::random::<u64>())
+}
+
+fn exports_in(cfg: &TargetConfig, bdev: &str) -> Vec<(String, u32)> {
+    cfg.subsystems
+        .values()
+        .flat_map(|sub| {
+            sub.namespaces
+                .values()
+                .filter(|ns| ns.bdev_name == bdev)
+                .map(|ns| (sub.nqn.clone(), ns.nsid))
+        })
+        .collect()
 }
 
 fn check_name(field: &'static str, name: &str) -> Result<(), NvmfError> {

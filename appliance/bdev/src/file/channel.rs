@@ -185,6 +185,7 @@ impl UringChannel {
                     })
                 }
             }
+            IoKind::Copy { .. } => unreachable!("refused at submit"),
             IoKind::Unmap { lba, blocks } => Some(Step::Fallocate {
                 mode: libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 offset: lba * bs,
@@ -408,6 +409,10 @@ impl IoChannel for UringChannel {
         if matches!(io.kind, IoKind::Unmap { .. }) && !self.shared.unmap {
             self.stats.rejected += 1;
             return Err((io, BdevError::Unsupported("unmap")));
+        }
+        if matches!(io.kind, IoKind::Copy { .. }) {
+            self.stats.rejected += 1;
+            return Err((io, BdevError::Unsupported("copy")));
         }
         let Some(&slot) = self.free.last() else {
             self.stats.queue_full += 1;

@@ -235,6 +235,9 @@ impl BlockDevice for FileBdev {
             unmap: self.shared.unmap,
             volatile_write_cache: true,
             max_transfer_bytes: MAX_TRANSFER_BYTES,
+            copy: false,
+            read_only: false,
+            thin_provisioned: false,
         }
     }
 
