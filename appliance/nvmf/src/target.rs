@@ -641,11 +641,17 @@ fn exports_in(cfg: &TargetConfig, bdev: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Bdev names: printable, and '/' only as the separator of a volume's "pool/volume" name
+/// (SPDK's lvol alias form), so neither part is empty.
 fn check_name(field: &'static str, name: &str) -> Result<(), NvmfError> {
-    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control() || c == '/') {
+    let parts_ok = name.split('/').count() <= 2 && name.split('/').all(|p| !p.is_empty());
+    if name.is_empty() || name.len() > 255 || name.chars().any(|c| c.is_control()) || !parts_ok {
         return Err(NvmfError::InvalidParameter {
             field,
-            reason: format!("{name:?} must be 1 to 255 printable characters without '/'"),
+            reason: format!(
+                "{name:?} must be 1 to 255 printable characters, with at most one '/' \
+                 between two non-empty parts (pool/volume)"
+            ),
         });
     }
     Ok(())
