@@ -6,5 +6,6 @@
 
 pub mod ferrited;
 pub mod linux_host;
+pub mod managed;
 
 pub use linux_host::{CmdOutput, HostOptions, LinuxHost};
