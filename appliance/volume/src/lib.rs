@@ -1,0 +1,29 @@
+//! The mapping layer: pools of block devices holding thin volumes, snapshots and clones.
+//!
+//! A [`Pool`] spans member block devices; each [`Volume`] is a table of fixed power-of-two
+//! clusters mapped onto the members and is itself a `BlockDevice` (`"<pool>/<volume>"`).
+//! Physical clusters carry reference counts so snapshots and clones share them; a write to a
+//! shared cluster copies it first.
+//!
+//! Structure:
+//! - [`format`]: the member label, the binary codec, log-record and checkpoint frames;
+//! - `state`: the metadata state and the `Op`s that change it (one deterministic `apply`);
+//! - `store`: the metadata area on member 0 (checkpoint slots A/B and the log);
+//! - `entry`: the lock-free data-path table the channels read;
+//! - `owner`: the single metadata owner thread (faults, commands, zeroing, drains);
+//! - `channel`: the per-reactor `IoChannel` of a volume.
+#![deny(unsafe_code)]
+
+mod clusterset;
+pub mod entry;
+mod error;
+pub mod format;
+pub mod state;
+mod types;
+
+pub use error::VolumeError;
+pub use format::label::MemberLabel;
+pub use types::{
+    check_name, cluster_size_valid, uuid_string, Provisioning, VolId, VolumeKind, DEFAULT_CLUSTER,
+    MAX_CLUSTER, MIN_CLUSTER,
+};
