@@ -189,8 +189,14 @@ pub struct CopyCommand {
     pub desfmt: u8,
     /// Protection information for reads (CDW12 15:12).
     pub prinfor: u8,
+    /// Command extension type (CDW12 19:16).
+    pub cetype: u8,
     /// Directive type (CDW12 23:20).
     pub dtype: u8,
+    /// Storage Tag Check Write (CDW12 bit 24).
+    pub stcw: bool,
+    /// Storage Tag Check Read (CDW12 bit 25).
+    pub stcr: bool,
     /// Protection information for writes (CDW12 29:26).
     pub prinfow: u8,
     /// Force Unit Access (CDW12 bit 30).
@@ -202,6 +208,16 @@ pub struct CopyCommand {
 /// Copy descriptor format 0 (32-byte source ranges).
 pub const COPY_DESC_FORMAT_0: u8 = 0;
 
+/// Why a Copy command's source range list was refused by [`CopyCommand::source_ranges`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyRangeError {
+    /// DESFMT names a descriptor format other than 0h (the only one parsed here): the target
+    /// answers Invalid Field in Command (NVM Command Set, Copy command).
+    UnsupportedFormat(u8),
+    /// The data holds fewer than NR + 1 descriptors: Data SGL Length Invalid.
+    TooShort { needed: usize, got: usize },
+}
+
 impl CopyCommand {
     /// Decodes the fields from `cmd`.
     pub fn parse(cmd: &Command) -> CopyCommand {
@@ -212,7 +228,10 @@ impl CopyCommand {
             nr: bits(cdw12, 0, 8) as u8,
             desfmt: bits(cdw12, 8, 4) as u8,
             prinfor: bits(cdw12, 12, 4) as u8,
+            cetype: bits(cdw12, 16, 4) as u8,
             dtype: bits(cdw12, 20, 4) as u8,
+            stcw: bits(cdw12, 24, 1) != 0,
+            stcr: bits(cdw12, 25, 1) != 0,
             prinfow: bits(cdw12, 26, 4) as u8,
             fua: bits(cdw12, 30, 1) != 0,
             lr: bits(cdw12, 31, 1) != 0,
@@ -224,6 +243,28 @@ impl CopyCommand {
         usize::from(self.nr) + 1
     }
 
+    /// Bytes of descriptor data the command carries (format 0: 32 per range).
+    pub fn data_len(&self) -> usize {
+        self.range_count() * CopySourceRange::SIZE
+    }
+
+    /// The command's source ranges from its `data`: the descriptor format must be 0h and
+    /// `data` must hold all NR + 1 entries (trailing bytes are ignored).
+    pub fn source_ranges<'a>(
+        &self,
+        data: &'a [u8],
+    ) -> core::result::Result<&'a [CopySourceRange], CopyRangeError> {
+        if self.desfmt != COPY_DESC_FORMAT_0 {
+            return Err(CopyRangeError::UnsupportedFormat(self.desfmt));
+        }
+        CopySourceRange::parse_list(data, self.range_count()).map_err(|_| {
+            CopyRangeError::TooShort {
+                needed: self.data_len(),
+                got: data.len(),
+            }
+        })
+    }
+
     /// Builds the command.
     pub fn to_command(&self, cid: u16) -> Command {
         let mut cmd = Command::new(opcode::io::COPY, cid);
@@ -233,7 +274,10 @@ impl CopyCommand {
         cmd.cdw12 = (u32::from(self.nr)
             | (u32::from(self.desfmt & 0xF) << 8)
             | (u32::from(self.prinfor & 0xF) << 12)
+            | (u32::from(self.cetype & 0xF) << 16)
             | (u32::from(self.dtype & 0xF) << 20)
+            | (u32::from(self.stcw) << 24)
+            | (u32::from(self.stcr) << 25)
             | (u32::from(self.prinfow & 0xF) << 26)
             | (u32::from(self.fua) << 30)
             | (u32::from(self.lr) << 31))
@@ -262,11 +306,15 @@ pub struct CopySourceRange {
     pub rsvd0: [u8; 8],
     /// Starting LBA.
     pub slba: U64,
-    /// Number of logical blocks, 0-based.
+    /// Number of logical blocks, 0-based (Read Parameters bits 15:0).
     pub nlb: U16,
-    /// Reserved.
-    pub rsvd18: [u8; 6],
-    /// Expected initial logical block reference tag.
+    /// Read Parameters bits 31:16 (bits 3:0: command extension type).
+    pub rpars_hi: U16,
+    /// Command extension value.
+    pub cev: U16,
+    /// Source options (format 0: reserved; FCO is bit 15 in format 2h only).
+    pub sopt: U16,
+    /// Expected logical block tags (expected initial logical block reference tag).
     pub eilbrt: U32,
     /// Expected logical block application tag.
     pub elbat: U16,
@@ -277,7 +325,12 @@ pub struct CopySourceRange {
 const _: () = assert!(size_of::<CopySourceRange>() == 32);
 const _: () = assert!(offset_of!(CopySourceRange, slba) == 8);
 const _: () = assert!(offset_of!(CopySourceRange, nlb) == 16);
+const _: () = assert!(offset_of!(CopySourceRange, rpars_hi) == 18);
+const _: () = assert!(offset_of!(CopySourceRange, cev) == 20);
+const _: () = assert!(offset_of!(CopySourceRange, sopt) == 22);
 const _: () = assert!(offset_of!(CopySourceRange, eilbrt) == 24);
+const _: () = assert!(offset_of!(CopySourceRange, elbat) == 28);
+const _: () = assert!(offset_of!(CopySourceRange, elbatm) == 30);
 
 impl CopySourceRange {
     /// Size in bytes.
@@ -302,6 +355,16 @@ impl CopySourceRange {
     /// Number of logical blocks, 1-based.
     pub fn block_count(&self) -> u32 {
         u32::from(self.nlb.get()) + 1
+    }
+
+    /// Starting LBA.
+    pub fn start_lba(&self) -> u64 {
+        self.slba.get()
+    }
+
+    /// One past the last LBA, or `None` on overflow (LBA Out of Range).
+    pub fn end_lba(&self) -> Option<u64> {
+        self.slba.get().checked_add(u64::from(self.block_count()))
     }
 
     /// Decodes `count` entries from `bytes`.
@@ -366,6 +429,51 @@ mod tests {
             CopySourceRange::new(0, 65536).expect("max").block_count(),
             65536
         );
+        let max = CopySourceRange::new(u64::MAX, 1).expect("valid");
+        assert_eq!(max.end_lba(), None);
+        assert_eq!(r.end_lba(), Some(0x24));
+    }
+
+    #[test]
+    fn copy_cdw12_and_descriptor_checks() {
+        let mut cmd = Command::new(opcode::io::COPY, 9);
+        // NR 1, DESFMT 0, PRINFOR 0x5, CETYPE 0x3, DTYPE 0x2, STCW, STCR, PRINFOW 0x9, FUA, LR.
+        cmd.cdw12 = (0x01
+            | (0x5 << 12)
+            | (0x3 << 16)
+            | (0x2 << 20)
+            | (1 << 24)
+            | (1 << 25)
+            | (0x9 << 26)
+            | (1 << 30)
+            | (1 << 31))
+            .into();
+        let c = CopyCommand::parse(&cmd);
+        assert_eq!(
+            (c.nr, c.desfmt, c.prinfor, c.cetype, c.dtype),
+            (1, 0, 5, 3, 2)
+        );
+        assert!(c.stcw && c.stcr && c.fua && c.lr);
+        assert_eq!(c.prinfow, 9);
+        assert_eq!((c.range_count(), c.data_len()), (2, 64));
+        let list = [
+            CopySourceRange::new(10, 2).expect("valid"),
+            CopySourceRange::new(40, 8).expect("valid"),
+        ];
+        let bytes = list.as_bytes();
+        assert_eq!(c.source_ranges(bytes).expect("two ranges"), &list);
+        assert_eq!(
+            c.source_ranges(&bytes[..40]),
+            Err(CopyRangeError::TooShort {
+                needed: 64,
+                got: 40
+            })
+        );
+        let f1 = CopyCommand { desfmt: 1, ..c };
+        assert_eq!(
+            f1.source_ranges(bytes),
+            Err(CopyRangeError::UnsupportedFormat(1))
+        );
     }
 
     proptest! {
@@ -383,8 +491,10 @@ mod tests {
 
         #[test]
         fn copy_round_trip(nsid: u32, sdlba: u64, nr: u8, desfmt in 0u8..16, prinfor in 0u8..16,
-                           dtype in 0u8..16, prinfow in 0u8..16, fua: bool, lr: bool) {
-            let c = CopyCommand { nsid, sdlba, nr, desfmt, prinfor, dtype, prinfow, fua, lr };
+                           cetype in 0u8..16, dtype in 0u8..16, stcw: bool, stcr: bool,
+                           prinfow in 0u8..16, fua: bool, lr: bool) {
+            let c = CopyCommand { nsid, sdlba, nr, desfmt, prinfor, cetype, dtype, stcw, stcr,
+                                  prinfow, fua, lr };
             prop_assert_eq!(CopyCommand::parse(&c.to_command(1)), c);
         }
 

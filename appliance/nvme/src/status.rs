@@ -156,8 +156,17 @@ impl Status {
     pub const INVALID_PROTECTION_INFO: Status = Status::new(sct::COMMAND_SPECIFIC, 0x81);
     /// Attempted Write to Read Only Range.
     pub const WRITE_TO_READ_ONLY_RANGE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x82);
-    /// Command Size Limit Exceeded (Copy).
+    /// Command Size Limit Exceeded (Copy: NR > MSRC, a range's NLB > MSSRL, or the sum of
+    /// NLBs > MCL; NVM Command Set, Copy command).
     pub const COMMAND_SIZE_LIMIT_EXCEEDED: Status = Status::new(sct::COMMAND_SPECIFIC, 0x83);
+    /// Incompatible Namespace or Format (Copy across namespaces of different formats).
+    pub const INCOMPATIBLE_NAMESPACE_OR_FORMAT: Status = Status::new(sct::COMMAND_SPECIFIC, 0x85);
+    /// Fast Copy Not Possible (a Copy source range with FCO set that would need emulation).
+    pub const FAST_COPY_NOT_POSSIBLE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x86);
+    /// Overlapping I/O Range (Copy formats 2h/3h: a source overlaps the destination).
+    pub const OVERLAPPING_IO_RANGE: Status = Status::new(sct::COMMAND_SPECIFIC, 0x87);
+    /// Insufficient Resources (I/O command set specific).
+    pub const INSUFFICIENT_RESOURCES: Status = Status::new(sct::COMMAND_SPECIFIC, 0x89);
     /// Fabrics Connect: Incompatible Format.
     pub const CONNECT_INCOMPATIBLE_FORMAT: Status = Status::new(sct::COMMAND_SPECIFIC, 0x80);
     /// Fabrics Connect: Controller Busy.
@@ -350,7 +359,10 @@ impl Status {
             (1, 0x82) => "Attempted Write to Read Only Range / Connect Invalid Parameters",
             (1, 0x83) => "Command Size Limit Exceeded / Connect Restart Discovery",
             (1, 0x84) => "Connect Invalid Host",
-            (1, 0x85) => "Invalid Queue Type",
+            (1, 0x85) => "Incompatible Namespace or Format / Invalid Queue Type",
+            (1, 0x86) => "Fast Copy Not Possible",
+            (1, 0x87) => "Overlapping I/O Range",
+            (1, 0x89) => "Insufficient Resources",
             (1, 0x90) => "Discover Restart",
             (1, 0x91) => "Authentication Required",
             (2, 0x80) => "Write Fault",

@@ -5,7 +5,9 @@
 use ferrite_nvme::admin::{Abort, Features, GetLogPage, Identify};
 use ferrite_nvme::fabrics::{ConnectCommand, ConnectData, PropertyGet, PropertySet};
 use ferrite_nvme::identify::{decode_ns_list, NsDescriptorList};
-use ferrite_nvme::io::{CopyCommand, CopySourceRange, DatasetManagement, DsmRange, ReadWrite};
+use ferrite_nvme::io::{
+    CopyCommand, CopyRangeError, CopySourceRange, DatasetManagement, DsmRange, ReadWrite,
+};
 use ferrite_nvme::log::decode_ana_log;
 use ferrite_nvme::nqn::validate_nqn;
 use ferrite_nvme::Command;
@@ -49,6 +51,26 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(CopyCommand::parse(&copy.to_command(cid)), copy);
     if let Ok(ranges) = CopySourceRange::parse_list(data, copy.range_count()) {
         assert!(ranges.iter().all(|r| r.block_count() >= 1));
+    }
+    // The checked descriptor parser: format 0h only, every entry present, and each entry's
+    // end LBA either computes or reports overflow (never wraps).
+    match copy.source_ranges(data) {
+        Ok(ranges) => {
+            assert_eq!(copy.desfmt, 0);
+            assert_eq!(ranges.len(), copy.range_count());
+            assert!(data.len() >= copy.data_len());
+            for r in ranges {
+                match r.end_lba() {
+                    Some(end) => assert!(end > r.start_lba()),
+                    None => assert!(r.start_lba() > u64::MAX - u64::from(r.block_count())),
+                }
+            }
+        }
+        Err(CopyRangeError::UnsupportedFormat(f)) => assert_eq!(f, copy.desfmt),
+        Err(CopyRangeError::TooShort { needed, got }) => {
+            assert_eq!(copy.desfmt, 0);
+            assert!(got < needed && got == data.len());
+        }
     }
 
     if let Ok(cd) = ConnectData::parse(data) {

@@ -344,6 +344,22 @@ pub mod oncs {
     pub const VERIFY: u16 = 1 << 7;
     /// Copy.
     pub const COPY: u16 = 1 << 8;
+    /// Copy Single Atomicity (NVMCSA): the write portion of a Copy is one atomic write.
+    pub const COPY_SINGLE_ATOMICITY: u16 = 1 << 9;
+    /// All Fast Copy (NVMAFC): every copy operation is a fast copy.
+    pub const ALL_FAST_COPY: u16 = 1 << 10;
+}
+
+/// OCFS bits (Optional Copy Formats Supported, bytes 535:534): bit n = descriptor format n.
+pub mod ocfs {
+    /// Source Range Entries Copy Descriptor Format 0h.
+    pub const FORMAT_0: u16 = 1 << 0;
+    /// Format 1h (32b/64b guard protection information).
+    pub const FORMAT_1: u16 = 1 << 1;
+    /// Format 2h (format 0h with a source namespace identifier).
+    pub const FORMAT_2: u16 = 1 << 2;
+    /// Format 3h (format 1h with a source namespace identifier).
+    pub const FORMAT_3: u16 = 1 << 3;
 }
 
 /// SGLS bits.

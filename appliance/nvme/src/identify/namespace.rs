@@ -128,6 +128,12 @@ pub mod nsfeat {
     pub const OPTPERF: u8 = 1 << 4;
 }
 
+/// NSATTR bits.
+pub mod nsattr {
+    /// The namespace is write protected (Linux marks the disk read-only from it).
+    pub const WRITE_PROTECTED: u8 = 1 << 0;
+}
+
 /// DLFEAT values.
 pub mod dlfeat {
     /// Deallocated blocks read as zeroes (bits 2:0 = 001b).
