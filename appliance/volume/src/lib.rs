@@ -14,16 +14,31 @@
 //! - `channel`: the per-reactor `IoChannel` of a volume.
 #![deny(unsafe_code)]
 
+mod channel;
 mod clusterset;
+mod commands;
+mod disk;
 pub mod entry;
 mod error;
 pub mod format;
+mod info;
+mod owner;
+mod pool;
+mod shared;
 pub mod state;
+mod store;
 mod types;
+mod volume;
 
+pub use channel::{CHANNEL_DEPTH, HOLD_TIMEOUT};
 pub use error::VolumeError;
 pub use format::label::MemberLabel;
+pub use info::{
+    CheckReport, MemberInfo, PoolEvent, PoolInfo, PoolOptions, VolumeInfo, VolumeStats,
+};
+pub use pool::Pool;
 pub use types::{
     check_name, cluster_size_valid, uuid_string, Provisioning, VolId, VolumeKind, DEFAULT_CLUSTER,
     MAX_CLUSTER, MIN_CLUSTER,
 };
+pub use volume::{Volume, MAX_TRANSFER};

@@ -170,6 +170,11 @@ impl State {
             .filter(move |v| v.parent == Some(snap))
     }
 
+    /// Mapped entries of a volume (references a copy of its table adds).
+    pub fn refs_of(&self, vol: VolId) -> u64 {
+        self.table(vol).iter().filter(|&&p| p != NONE).count() as u64
+    }
+
     pub fn table(&self, vol: VolId) -> &[u64] {
         self.tables.get(&vol).map_or(&[], Vec::as_slice)
     }

@@ -1,0 +1,289 @@
+//! State shared between the owner thread, the public handles and the channels, and the
+//! messages between them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, Mutex, RwLock};
+
+use arc_swap::ArcSwap;
+use ferrite_bdev::{BdevError, BlockDevice};
+
+use crate::entry::MapTable;
+use crate::info::{CheckReport, PoolEvent, PoolInfo, VolumeInfo, VolumeStats};
+use crate::types::VolId;
+use crate::{Provisioning, Volume, VolumeError};
+
+/// Where a member's data clusters are.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MemberMap {
+    pub first: u64,
+    pub count: u64,
+    /// First data block on the member.
+    pub data_lba: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct PoolShared {
+    pub name: String,
+    pub uuid: [u8; 16],
+    pub cluster_size: u64,
+    pub block_size: u32,
+    /// Blocks per cluster.
+    pub cluster_blocks: u64,
+    pub members: Vec<MemberMap>,
+    pub devs: Vec<Arc<dyn BlockDevice>>,
+    pub online: AtomicBool,
+    pub tx: mpsc::Sender<Msg>,
+    pub volumes: RwLock<BTreeMap<String, Arc<Volume>>>,
+    pub events: Mutex<Vec<PoolEvent>>,
+    pub warn_percent: AtomicU8,
+    pub last_info: Mutex<Option<PoolInfo>>,
+}
+
+impl PoolShared {
+    /// (member, block on the member) of the first block of physical cluster `pc`.
+    pub fn locate(&self, pc: u64) -> (usize, u64) {
+        for (i, m) in self.members.iter().enumerate() {
+            if pc >= m.first && pc < m.first + m.count {
+                return (i, m.data_lba + (pc - m.first) * self.cluster_blocks);
+            }
+        }
+        // Entries only carry clusters below the total (checked by the owner).
+        (0, u64::MAX / 2)
+    }
+
+    pub fn event(&self, e: PoolEvent) {
+        log::warn!("pool {}: {e:?}", self.name);
+        self.events.lock().expect("events lock").push(e);
+    }
+}
+
+/// Counters of one channel: written by its reactor only (relaxed), read by `stats()`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub read_ops: AtomicU64,
+    pub read_bytes: AtomicU64,
+    pub write_ops: AtomicU64,
+    pub write_bytes: AtomicU64,
+    pub other_ops: AtomicU64,
+    pub errors: AtomicU64,
+    pub latency_sum_ns: AtomicU64,
+    pub latency_max_ns: AtomicU64,
+    pub faults: AtomicU64,
+    pub held_time_max_ns: AtomicU64,
+    pub metadata_ops: AtomicU64,
+    pub offloaded_ops: AtomicU64,
+    pub emulated_ops: AtomicU64,
+    pub zero_reads: AtomicU64,
+}
+
+pub(crate) fn bump(c: &AtomicU64, n: u64) {
+    c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+}
+
+pub(crate) fn raise_max(c: &AtomicU64, v: u64) {
+    if v > c.load(Ordering::Relaxed) {
+        c.store(v, Ordering::Relaxed);
+    }
+}
+
+impl Counters {
+    pub fn add_to(&self, s: &mut VolumeStats) {
+        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        s.read_ops += l(&self.read_ops);
+        s.read_bytes += l(&self.read_bytes);
+        s.write_ops += l(&self.write_ops);
+        s.write_bytes += l(&self.write_bytes);
+        s.other_ops += l(&self.other_ops);
+        s.errors += l(&self.errors);
+        s.latency_sum_ns += l(&self.latency_sum_ns);
+        s.latency_max_ns = s.latency_max_ns.max(l(&self.latency_max_ns));
+        s.faults += l(&self.faults);
+        s.held_time_max_ns = s.held_time_max_ns.max(l(&self.held_time_max_ns));
+        s.metadata_ops += l(&self.metadata_ops);
+        s.offloaded_ops += l(&self.offloaded_ops);
+        s.emulated_ops += l(&self.emulated_ops);
+        s.zero_reads += l(&self.zero_reads);
+    }
+
+    /// Folds a closing channel's counters into the volume's retired totals.
+    pub fn absorb(&self, other: &Counters) {
+        let mut s = VolumeStats::default();
+        other.add_to(&mut s);
+        let pairs = [
+            (&self.read_ops, s.read_ops),
+            (&self.read_bytes, s.read_bytes),
+            (&self.write_ops, s.write_ops),
+            (&self.write_bytes, s.write_bytes),
+            (&self.other_ops, s.other_ops),
+            (&self.errors, s.errors),
+            (&self.latency_sum_ns, s.latency_sum_ns),
+            (&self.faults, s.faults),
+            (&self.metadata_ops, s.metadata_ops),
+            (&self.offloaded_ops, s.offloaded_ops),
+            (&self.emulated_ops, s.emulated_ops),
+            (&self.zero_reads, s.zero_reads),
+        ];
+        for (c, v) in pairs {
+            c.fetch_add(v, Ordering::Relaxed);
+        }
+        self.latency_max_ns
+            .fetch_max(s.latency_max_ns, Ordering::Relaxed);
+        self.held_time_max_ns
+            .fetch_max(s.held_time_max_ns, Ordering::Relaxed);
+    }
+}
+
+/// What a channel shares with the owner: in-flight counters per epoch parity (the drain),
+/// the reply queue for its faults, and its counters.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelShared {
+    pub inflight: [AtomicU64; 2],
+    pub replies: Mutex<Vec<FaultReply>>,
+    pub has_replies: AtomicBool,
+    pub counters: Counters,
+}
+
+impl ChannelShared {
+    pub fn reply(&self, r: FaultReply) {
+        self.replies.lock().expect("reply lock").push(r);
+        self.has_replies.store(true, Ordering::Release);
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct VolumeShared {
+    pub id: VolId,
+    pub pool: Arc<PoolShared>,
+    pub table: ArcSwap<MapTable>,
+    pub epoch: AtomicU64,
+    pub channels: Mutex<Vec<Arc<ChannelShared>>>,
+    pub deleted: AtomicBool,
+    pub read_only: bool,
+    pub prov: Provisioning,
+    pub uuid: [u8; 16],
+    pub retired: Counters,
+    pub cow_copies: AtomicU64,
+    pub last_info: Mutex<Option<VolumeInfo>>,
+}
+
+impl VolumeShared {
+    /// Bumps the epoch; returns the parity whose counters must drain.
+    pub fn bump_epoch(&self) -> usize {
+        (self.epoch.fetch_add(1, Ordering::SeqCst) & 1) as usize
+    }
+
+    pub fn drained(&self, parity: usize) -> bool {
+        self.channels
+            .lock()
+            .expect("channel registry lock")
+            .iter()
+            .all(|c| c.inflight[parity].load(Ordering::SeqCst) == 0)
+    }
+}
+
+/// Why a channel asks the owner for help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum FaultKind {
+    /// A write needs the cluster allocated or copied (copy-on-write).
+    Write,
+    /// A whole-cluster Unmap/WriteZeroes: unmap in metadata.
+    Unmap,
+    /// A whole-cluster Copy: map this cluster to the source's (or unmap it).
+    CopyFrom(u64),
+}
+
+#[derive(Debug)]
+pub(crate) struct Fault {
+    pub vol: VolId,
+    pub vc: u64,
+    pub kind: FaultKind,
+    pub chan: Arc<ChannelShared>,
+    pub token: u64,
+}
+
+/// The owner's answer to one fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FaultReply {
+    pub token: u64,
+    pub result: Result<(), ReplyError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReplyError {
+    NoSpace,
+    ReadOnly,
+    NotReady,
+    Io(i32),
+}
+
+impl ReplyError {
+    pub fn to_bdev(self) -> BdevError {
+        match self {
+            ReplyError::NoSpace => BdevError::NoSpace,
+            ReplyError::ReadOnly => BdevError::ReadOnly,
+            ReplyError::NotReady => BdevError::NotReady("volume metadata owner unavailable"),
+            ReplyError::Io(e) => BdevError::Io(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+}
+
+/// Control-plane requests to the owner.
+#[derive(Debug)]
+pub(crate) enum Cmd {
+    Create {
+        name: String,
+        size: u64,
+        prov: Provisioning,
+    },
+    Resize {
+        name: String,
+        size: u64,
+        force: bool,
+    },
+    Rename {
+        name: String,
+        new_name: String,
+    },
+    Delete {
+        name: String,
+    },
+    Inflate {
+        name: String,
+    },
+    Snapshot {
+        pairs: Vec<(String, String)>,
+    },
+    Clone {
+        snapshot: String,
+        name: String,
+    },
+    Revert {
+        volume: String,
+        snapshot: String,
+    },
+    Info,
+    VolumeInfo(VolId),
+    Check,
+    Destroy {
+        force: bool,
+    },
+    Close,
+}
+
+#[derive(Debug)]
+pub(crate) enum Reply {
+    Done,
+    Volumes(Vec<Arc<Volume>>),
+    Info(Box<PoolInfo>),
+    VolumeInfo(Box<VolumeInfo>),
+    Check(CheckReport),
+}
+
+#[derive(Debug)]
+pub(crate) enum Msg {
+    Fault(Fault),
+    Cmd(Cmd, mpsc::SyncSender<Result<Reply, VolumeError>>),
+    /// The last `Pool` handle went without `close`: stop at once, no checkpoint.
+    Stop,
+}
