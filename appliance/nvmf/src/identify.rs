@@ -1,9 +1,9 @@
 //! Identify data this target reports (CNS 00h, 01h, 02h, 03h, 05h, 06h, 1Ch).
 
 use ferrite_nvme::identify::{
-    cntrltype, ctratt, lpa, oaes, oncs, sgls, CtrlStrField, IdentifyController, IdentifyNamespace,
-    IdentifyNvmController, IdentifyNvmNamespace, IoCommandSetVectors, LbaFormat, NsDescriptorList,
-    IDENTIFY_DATA_SIZE,
+    cntrltype, ctratt, dlfeat, lpa, nsattr, nsfeat, oaes, ocfs, oncs, sgls, CtrlStrField,
+    IdentifyController, IdentifyNamespace, IdentifyNvmController, IdentifyNvmNamespace,
+    IoCommandSetVectors, LbaFormat, NsDescriptorList, IDENTIFY_DATA_SIZE,
 };
 use zerocopy::IntoBytes;
 
@@ -60,8 +60,11 @@ pub(crate) fn controller(sub: &Subsystem, ctrl: &Controller) -> IdentifyControll
     id.frmw = (1 << 1) | 1; // one slot, read-only
     id.nn.set(MAX_NSID);
     id.mnan.set(0);
+    // Copy on every namespace: offloaded where the bdev can, emulated otherwise. Not Copy
+    // Single Atomicity nor All Fast Copy: emulation is neither atomic nor fast.
     id.oncs
-        .set(oncs::COMPARE | oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES);
+        .set(oncs::COMPARE | oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES | oncs::COPY);
+    id.ocfs.set(ocfs::FORMAT_0);
     let cache = sub
         .namespaces
         .values()
@@ -85,13 +88,34 @@ pub(crate) fn namespace(ns: &Namespace) -> IdentifyNamespace {
     let blocks = ns.bdev.num_blocks();
     let caps = ns.bdev.capabilities();
     id.nsze.set(blocks);
+    // NCAP = NSZE even when thin (as Linux nvmet and SPDK report): the host may write every
+    // block; what is allocated now shows in NUSE.
     id.ncap.set(blocks);
-    id.nuse.set(blocks);
+    let used = if caps.thin_provisioned {
+        ns.bdev.allocated_blocks().unwrap_or(blocks).min(blocks)
+    } else {
+        blocks
+    };
+    id.nuse.set(used);
+    if caps.thin_provisioned {
+        id.nsfeat |= nsfeat::THIN_PROVISIONING;
+    }
+    if caps.read_only {
+        id.nsattr |= nsattr::WRITE_PROTECTED;
+    }
     id.nlbaf = 0;
     id.flbas = 0;
     id.nmic = 1; // may be attached to several controllers
                  // Deallocated blocks read as zeroes when the backend really deallocates.
-    id.dlfeat = if caps.unmap { 0x01 } else { 0x00 };
+    id.dlfeat = if caps.unmap {
+        dlfeat::READ_ZEROES
+    } else {
+        0x00
+    };
+    let limits = crate::copy::CopyLimits::for_block_size(ns.bdev.block_size());
+    id.mssrl.set(limits.mssrl);
+    id.mcl.set(limits.mcl);
+    id.msrc = limits.msrc;
     id.nguid = ns.nguid;
     let lbads = ns.bdev.block_size().trailing_zeros() as u8;
     let _ = id.set_lba_format(

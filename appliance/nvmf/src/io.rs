@@ -1,5 +1,5 @@
 //! The NVM command set on I/O queues: Read, Write, Compare, Flush, Write Zeroes, Dataset
-//! Management. Each command is checked here, mapped to backend operations on this reactor's
+//! Management, Copy (in `copy`). Each command is checked here, mapped to backend operations on this reactor's
 //! channel, and completed when its last operation does.
 
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl PollGroup {
     }
 
     /// Counts a command in the queue's health counters (SMART).
-    fn count(&self, conn: ConnId, write: bool, bytes: u64) {
+    pub(crate) fn count(&self, conn: ConnId, write: bool, bytes: u64) {
         let Some(qp) = self.qpair(conn) else { return };
         let c = &qp.counters;
         if write {
@@ -101,7 +101,19 @@ impl PollGroup {
                 }
             }
         }
+        if ns.read_only && modifies(&req) {
+            // A snapshot: refused before the backend sees anything (NSATTR says so too).
+            return self.finish(
+                conn,
+                slot,
+                Status::NAMESPACE_WRITE_PROTECTED,
+                0,
+                req.buf,
+                cx,
+            );
+        }
         let result = match req.cmd.opcode {
+            op::COPY => return self.copy(conn, req, ns, cx),
             op::READ | op::WRITE | op::COMPARE => self.read_write(conn, req, ns, cx),
             op::FLUSH => self
                 .submit_one(conn, req.slot, ns, IoKind::Flush, None, cx)
@@ -347,6 +359,13 @@ impl PollGroup {
         result: Result<(), BdevError>,
         cx: &mut TaskContext,
     ) -> Option<Response> {
+        if self
+            .qpair(conn)
+            .and_then(|q| q.slots.get(slot as usize))
+            .is_some_and(|s| s.opcode == op::COPY)
+        {
+            return self.copy_completion(conn, slot, io, result, cx);
+        }
         let qp = self.qpair_mut(conn)?;
         let counters = &qp.counters;
         let media_error = matches!(result, Err(BdevError::Io(_)));
@@ -384,13 +403,22 @@ impl PollGroup {
     }
 }
 
+/// Whether the command changes the medium (refused on a write-protected namespace).
+fn modifies(req: &Request) -> bool {
+    match req.cmd.opcode {
+        op::WRITE | op::WRITE_ZEROES | op::COPY => true,
+        op::DATASET_MANAGEMENT => req.cmd.cdw11.get() & DSM_DEALLOCATE != 0,
+        _ => false,
+    }
+}
+
 fn lba_of_cmd(cmd: &ferrite_nvme::Command) -> u64 {
     cmd.cdw10.get() as u64 | ((cmd.cdw11.get() as u64) << 32)
 }
 
 fn lba_of(req: &Request) -> u64 {
     match req.cmd.opcode {
-        op::READ | op::WRITE | op::COMPARE | op::WRITE_ZEROES => lba_of_cmd(&req.cmd),
+        op::READ | op::WRITE | op::COMPARE | op::WRITE_ZEROES | op::COPY => lba_of_cmd(&req.cmd),
         _ => 0,
     }
 }

@@ -10,6 +10,7 @@
 
 mod admin;
 mod controller;
+mod copy;
 mod error;
 mod fabrics;
 mod identify;

@@ -187,7 +187,12 @@ fn commands_supported() -> Vec<u8> {
     for opcode in [iop::READ, iop::COMPARE, iop::FLUSH] {
         log.iocs[opcode as usize].set(supported);
     }
-    for opcode in [iop::WRITE, iop::WRITE_ZEROES, iop::DATASET_MANAGEMENT] {
+    for opcode in [
+        iop::WRITE,
+        iop::WRITE_ZEROES,
+        iop::DATASET_MANAGEMENT,
+        iop::COPY,
+    ] {
         log.iocs[opcode as usize].set(supported | lp::effects::LBCC);
     }
     log.as_bytes().to_vec()

@@ -68,6 +68,9 @@ pub(crate) struct Slot {
     pub lba: u64,
     /// When a Read or Write counted in the namespace statistics was accepted.
     pub started: Option<Instant>,
+    /// A Copy command's progress (one boxed job per Copy; Copy is not on the Read/Write
+    /// fast path).
+    pub copy: Option<Box<crate::copy::CopyJob>>,
 }
 
 #[derive(Debug)]
@@ -139,6 +142,10 @@ pub(crate) struct NsInfo {
     pub num_blocks: u64,
     pub volatile_cache: bool,
     pub unmap: bool,
+    /// The bdev serves `IoKind::Copy`; otherwise Copy is emulated with Read + Write.
+    pub copy: bool,
+    /// Write-protected (a snapshot): modifying commands are refused.
+    pub read_only: bool,
 }
 
 impl NsInfo {
@@ -153,6 +160,8 @@ impl NsInfo {
                 num_blocks: ns.bdev.num_blocks(),
                 volatile_cache: caps.volatile_write_cache,
                 unmap: caps.unmap,
+                copy: caps.copy,
+                read_only: caps.read_only,
             });
         }
         table
@@ -304,7 +313,8 @@ impl PollGroup {
         }
         let qp = self.qpairs[index].take().expect("checked above");
         for slot in qp.slots {
-            for buf in [slot.buf, slot.aux].into_iter().flatten() {
+            let job_buf = slot.copy.and_then(|mut j| j.take_buf());
+            for buf in [slot.buf, slot.aux, job_buf].into_iter().flatten() {
                 cx.put_buffer(buf);
             }
         }
