@@ -1,7 +1,7 @@
 //! NVM I/O commands of the blocking controller.
 
 use ferrite_nvme::command::opcode;
-use ferrite_nvme::io::{DatasetManagement, DsmRange, ReadWrite};
+use ferrite_nvme::io::{CopyCommand, CopySourceRange, DatasetManagement, DsmRange, ReadWrite};
 use ferrite_nvme::{Command, Completion};
 use zerocopy::IntoBytes;
 
@@ -13,6 +13,8 @@ use crate::qpair::SglMode;
 const WRITE_ZEROES_DEAC: u32 = 1 << 25;
 /// Most ranges in one Dataset Management command.
 const DSM_MAX_RANGES: usize = 256;
+/// Most source ranges in one Copy command (NR is 8 bits, 0-based).
+const COPY_MAX_RANGES: usize = 256;
 
 fn nlb(blocks: u32) -> Result<u16> {
     blocks
@@ -170,6 +172,61 @@ impl Controller {
         .to_command(0);
         self.io_cmd(qid, &cmd, IoData::Write(list.as_bytes()))?;
         Ok(())
+    }
+
+    /// Copy (descriptor format 0h): the `(lba, blocks)` source ranges, in order, to
+    /// consecutive blocks from `sdlba`, with Force Unit Access if `fua`. On failure the
+    /// error is the status; [`Controller::copy_completion`] also gives CQE Dword 0 (the
+    /// lowest source range not copied).
+    pub fn copy(
+        &mut self,
+        qid: u16,
+        nsid: u32,
+        sdlba: u64,
+        ranges: &[(u64, u32)],
+        fua: bool,
+    ) -> Result<()> {
+        let cqe = self.copy_completion(qid, nsid, sdlba, ranges, fua)?;
+        let status = cqe.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(HostError::Status(status))
+        }
+    }
+
+    /// [`Controller::copy`] returning the completion whatever its status.
+    pub fn copy_completion(
+        &mut self,
+        qid: u16,
+        nsid: u32,
+        sdlba: u64,
+        ranges: &[(u64, u32)],
+        fua: bool,
+    ) -> Result<Completion> {
+        if ranges.is_empty() || ranges.len() > COPY_MAX_RANGES {
+            return Err(HostError::InvalidArgument(format!(
+                "{} ranges: must be 1..={COPY_MAX_RANGES}",
+                ranges.len()
+            )));
+        }
+        let list = ranges
+            .iter()
+            .map(|&(lba, blocks)| {
+                CopySourceRange::new(lba, blocks).map_err(|_| {
+                    HostError::InvalidArgument(format!("{blocks} blocks: must be 1..=65536"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let cmd = CopyCommand {
+            nsid,
+            sdlba,
+            nr: (ranges.len() - 1) as u8,
+            fua,
+            ..CopyCommand::default()
+        }
+        .to_command(0);
+        self.raw_io(qid, &cmd, IoData::Write(list.as_bytes()))
     }
 
     fn blocks_of(&mut self, nsid: u32, len: usize) -> Result<u32> {
