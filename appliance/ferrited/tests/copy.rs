@@ -99,6 +99,8 @@ fn copy_on_malloc_is_offloaded_and_advertised() {
         false,
     );
     copy_and_verify(&mut c, &[(5, 1)], 30_000, bs, true);
+    // A range overlapping its destination (emulated: one chunk, read before written).
+    copy_and_verify(&mut c, &[(100, 50)], 120, bs, false);
     t.stop();
 }
 

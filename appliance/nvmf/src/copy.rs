@@ -2,7 +2,9 @@
 //! consecutive destination LBAs of the same namespace.
 //!
 //! Each range goes to the backend as one `IoKind::Copy` when the bdev can
-//! (`Capabilities::copy`: offloaded or done in metadata), otherwise it is emulated here with
+//! (`Capabilities::copy`: offloaded or done in metadata) and the range does not overlap its
+//! destination (a reflink refuses that, and the result is undefined anyway), otherwise it is
+//! emulated here with
 //! Read then Write through one pooled buffer of at most [`MAX_TRANSFER_BYTES`]. Either way a
 //! command has exactly one backend operation in flight: the next one is issued from the
 //! completion of the previous, so a long Copy interleaves with every other command of the
@@ -188,7 +190,14 @@ impl PollGroup {
             .is_none_or(|c| c.write_cache_enabled());
         let fua = cmd.fua || (!write_cache_enabled && ns.volatile_cache);
         let offload = ns.copy;
-        let buf = if offload {
+        let mut dst = cmd.sdlba;
+        let emulates = !offload
+            || ranges.iter().any(|&(src, n)| {
+                let hit = overlaps(src, dst, n);
+                dst += u64::from(n);
+                hit
+            });
+        let buf = if !emulates {
             None
         } else {
             let chunk = chunk_blocks(ns.block_size) as usize * ns.block_size as usize;
@@ -346,7 +355,7 @@ impl CopyJob {
         };
         let src = src + u64::from(self.done_in_range);
         let left = len - self.done_in_range;
-        if self.offload {
+        if self.offload && !overlaps(src, self.dst, left) {
             self.phase = Phase::Offloaded {
                 blocks: u64::from(left),
             };
@@ -379,6 +388,12 @@ impl CopyJob {
             }
         }
     }
+}
+
+/// Whether `n` blocks at `src` and at `dst` share a block.
+fn overlaps(src: u64, dst: u64, n: u32) -> bool {
+    let n = u64::from(n);
+    src < dst.saturating_add(n) && dst < src.saturating_add(n)
 }
 
 /// Blocks per emulation chunk: one pooled large buffer.
@@ -567,6 +582,23 @@ mod tests {
         );
         let ops = run(job(vec![(0, 1)], true, false));
         assert_eq!(ops.len(), 1);
+        // A range overlapping its destination is emulated even when the bdev offloads.
+        let ops = run(job(vec![(990, 20)], true, false));
+        assert_eq!(
+            ops,
+            vec![
+                IoKind::Read {
+                    lba: 990,
+                    blocks: 20
+                },
+                IoKind::Write {
+                    lba: 1000,
+                    blocks: 20,
+                    fua: true
+                },
+            ]
+        );
+        assert!(overlaps(0, 7, 8) && !overlaps(0, 8, 8) && overlaps(8, 0, 9));
     }
 
     #[test]

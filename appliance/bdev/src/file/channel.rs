@@ -410,9 +410,32 @@ impl IoChannel for UringChannel {
             self.stats.rejected += 1;
             return Err((io, BdevError::Unsupported("unmap")));
         }
-        if matches!(io.kind, IoKind::Copy { .. }) {
-            self.stats.rejected += 1;
-            return Err((io, BdevError::Unsupported("copy")));
+        if let IoKind::Copy {
+            src_lba,
+            dst_lba,
+            blocks,
+        } = io.kind
+        {
+            if !self.shared.reflink {
+                self.stats.rejected += 1;
+                return Err((io, BdevError::Unsupported("copy")));
+            }
+            // A reflink is metadata-only: done now, reported by the next poll (see
+            // `reflink`). Zero blocks would mean "to the end of the file" to the kernel.
+            let bs = u64::from(self.shared.geometry.block_size);
+            let result = if blocks == 0 {
+                Ok(())
+            } else {
+                let file = &self.shared.file;
+                sys::clone_range(file, src_lba * bs, blocks * bs, file, dst_lba * bs)
+                    .map_err(BdevError::Io)
+            };
+            self.stats.submitted += 1;
+            if result.is_err() {
+                self.stats.failed += 1;
+            }
+            self.ready.push_back((io, result));
+            return Ok(());
         }
         let Some(&slot) = self.free.last() else {
             self.stats.queue_full += 1;

@@ -10,6 +10,9 @@
 //!   on block devices with a write-zeroes command (the kernel then zeroes, possibly by
 //!   deallocating, and never falls back to writing); otherwise `Capabilities::unmap` is false
 //!   and Unmap is refused. Either way an unmapped range reads back zeroes.
+//! - Copy: offloaded with reflink (`FICLONERANGE`) when the file system supports it for this
+//!   file, probed at open (see `reflink`); otherwise `Capabilities::copy` is false and callers
+//!   emulate it.
 //! - UUID: derived from the file's device and inode numbers (the block device number for a
 //!   block device), so it survives restarts and renames but changes if the file is replaced by
 //!   a copy. `with_uuid` overrides it when the configuration stores one.
@@ -19,6 +22,7 @@
 //! logical block size from BLKSSZGET.
 
 mod channel;
+mod reflink;
 pub(crate) mod sys;
 
 use std::fs::{File, OpenOptions};
@@ -44,6 +48,8 @@ struct FileShared {
     /// False once a ZERO_RANGE fallocate came back EOPNOTSUPP: later WriteZeroes write zeroes.
     zero_range: AtomicBool,
     unmap: bool,
+    /// Copy is served by FICLONERANGE (probed at open).
+    reflink: bool,
 }
 
 /// A block device backed by a file or a Linux block device.
@@ -126,13 +132,23 @@ impl FileBdev {
         } else {
             probe_punch_hole(&file, size, block_size, path)
         };
+        let reflink = if is_blockdev {
+            Err("block device".to_string())
+        } else {
+            reflink::probe(&file, size, block_size)
+        };
+        if let Err(reason) = &reflink {
+            log::info!("file bdev {name}: copy is emulated: {reason}");
+        }
+        let reflink = reflink.is_ok();
         let uuid = file_uuid(&meta);
         log::info!(
-            "file bdev {name}: {} ({} blocks of {block_size} bytes, {}, unmap {})",
+            "file bdev {name}: {} ({} blocks of {block_size} bytes, {}, unmap {}, copy offload {})",
             path.display(),
             geometry.num_blocks,
             if direct { "O_DIRECT" } else { "buffered" },
             if unmap { "on" } else { "off" },
+            if reflink { "reflink" } else { "off" },
         );
         Ok(Self {
             name: name.to_owned(),
@@ -145,6 +161,7 @@ impl FileBdev {
                 geometry,
                 zero_range: AtomicBool::new(true),
                 unmap,
+                reflink,
             }),
         })
     }
@@ -235,7 +252,7 @@ impl BlockDevice for FileBdev {
             unmap: self.shared.unmap,
             volatile_write_cache: true,
             max_transfer_bytes: MAX_TRANSFER_BYTES,
-            copy: false,
+            copy: self.shared.reflink,
             read_only: false,
             thin_provisioned: false,
         }

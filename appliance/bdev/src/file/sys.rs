@@ -131,3 +131,47 @@ pub(super) fn dio_offset_align(fd: &impl AsRawFd) -> Option<u32> {
     }
     Some(stx.stx_dio_offset_align)
 }
+
+/// FICLONERANGE: makes `len` bytes of `dst` at `dst_offset` share the extents of `src` at
+/// `src_offset` (a reflink: metadata only, no data is read or written). `len` 0 means "to the
+/// end of `src`". Offsets and length must be multiples of the file system block size.
+pub(super) fn clone_range(
+    src: &impl AsRawFd,
+    src_offset: u64,
+    len: u64,
+    dst: &impl AsRawFd,
+    dst_offset: u64,
+) -> io::Result<()> {
+    let arg = libc::file_clone_range {
+        src_fd: i64::from(src.as_raw_fd()),
+        src_offset,
+        src_length: len,
+        dest_offset: dst_offset,
+    };
+    // SAFETY: FICLONERANGE reads one file_clone_range through the pointer, which points to a
+    // live local; the kernel writes no memory of ours.
+    let rc = unsafe {
+        libc::ioctl(
+            dst.as_raw_fd(),
+            libc::FICLONERANGE,
+            &arg as *const libc::file_clone_range,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The file system of an open file: its magic number (statfs f_type) and block size.
+pub(super) fn fs_type(fd: &impl AsRawFd) -> io::Result<(i64, u64)> {
+    // SAFETY: statfs is plain old data; all-zero is a valid value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: fstatfs writes one statfs into `st`, a live local, for a valid fd.
+    let rc = unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type and f_bsize are i64 on some targets only
+    Ok((st.f_type as i64, st.f_bsize as u64))
+}
