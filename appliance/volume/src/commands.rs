@@ -65,10 +65,11 @@ impl Owner {
 
     fn valid_size(&self, size: u64) -> Result<(), VolumeError> {
         let bs = u64::from(self.shared.block_size);
-        if size == 0 || size % bs != 0 || size > MAX_VOLUME_BYTES {
+        let max = MAX_VOLUME_BYTES.min(self.state.max_volume_clusters() * self.state.cluster_size);
+        if size == 0 || size % bs != 0 || size > max {
             return Err(VolumeError::InvalidSize {
                 size,
-                reason: format!("must be a positive multiple of the block size {bs}, at most {MAX_VOLUME_BYTES}"),
+                reason: format!("must be a positive multiple of the block size {bs}, at most {max} (64 times the pool)"),
             });
         }
         Ok(())

@@ -35,6 +35,9 @@ const RESERVE_BATCH: u64 = 32;
 /// Freed clusters zeroed per owner iteration.
 const ZERO_BATCH: usize = 256;
 
+/// A cluster of a volume: (volume, virtual cluster number).
+pub(crate) type VolCluster = (VolId, u64);
+
 pub(crate) enum Init {
     Create { name: String, opts: PoolOptions },
     Open,
@@ -464,7 +467,7 @@ impl Owner {
     pub(crate) fn copy_on_write(
         &mut self,
         cows: &[(VolId, u64)],
-    ) -> Result<(Vec<Op>, Vec<(VolId, u64)>), VolumeError> {
+    ) -> Result<(Vec<Op>, Vec<VolCluster>), VolumeError> {
         if cows.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
@@ -978,8 +981,8 @@ fn open_layout(disks: &mut Disks) -> Result<(Vec<MemberLabel>, State, Store), Vo
             .push(slots[m].take().expect("each member once"));
     }
     let labels: Vec<MemberLabel> = labels.into_iter().map(|(l, _)| l).collect();
-    let loaded = Store::load(disks, &labels[0])?;
     let total: u64 = labels.iter().map(|l| l.data_clusters).sum();
+    let loaded = Store::load(disks, &labels[0], total)?;
     let st = &loaded.state;
     if st.total_clusters != total || st.cluster_size != labels[0].cluster_size {
         return Err(VolumeError::Metadata {

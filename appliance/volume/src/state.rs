@@ -155,6 +155,12 @@ impl State {
         }
     }
 
+    /// Longest table a volume may have: thin volumes may overcommit the pool 64 times (at
+    /// least 2^20 clusters), which bounds table memory (and what a damaged record can ask for).
+    pub fn max_volume_clusters(&self) -> u64 {
+        (self.total_clusters * 64).max(1 << 20)
+    }
+
     /// Table length of a volume of `size` bytes.
     pub fn clusters_for(&self, size: u64) -> u64 {
         size.div_ceil(self.cluster_size)
@@ -263,6 +269,9 @@ impl State {
                         self.copy_table(*snap)
                     }
                     _ => {
+                        if self.clusters_for(rec.size) > self.max_volume_clusters() {
+                            return fail(format!("size {} too large", rec.size));
+                        }
                         if rec.kind != VolumeKind::Volume || rec.parent.is_some() {
                             return fail("a created volume has no parent".into());
                         }
@@ -321,6 +330,9 @@ impl State {
                 }
             }
             Op::Resize { vol, size } => {
+                if self.clusters_for(*size) > self.max_volume_clusters() {
+                    return fail(format!("size {size} too large"));
+                }
                 let n = self.clusters_for(*size) as usize;
                 let Some(v) = self.volumes.get_mut(vol) else {
                     return fail(format!("no volume {vol}"));
@@ -710,8 +722,9 @@ impl State {
         e.buf
     }
 
-    /// Decodes a checkpoint; `total_clusters`/`cluster_size` must match the pool's labels.
-    pub fn decode(bytes: &[u8]) -> Result<State, CodecError> {
+    /// Decodes a checkpoint of a pool of at most `max_clusters` clusters (refused before
+    /// allocating anything bigger).
+    pub fn decode(bytes: &[u8], max_clusters: u64) -> Result<State, CodecError> {
         let bad = |s: String| CodecError::Invalid(s);
         let mut d = Dec::new(bytes);
         let v = d.u8()?;
@@ -720,7 +733,7 @@ impl State {
         }
         let cluster_size = d.var()?;
         let total = d.var()?;
-        if cluster_size == 0 || total > (1 << 40) {
+        if cluster_size == 0 || total > max_clusters {
             return Err(bad(format!("geometry {cluster_size} x {total}")));
         }
         let mut s = State::new(cluster_size, total);
@@ -729,7 +742,7 @@ impl State {
         for _ in 0..nvol {
             let rec = dec_rec(&mut d)?;
             let len = d.var()?;
-            if len != s.clusters_for(rec.size) {
+            if len != s.clusters_for(rec.size) || len > s.max_volume_clusters() {
                 return Err(bad(format!("{}: table length {len}", rec.name)));
             }
             let mut t = vec![NONE; len as usize];
@@ -1036,14 +1049,18 @@ mod tests {
             assert!(decode_ops(&bytes[..cut]).is_err(), "truncated at {cut}");
         }
         let cp = s.encode();
-        let back = State::decode(&cp).expect("valid checkpoint");
+        let back = State::decode(&cp, 64).expect("valid checkpoint");
         assert_eq!(back, s);
         for cut in 0..cp.len() {
-            assert!(State::decode(&cp[..cut]).is_err(), "truncated at {cut}");
+            assert!(State::decode(&cp[..cut], 64).is_err(), "truncated at {cut}");
         }
+        assert!(
+            State::decode(&cp, 63).is_err(),
+            "more clusters than the labels say"
+        );
         let mut garbled = cp.clone();
         garbled[0] = 9;
-        assert!(State::decode(&garbled).is_err());
+        assert!(State::decode(&garbled, 64).is_err());
         assert!(decode_ops(&[1, 99]).is_err());
     }
 }

@@ -76,14 +76,18 @@ impl Store {
         Ok(s)
     }
 
-    pub fn load(disks: &mut Disks, label: &MemberLabel) -> Result<Loaded, VolumeError> {
+    pub fn load(
+        disks: &mut Disks,
+        label: &MemberLabel,
+        total_clusters: u64,
+    ) -> Result<Loaded, VolumeError> {
         let mut store = Store::new(label);
         let mut best: Option<(u64, u64, State)> = None;
         let mut problems = Vec::new();
         for slot in 0..2u64 {
             let at = store.slot_offset + slot * store.slot_size;
             match store.read_frame(disks, FrameKind::Checkpoint, at, store.slot_size) {
-                Ok(Some((seq, payload))) => match State::decode(&payload) {
+                Ok(Some((seq, payload))) => match State::decode(&payload, total_clusters) {
                     Ok(state) if best.as_ref().is_none_or(|b| seq > b.0) => {
                         best = Some((seq, slot, state));
                     }
