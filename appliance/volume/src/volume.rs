@@ -92,6 +92,11 @@ impl Volume {
         s
     }
 
+    /// The bdev name, `"<pool>/<volume>"` (also `BlockDevice::name`).
+    pub fn name(&self) -> &str {
+        &self.bdev_name
+    }
+
     pub fn pool_name(&self) -> &str {
         &self.shared.pool.name
     }
