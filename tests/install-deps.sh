@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the Linux-host end-to-end harness (ferrite-e2e) needs on a Debian/Ubuntu machine.
+# Installs what the Linux-host end-to-end harness (ferrite-e2e) and the file backend's reflink
+# test (an XFS image on a loop device) need on a Debian/Ubuntu machine.
 # Idempotent: runs `apt-get update` and `apt-get install` only when something is missing.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ needs=(
   "nvme|nvme-cli"
   "fio|fio"
   "mkfs.ext4|e2fsprogs"
+  "mkfs.xfs|xfsprogs"
   "sha256sum|coreutils"
   "mount|mount"
   "dmesg|util-linux"
