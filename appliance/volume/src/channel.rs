@@ -159,6 +159,16 @@ impl Drop for VolumeChannel {
     }
 }
 
+/// The error an Error entry fails requests with: EAGAIN marks a cluster in transition (a revert
+/// draining), which hosts should retry; any other code is a medium error.
+fn entry_error(code: u32) -> BdevError {
+    if code as i32 == libc::EAGAIN {
+        BdevError::NotReady("volume is being reverted")
+    } else {
+        BdevError::Io(std::io::Error::from_raw_os_error(code as i32))
+    }
+}
+
 fn sub_tag(slot: u32, piece: u64) -> u64 {
     (u64::from(slot) << 32) | piece
 }
@@ -180,8 +190,10 @@ impl Core {
         self.me.inflight[p].fetch_sub(1, Ordering::SeqCst);
     }
 
-    fn table(&self) -> Arc<MapTable> {
-        self.vol.table.load_full()
+    /// The current table through arc-swap's per-thread debt slots: no shared reference count
+    /// is touched per request (a `load_full` would bounce one cache line between reactors).
+    fn table(&self) -> arc_swap::Guard<Arc<MapTable>> {
+        self.vol.table.load()
     }
 
     /// Member and member LBA of block `off` inside physical cluster `pc`.
@@ -360,8 +372,7 @@ impl Core {
             match table.get(vc).state() {
                 EntryState::Error(code) => {
                     self.leave(p);
-                    let e = BdevError::Io(std::io::Error::from_raw_os_error(code as i32));
-                    return self.finish(s, Err(e));
+                    return self.finish(s, Err(entry_error(code)));
                 }
                 EntryState::Unallocated | EntryState::Shared(_) if write => {
                     if need.is_none() {
@@ -507,7 +518,6 @@ impl Core {
                 );
             }
             let cb = self.cb;
-            let eio = |c: u32| BdevError::Io(std::io::Error::from_raw_os_error(c as i32));
             match kind {
                 IoKind::WriteZeroes { lba, .. } | IoKind::Unmap { lba, .. } => {
                     let cur = lba + cursor;
@@ -518,7 +528,7 @@ impl Core {
                     match table.get(vc).state() {
                         EntryState::Error(c) => {
                             self.leave(p);
-                            return self.finish(s, Err(eio(c)));
+                            return self.finish(s, Err(entry_error(c)));
                         }
                         EntryState::Unallocated => {
                             self.leave(p);
@@ -570,7 +580,7 @@ impl Core {
                             }
                             EntryState::Error(c) => {
                                 self.leave(p);
-                                self.finish(s, Err(eio(c)))
+                                self.finish(s, Err(entry_error(c)))
                             }
                             _ => {
                                 self.leave(p);
@@ -580,7 +590,7 @@ impl Core {
                     }
                     if let (EntryState::Error(c), _) | (_, EntryState::Error(c)) = (es, ed) {
                         self.leave(p);
-                        return self.finish(s, Err(eio(c)));
+                        return self.finish(s, Err(entry_error(c)));
                     }
                     if soff == 0 && doff == 0 && len == cb && svc != dvc {
                         self.leave(p);
