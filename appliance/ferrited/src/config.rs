@@ -18,6 +18,12 @@
 //! path = "/var/lib/ferrite/disk0.img"
 //! size = "10GiB"           # created (sparse) when missing
 //!
+//! [[pool]]                 # opened at start (created when the members are blank)
+//! name = "tank"
+//! bdevs = ["disk0"]
+//! cluster_size = "1MiB"    # optional, only used when creating
+//! space_warning = 80       # optional, percent allocated that raises a warning
+//!
 //! [[subsystem]]
 //! nqn = "nqn.2026-01.io.ferrite:default"
 //! allow_any_host = false
@@ -60,8 +66,25 @@ pub struct Config {
     pub listen: Vec<SocketAddr>,
     #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
+    #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
+    pub pools: Vec<PoolConfig>,
     #[serde(default, rename = "subsystem", skip_serializing_if = "Vec::is_empty")]
     pub subsystems: Vec<SubsystemConfig>,
+}
+
+/// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
+/// are registered as bdevs `"<name>/<volume>"` when the pool opens.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    pub bdevs: Vec<String>,
+    /// Only used when the pool is created (blank members); default 1MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_size: Option<String>,
+    /// Percent of clusters allocated above which a warning is raised (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_warning: Option<u8>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -141,6 +164,7 @@ impl Config {
                 block_size: Some(4096),
                 path: None,
             }],
+            pools: Vec::new(),
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,
@@ -170,25 +194,9 @@ pub fn format_size(bytes: u64) -> String {
     bytes.to_string()
 }
 
-/// Parses "4096", "64K", "1GiB", "10G" (binary units).
+/// Parses "4096", "64K", "1GiB", "10G" (binary units), as the RPC methods do.
 pub fn parse_size(text: &str) -> Result<u64, ConfigError> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let value: u64 = digits
-        .parse()
-        .map_err(|_| ConfigError::Size(text.to_string()))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" | "kb" => 10,
-        "m" | "mib" | "mb" => 20,
-        "g" | "gib" | "gb" => 30,
-        "t" | "tib" | "tb" => 40,
-        _ => return Err(ConfigError::Size(text.to_string())),
-    };
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| ConfigError::Size(text.to_string()))
+    ferrite_rpc::methods::parse_size(text).map_err(|_| ConfigError::Size(text.to_string()))
 }
 
 /// Parses a UUID / NGUID written as 32 hex digits, dashes allowed.
@@ -232,6 +240,10 @@ mod tests {
             name = "ram0"
             kind = "malloc"
             size = "64MiB"
+            [[pool]]
+            name = "tank"
+            bdevs = ["ram0"]
+            cluster_size = "256KiB"
             [[subsystem]]
             nqn = "nqn.2026-01.io.ferrite:a"
             hosts = ["nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-000000000001"]
@@ -239,6 +251,8 @@ mod tests {
         "#;
         let cfg = Config::parse(text, Path::new("t.toml")).expect("valid config");
         assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.pools[0].bdevs, vec!["ram0".to_string()]);
+        assert_eq!(cfg.pools[0].cluster_size.as_deref(), Some("256KiB"));
         assert_eq!(cfg.subsystems[0].namespaces[0].nsid, Some(1));
         let uuid = parse_hex16(
             cfg.subsystems[0].namespaces[0]

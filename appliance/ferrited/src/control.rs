@@ -9,12 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ferrite_bdev::BlockDevice;
 use ferrite_nvmf::{Target, Trtype};
 use ferrite_reactor::{ReactorStats, Spawner};
-use ferrite_rpc::protocol::{ALREADY_EXISTS, INVALID_PARAMS};
-use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError};
+use ferrite_rpc::protocol::{ALREADY_EXISTS, BUSY, INVALID_PARAMS};
+use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError, StatsHistory};
 use ferrite_transport_tcp::TcpTransport;
+use ferrite_volume::{Pool, PoolOptions};
 
 use crate::config::{format_size, BdevConfig, Config, NamespaceConfig, SubsystemConfig};
 use crate::daemon::open_bdev;
+use crate::pools::Pools;
 use crate::state::StateDir;
 
 /// Shared by the daemon and the RPC server threads.
@@ -28,6 +30,9 @@ pub struct Control {
     cores: Option<String>,
     idle: Option<String>,
     state: Option<StateDir>,
+    pub(crate) pools: Pools,
+    volume_lock: Mutex<()>,
+    stats_history: StatsHistory,
 }
 
 impl Control {
@@ -46,6 +51,9 @@ impl Control {
             cores: config.cores.clone(),
             idle: config.idle.clone(),
             state,
+            pools: Pools::default(),
+            volume_lock: Mutex::new(()),
+            stats_history: StatsHistory::default(),
         }
     }
 
@@ -124,6 +132,7 @@ impl Control {
                 .keys()
                 .filter_map(|name| bdevs.get(name).cloned())
                 .collect(),
+            pools: self.pools.configs(),
             subsystems,
         }
     }
@@ -193,6 +202,19 @@ impl Appliance for Control {
     }
 
     fn delete_bdev(&self, name: &str) -> Result<(), RpcError> {
+        let _guard = self.volume_lock();
+        if let Some(pool) = self.pools.pool_of_bdev(name) {
+            return Err(RpcError::new(
+                BUSY,
+                format!("bdev {name} is a member of pool {pool} (delete the pool first)"),
+            ));
+        }
+        if !self.bdevs().contains_key(name) && self.target.config().bdevs.contains_key(name) {
+            return Err(RpcError::new(
+                BUSY,
+                format!("bdev {name} is a volume: delete it with volume_delete or snapshot_delete"),
+            ));
+        }
         let bdev = self.target.remove_bdev(name)?;
         let record = self.bdevs().remove(name);
         if let Some(path) = record.and_then(|r| r.path) {
@@ -263,5 +285,38 @@ impl Appliance for Control {
             log::error!("{e}");
             RpcError::internal(format!("the change is live but was not persisted: {e}"))
         })
+    }
+
+    fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.all()
+    }
+
+    fn create_pool(
+        &self,
+        name: &str,
+        bdevs: &[String],
+        opts: PoolOptions,
+    ) -> Result<Arc<Pool>, RpcError> {
+        self.pools.create(&self.target, name, bdevs, opts)
+    }
+
+    fn delete_pool(&self, name: &str, force: bool) -> Result<(), RpcError> {
+        self.pools.destroy(name, force)
+    }
+
+    fn set_space_warning(&self, pool: &str, percent: u8) -> Result<(), RpcError> {
+        self.pools.set_space_warning(pool, percent)
+    }
+
+    fn pool_of_bdev(&self, bdev: &str) -> Option<String> {
+        self.pools.pool_of_bdev(bdev)
+    }
+
+    fn volume_lock(&self) -> MutexGuard<'_, ()> {
+        self.volume_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn stats_history(&self) -> &StatsHistory {
+        &self.stats_history
     }
 }

@@ -113,6 +113,20 @@ impl Daemon {
                 .with_context(|| format!("bdev {}", b.name))?;
             control.record_bdev(b, bdev.as_ref());
         }
+        // Pools after their members, before the subsystems that export their volumes.
+        for p in &config.pools {
+            let pool = control.pools.open_configured(&target, p)?;
+            let n = ferrite_rpc::volumes::register_pool(&target, &pool)
+                .with_context(|| format!("pool {}: registering its volumes", p.name))?;
+            let info = pool.info();
+            log::info!(
+                "pool {}: {} volumes/snapshots, {} of {} clusters allocated",
+                p.name,
+                n,
+                info.allocated_clusters,
+                info.total_clusters
+            );
+        }
         for s in &config.subsystems {
             target
                 .create_subsystem(SubsystemParams {
@@ -129,6 +143,13 @@ impl Daemon {
                     .with_context(|| format!("subsystem {} host {host}", s.nqn))?;
             }
             for ns in &s.namespaces {
+                if let Some(pool) = control.pools.pool_of_bdev(&ns.bdev) {
+                    bail!(
+                        "subsystem {}: bdev {} is a member of pool {pool} and cannot be exported",
+                        s.nqn,
+                        ns.bdev
+                    );
+                }
                 let hex = |field: &str, v: &Option<String>| -> Result<Option<[u8; 16]>> {
                     v.as_deref()
                         .map(|t| {
@@ -239,7 +260,8 @@ impl Daemon {
     }
 
     /// Controlled stop: the control socket closes, controllers fail (hosts see their queues
-    /// close), listeners and connections close, reactors stop, backing files are synced.
+    /// close), listeners and connections close, reactors stop, pools write a checkpoint and
+    /// close, backing files are synced.
     pub fn shutdown(mut self) -> Result<()> {
         if let Some(mut rpc) = self.rpc.take() {
             rpc.stop();
@@ -249,6 +271,8 @@ impl Daemon {
         self.runtime
             .shutdown()
             .map_err(|e| anyhow!("stopping reactors: {e}"))?;
+        // Nothing writes any more: checkpoint every pool.
+        self.control.pools.close_all();
         for path in self.control.files() {
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
                 log::warn!("sync {}: {e}", path.display());

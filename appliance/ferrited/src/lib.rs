@@ -6,9 +6,10 @@
 pub mod config;
 mod control;
 mod daemon;
+mod pools;
 pub mod state;
 
-pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, SubsystemConfig};
+pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, PoolConfig, SubsystemConfig};
 pub use control::Control;
 pub use daemon::{Daemon, DaemonOptions, RpcSocket};
 pub use state::{StateDir, StateError};

@@ -4,12 +4,14 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, MutexGuard};
 
 use ferrite_nvmf::Target;
 use ferrite_reactor::ReactorStats;
+use ferrite_volume::{Pool, PoolOptions};
 
 use crate::protocol::RpcError;
+use crate::stats::StatsHistory;
 
 /// A backend to create (`bdev_malloc_create`, `bdev_file_create`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,4 +75,37 @@ pub trait Appliance: Send + Sync {
 
     /// Called after every accepted change: persists the state when the daemon keeps one.
     fn persist(&self) -> Result<(), RpcError>;
+
+    /// Open pools, sorted by name.
+    fn pools(&self) -> Vec<Arc<Pool>>;
+
+    fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pools().into_iter().find(|p| p.name() == name)
+    }
+
+    /// Creates a pool over registered bdevs that no pool uses and no namespace exports.
+    /// Called with [`Appliance::volume_lock`] held.
+    fn create_pool(
+        &self,
+        name: &str,
+        bdevs: &[String],
+        opts: PoolOptions,
+    ) -> Result<Arc<Pool>, RpcError>;
+
+    /// Destroys a pool (its labels are erased). Its volume bdevs are already unregistered by
+    /// the caller. Called with [`Appliance::volume_lock`] held.
+    fn delete_pool(&self, name: &str, force: bool) -> Result<(), RpcError>;
+
+    /// Records a pool's space-warning threshold (kept in the configuration).
+    fn set_space_warning(&self, pool: &str, percent: u8) -> Result<(), RpcError>;
+
+    /// The pool a bdev belongs to as a member.
+    fn pool_of_bdev(&self, bdev: &str) -> Option<String>;
+
+    /// Serializes pool and volume changes with namespace additions, so a bdev cannot become a
+    /// pool member and a namespace at the same time.
+    fn volume_lock(&self) -> MutexGuard<'_, ()>;
+
+    /// The previous `stats_get` sample per volume (rates are averaged since then).
+    fn stats_history(&self) -> &StatsHistory;
 }

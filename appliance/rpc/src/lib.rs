@@ -14,6 +14,7 @@ pub mod methods;
 pub mod protocol;
 mod server;
 mod stats;
+pub mod volumes;
 
 pub use appliance::{Appliance, BdevOrigin, BdevSpec};
 pub use client::{Client, ClientError};
@@ -21,3 +22,4 @@ pub use protocol::{Request, Response, RpcError};
 pub use server::{
     default_socket_path, RpcServer, ServerError, IDLE_TIMEOUT, MAX_CLIENTS, MAX_REQUEST_BYTES,
 };
+pub use stats::StatsHistory;

@@ -21,6 +21,8 @@ pub const ALREADY_EXISTS: i32 = -17;
 pub const NOT_FOUND: i32 = -19;
 /// The object is in use (-EBUSY).
 pub const BUSY: i32 = -16;
+/// The pool has no room left (-ENOSPC).
+pub const NO_SPACE: i32 = -28;
 
 /// An error as it goes on the wire: `{"code": .., "message": ..}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Error)]
@@ -61,6 +63,7 @@ impl RpcError {
             ALREADY_EXISTS => "already exists",
             NOT_FOUND => "not found",
             BUSY => "busy",
+            NO_SPACE => "no space",
             _ => "error",
         }
     }
@@ -82,6 +85,29 @@ impl From<ferrite_nvmf::NvmfError> for RpcError {
             | E::NamespacesFull { .. }
             | E::InvalidParameter { .. }
             | E::DiscoveryReadOnly => INVALID_PARAMS,
+        };
+        RpcError::new(code, e.to_string())
+    }
+}
+
+impl From<ferrite_volume::VolumeError> for RpcError {
+    fn from(e: ferrite_volume::VolumeError) -> RpcError {
+        use ferrite_volume::VolumeError as E;
+        let code = match &e {
+            E::NoSuchVolume(_) => NOT_FOUND,
+            E::Exists(_) => ALREADY_EXISTS,
+            E::PoolFull { .. } | E::MetadataFull { .. } => NO_SPACE,
+            E::InUse { .. } | E::HasClones { .. } | E::NotEmpty { .. } | E::HasData { .. } => BUSY,
+            E::TooSmall { .. }
+            | E::DamagedLabel { .. }
+            | E::NotASnapshot(_)
+            | E::NotAClone(_)
+            | E::ReadOnly(_)
+            | E::InvalidName { .. }
+            | E::InvalidSize { .. }
+            | E::InvalidConfig(_)
+            | E::BadMembers { .. } => INVALID_PARAMS,
+            _ => INTERNAL_ERROR,
         };
         RpcError::new(code, e.to_string())
     }

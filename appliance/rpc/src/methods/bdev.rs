@@ -120,21 +120,29 @@ pub(super) fn list(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
             })
             .collect();
         let origin = app.bdev_origin(name);
+        let volume_kind = crate::volumes::split_name(name)
+            .ok()
+            .and_then(|(pool, vol)| app.pool(pool)?.volume(vol))
+            .map(|v| crate::volumes::kind_str(v.info().kind));
         let b = &entry.bdev;
         let caps = b.capabilities();
         out.push(json!({
             "name": name,
-            "kind": origin.as_ref().map(|o| o.kind.clone()),
+            "kind": volume_kind.map(str::to_string).or_else(|| origin.as_ref().map(|o| o.kind.clone())),
+            "pool": app.pool_of_bdev(name),
             "filename": origin.and_then(|o| o.filename).map(|f| f.display().to_string()),
             "block_size": b.block_size(),
             "num_blocks": b.num_blocks(),
             "uuid": format_uuid(&b.uuid()),
-            "claimed": !claimed_by.is_empty(),
+            "claimed": !claimed_by.is_empty() || app.pool_of_bdev(name).is_some(),
             "claimed_by": claimed_by,
             "supported_io_types": {
                 "write_zeroes": caps.write_zeroes,
                 "unmap": caps.unmap,
+                "copy": caps.copy,
             },
+            "read_only": caps.read_only,
+            "thin_provisioned": caps.thin_provisioned,
             "volatile_write_cache": caps.volatile_write_cache,
         }));
     }

@@ -5,7 +5,9 @@
 
 mod bdev;
 mod nvmf;
+mod pool;
 mod system;
+mod volume;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -54,6 +56,24 @@ pub static METHODS: &[Method] = &[
     m("nvmf_get_subsystems", false, nvmf::get_subsystems),
     m("nvmf_get_controllers", false, nvmf::get_controllers),
     m("nvmf_get_qpairs", false, nvmf::get_qpairs),
+    m("pool_create", true, pool::create),
+    m("pool_list", false, pool::list),
+    m("pool_info", false, pool::info),
+    m("pool_check", false, pool::check),
+    m("pool_delete", true, pool::delete),
+    m("pool_set_space_warning", true, pool::set_space_warning),
+    m("volume_create", true, volume::create),
+    m("volume_list", false, volume::list),
+    m("volume_info", false, volume::info),
+    m("volume_resize", true, volume::resize),
+    m("volume_rename", true, volume::rename),
+    m("volume_delete", true, volume::delete),
+    m("volume_inflate", true, volume::inflate),
+    m("volume_revert", true, volume::revert),
+    m("snapshot_create", true, volume::snapshot_create),
+    m("snapshot_list", false, volume::snapshot_list),
+    m("snapshot_delete", true, volume::snapshot_delete),
+    m("clone_create", true, volume::clone_create),
     m("stats_get", false, system::stats_get),
     m("save_config", false, system::save_config),
     m("log_set_level", false, system::log_set_level),
@@ -88,6 +108,47 @@ pub fn dispatch(app: &dyn Appliance, method: &str, params: Value) -> Result<Valu
 /// Decodes typed parameters; errors name the field and the expected type.
 pub(crate) fn params<T: DeserializeOwned>(value: Value) -> Result<T, RpcError> {
     serde_json::from_value(value).map_err(|e| RpcError::invalid_params(e.to_string()))
+}
+
+/// A size in bytes: a number, or a string such as "4096", "64K", "10GiB" (binary units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl<'de> serde::Deserialize<'de> for Size {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("a size must be a number of bytes or a string like \"10GiB\"")
+        })? {
+            Raw::Number(n) => Ok(Size(n)),
+            Raw::Text(t) => parse_size(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Parses "4096", "64K", "1GiB", "10G" (binary units).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || {
+        format!("invalid size {text:?}: use bytes or a number with K, M, G, T (KiB, MiB, GiB, TiB)")
+    };
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let value: u64 = digits.parse().map_err(|_| bad())?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" | "kb" => 10,
+        "m" | "mib" | "mb" => 20,
+        "g" | "gib" | "gb" => 30,
+        "t" | "tib" | "tb" => 40,
+        _ => return Err(bad()),
+    };
+    value.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
 /// Parses a UUID or NGUID: 32 hex digits, dashes allowed anywhere.
@@ -138,6 +199,18 @@ mod tests {
         assert!(parse_hex16("nguid", "0011").is_err());
         assert!(parse_hex16("nguid", "zz112233445566778899aabbccddeeff").is_err());
         assert!(parse_hex16("nguid", "é0112233445566778899aabbccddeef").is_err());
+    }
+
+    #[test]
+    fn sizes_are_numbers_or_strings() {
+        let s: Size = serde_json::from_value(serde_json::json!("10GiB")).expect("text");
+        assert_eq!(s, Size(10 << 30));
+        let s: Size = serde_json::from_value(serde_json::json!(4096)).expect("number");
+        assert_eq!(s, Size(4096));
+        let e = serde_json::from_value::<Size>(serde_json::json!("1.5G")).expect_err("bad");
+        assert!(e.to_string().contains("1.5G"), "{e}");
+        assert!(serde_json::from_value::<Size>(serde_json::json!(-1)).is_err());
+        assert!(parse_size("99999999999999T").is_err());
     }
 
     #[test]

@@ -83,6 +83,17 @@ pub(super) fn add_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
         .transpose()?;
     // SPDK treats nsid 0 as "pick one".
     let nsid = ns.nsid.filter(|&n| n != 0);
+    // Held so the bdev cannot join a pool between the check and the export.
+    let _guard = app.volume_lock();
+    if let Some(pool) = app.pool_of_bdev(&ns.bdev_name) {
+        return Err(RpcError::new(
+            crate::protocol::BUSY,
+            format!(
+                "bdev {} is a member of pool {pool} and cannot be exported; export its volumes (\"{pool}/<volume>\") instead",
+                ns.bdev_name
+            ),
+        ));
+    }
     let nsid = app.target().add_namespace(
         &p.nqn,
         NamespaceParams {

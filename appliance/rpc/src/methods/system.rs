@@ -10,7 +10,7 @@ use crate::stats;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct NoParams {}
+pub(super) struct NoParams {}
 
 pub(super) fn stats_get(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let _: NoParams = params(p)?;
