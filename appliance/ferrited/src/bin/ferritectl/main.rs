@@ -2,6 +2,7 @@
 //! method (docs/rpc.md); `--json` prints the raw result for scripts.
 
 mod client;
+mod human;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -49,6 +50,18 @@ enum Cmd {
     /// Listeners (nvmf_subsystem_add_listener / remove_listener).
     #[command(subcommand)]
     Listener(ListenerCmd),
+    /// Storage pools (pool_*).
+    #[command(subcommand)]
+    Pool(PoolCmd),
+    /// Volumes and clones of pools (volume_*); bdev names are POOL/NAME.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Snapshots (snapshot_*).
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Clones of snapshots (clone_create).
+    #[command(subcommand)]
+    Clone(CloneCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -161,6 +174,107 @@ enum ListenerCmd {
     Add { nqn: String, addr: SocketAddr },
     /// Stop accepting on ADDR:PORT (established connections stay).
     Remove { nqn: String, addr: SocketAddr },
+}
+
+#[derive(Debug, Subcommand)]
+enum PoolCmd {
+    /// Create a pool over blank bdevs (pool_create).
+    Create {
+        name: String,
+        #[arg(required = true)]
+        bdevs: Vec<String>,
+        /// Cluster size: 64KiB..64MiB, a power of two (default 1MiB).
+        #[arg(long)]
+        cluster_size: Option<String>,
+    },
+    /// List pools and their space (pool_list).
+    List,
+    /// A pool's members, space, volumes and recent events (pool_info).
+    Info { name: String },
+    /// Verify the pool's metadata; exits 1 when errors are found (pool_check).
+    Check { name: String },
+    /// Destroy a pool; --force also when it holds volumes (pool_delete).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Percent allocated above which a warning event is raised (pool_set_space_warning).
+    SetSpaceWarning { name: String, percent: u8 },
+}
+
+#[derive(Debug, Subcommand)]
+enum VolumeCmd {
+    /// Create a volume, thin unless --thick (volume_create); its bdev is POOL/NAME.
+    Create {
+        pool: String,
+        name: String,
+        /// Size: bytes or 10GiB, 512M, ...
+        size: String,
+        #[arg(long)]
+        thick: bool,
+    },
+    /// List volumes and clones (volume_list).
+    List {
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// One volume, clone or snapshot with its counters (volume_info).
+    Info { name: String },
+    /// Grow or shrink online; --force drops data beyond the new end (volume_resize).
+    Resize {
+        name: String,
+        size: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Rename (volume_rename).
+    Rename { name: String, new_name: String },
+    /// Delete a volume or clone (volume_delete).
+    Delete { name: String },
+    /// Give a clone its own copy of every shared cluster (volume_inflate).
+    Inflate { name: String },
+    /// Revert a volume in place to one of its snapshots (volume_revert).
+    Revert { name: String, snapshot: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCmd {
+    /// Snapshot POOL/VOLUME:NAME; several pairs are taken at one instant (snapshot_create).
+    Create {
+        #[arg(required = true, value_name = "POOL/VOLUME:NAME")]
+        pairs: Vec<String>,
+    },
+    /// List snapshots (snapshot_list).
+    List {
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Delete a snapshot, also one with clones (snapshot_delete).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum CloneCmd {
+    /// A writable clone of POOL/SNAPSHOT named NAME (clone_create).
+    Create { snapshot: String, name: String },
+}
+
+/// "POOL/VOLUME:NAME" -> {volume, name}.
+fn snapshot_pair(text: &str) -> Result<Value> {
+    let (volume, name) = text
+        .rsplit_once(':')
+        .filter(|(v, n)| !v.is_empty() && !n.is_empty())
+        .ok_or_else(|| anyhow!("{text:?} is not POOL/VOLUME:NAME"))?;
+    Ok(json!({"volume": volume, "name": name}))
+}
+
+/// A size argument as the RPC takes it: a number stays a number.
+fn size_arg(text: &str) -> Value {
+    match text.parse::<u64>() {
+        Ok(n) => json!(n),
+        Err(_) => json!(text),
+    }
 }
 
 fn listen_address(addr: SocketAddr) -> Value {
@@ -323,6 +437,78 @@ fn run(args: Args) -> Result<()> {
             "nvmf_subsystem_remove_listener",
             json!({"nqn": nqn, "listen_address": listen_address(addr)}),
         ),
+        Cmd::Pool(PoolCmd::Create {
+            name,
+            bdevs,
+            cluster_size,
+        }) => {
+            let mut p = json!({"name": name, "bdevs": bdevs});
+            if let Some(c) = cluster_size {
+                p["cluster_size"] = size_arg(&c);
+            }
+            ("pool_create", p)
+        }
+        Cmd::Pool(PoolCmd::List) => ("pool_list", Value::Null),
+        Cmd::Pool(PoolCmd::Info { name }) => ("pool_info", json!({ "name": name })),
+        Cmd::Pool(PoolCmd::Check { name }) => {
+            let v = ctl.call("pool_check", json!({ "name": name }))?;
+            if json {
+                print_json(&v)?;
+            } else {
+                print_human("pool_check", &v)?;
+            }
+            if v["clean"] != true {
+                std::process::exit(1);
+            }
+            return Ok(());
+        }
+        Cmd::Pool(PoolCmd::Delete { name, force }) => {
+            ("pool_delete", json!({"name": name, "force": force}))
+        }
+        Cmd::Pool(PoolCmd::SetSpaceWarning { name, percent }) => (
+            "pool_set_space_warning",
+            json!({"name": name, "percent": percent}),
+        ),
+        Cmd::Volume(VolumeCmd::Create {
+            pool,
+            name,
+            size,
+            thick,
+        }) => (
+            "volume_create",
+            json!({"pool": pool, "name": name, "size": size_arg(&size), "thin": !thick}),
+        ),
+        Cmd::Volume(VolumeCmd::List { pool }) => ("volume_list", opt("pool", pool)),
+        Cmd::Volume(VolumeCmd::Info { name }) => ("volume_info", json!({ "name": name })),
+        Cmd::Volume(VolumeCmd::Resize { name, size, force }) => (
+            "volume_resize",
+            json!({"name": name, "size": size_arg(&size), "force": force}),
+        ),
+        Cmd::Volume(VolumeCmd::Rename { name, new_name }) => {
+            ("volume_rename", json!({"name": name, "new_name": new_name}))
+        }
+        Cmd::Volume(VolumeCmd::Delete { name }) => ("volume_delete", json!({ "name": name })),
+        Cmd::Volume(VolumeCmd::Inflate { name }) => ("volume_inflate", json!({ "name": name })),
+        Cmd::Volume(VolumeCmd::Revert { name, snapshot }) => {
+            ("volume_revert", json!({"name": name, "snapshot": snapshot}))
+        }
+        Cmd::Snapshot(SnapshotCmd::Create { pairs }) => {
+            let group = pairs
+                .iter()
+                .map(|p| snapshot_pair(p))
+                .collect::<Result<Vec<_>>>()?;
+            let p = if group.len() == 1 {
+                group[0].clone()
+            } else {
+                json!({ "group": group })
+            };
+            ("snapshot_create", p)
+        }
+        Cmd::Snapshot(SnapshotCmd::List { pool }) => ("snapshot_list", opt("pool", pool)),
+        Cmd::Snapshot(SnapshotCmd::Delete { name }) => ("snapshot_delete", json!({ "name": name })),
+        Cmd::Clone(CloneCmd::Create { snapshot, name }) => {
+            ("clone_create", json!({"snapshot": snapshot, "name": name}))
+        }
         Cmd::Controllers { nqn } => ("nvmf_get_controllers", opt("nqn", nqn)),
         Cmd::Qpairs { nqn } => ("nvmf_get_qpairs", opt("nqn", nqn)),
         Cmd::SaveConfig => ("save_config", Value::Null),
@@ -391,6 +577,9 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
 fn print_human(method: &str, v: &Value) -> Result<()> {
     let empty = Vec::new();
     let items = v.as_array().unwrap_or(&empty);
+    if human::print(method, v)? {
+        return Ok(());
+    }
     match method {
         "bdev_list" => table(
             &["NAME", "KIND", "BLOCK", "BLOCKS", "UUID", "USED BY"],
@@ -611,6 +800,7 @@ fn stats(ctl: &Ctl, json: bool, interval: f64) -> Result<()> {
             })
             .collect(),
     )?;
+    human::volume_stats(&cur)?;
     println!();
     table(
         &["REACTOR", "CORE", "BUSY %", "CONNECTIONS"],
