@@ -385,13 +385,21 @@ impl Owner {
                 .labels
                 .iter()
                 .zip(&pool.devs)
-                .map(|(l, d)| MemberInfo {
-                    index: l.member_index,
-                    device: d.name().into(),
-                    uuid: uuid_string(&l.member_uuid),
-                    size_bytes: l.member_size,
-                    data_start: l.data_start,
-                    clusters: l.data_clusters,
+                .map(|(l, d)| {
+                    let range = l.first_cluster..l.first_cluster + l.data_clusters;
+                    MemberInfo {
+                        index: l.member_index,
+                        device: d.name().into(),
+                        uuid: uuid_string(&l.member_uuid),
+                        size_bytes: l.member_size,
+                        data_start: l.data_start,
+                        clusters: l.data_clusters,
+                        allocated_clusters: range
+                            .clone()
+                            .filter(|&c| st.refcount[c as usize] > 0)
+                            .count() as u64,
+                        free_clusters: range.filter(|&c| st.free.contains(c)).count() as u64,
+                    }
                 })
                 .collect(),
             total_clusters: st.total_clusters,

@@ -25,6 +25,9 @@ pub struct MemberInfo {
     pub size_bytes: u64,
     pub data_start: u64,
     pub clusters: u64,
+    /// Clusters of this member referenced by some volume (they sum to the pool's).
+    pub allocated_clusters: u64,
+    pub free_clusters: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -55,6 +55,8 @@ pub(crate) struct Owner {
     pub(crate) max_refs: u64,
     pub(crate) rx: mpsc::Receiver<Msg>,
     pub(crate) offline: Option<String>,
+    /// The member the next allocation tries first (allocations rotate over the members).
+    pub(crate) next_member: usize,
 }
 
 fn dev_name(d: &dyn BlockDevice) -> String {
@@ -185,6 +187,7 @@ impl Owner {
             max_refs,
             rx,
             offline: None,
+            next_member: 0,
         };
         if !fresh {
             // Reserved copy targets may hold partial copies from before a crash.
@@ -383,7 +386,26 @@ impl Owner {
         if self.state.free.is_empty() && !self.state.needs_zeroing.is_empty() {
             self.zero_some()?;
         }
-        Ok(self.state.free.first_from(0))
+        Ok(self.pick_free())
+    }
+
+    /// A free cluster, taking the members in turn so that a volume's clusters (and its I/O)
+    /// spread over every member instead of filling member 0 first.
+    pub(crate) fn pick_free(&mut self) -> Option<u64> {
+        let n = self.shared.members.len();
+        for k in 0..n {
+            let m = (self.next_member + k) % n;
+            let mm = self.shared.members[m];
+            match self.state.free.first_from(mm.first) {
+                Some(c) if c >= mm.first && c < mm.first + mm.count => {
+                    self.next_member = (m + 1) % n;
+                    return Some(c);
+                }
+                Some(_) => {}
+                None => return None,
+            }
+        }
+        None
     }
 
     /// Clusters available for allocation (free and soon free).
@@ -957,19 +979,63 @@ fn open_layout(disks: &mut Disks) -> Result<(Vec<MemberLabel>, State, Store), Vo
         reason,
     };
     let uuid = labels[0].0.pool_uuid;
+    let dev_of = |m: usize| disks.members[m].dev.name().to_owned();
     if let Some((l, m)) = labels.iter().find(|(l, _)| l.pool_uuid != uuid) {
+        let (l0, m0) = &labels[0];
         return Err(bad(format!(
-            "{} belongs to pool {}",
-            disks.members[*m].dev.name(),
-            l.pool_name
+            "{} belongs to pool {} ({}), {} to pool {} ({})",
+            dev_of(*m),
+            l.pool_name,
+            crate::uuid_string(&l.pool_uuid),
+            dev_of(*m0),
+            l0.pool_name,
+            crate::uuid_string(&l0.pool_uuid)
         )));
     }
     let count = labels[0].0.member_count as usize;
-    labels.sort_by_key(|(l, _)| l.member_index);
-    let indexes: Vec<u32> = labels.iter().map(|(l, _)| l.member_index).collect();
-    if labels.len() != count || indexes.iter().enumerate().any(|(i, &x)| x as usize != i) {
+    if let Some((l, m)) = labels
+        .iter()
+        .find(|(l, _)| l.member_count as usize != count)
+    {
         return Err(bad(format!(
-            "{count} members expected, got indexes {indexes:?}"
+            "{} says the pool has {} members, {} says {count}",
+            dev_of(*m),
+            l.member_count,
+            dev_of(labels[0].1)
+        )));
+    }
+    labels.sort_by_key(|(l, _)| l.member_index);
+    for w in labels.windows(2) {
+        if w[0].0.member_index == w[1].0.member_index {
+            let (a, b) = (dev_of(w[0].1), dev_of(w[1].1));
+            let what = if Arc::ptr_eq(&disks.members[w[0].1].dev, &disks.members[w[1].1].dev) {
+                format!("device {a} is given twice")
+            } else {
+                format!("{a} and {b} both carry member {}", w[0].0.member_index)
+            };
+            return Err(bad(what));
+        }
+    }
+    let have: BTreeSet<u32> = labels.iter().map(|(l, _)| l.member_index).collect();
+    if let Some((l, m)) = labels
+        .iter()
+        .find(|(l, _)| l.member_index as usize >= count)
+    {
+        return Err(bad(format!(
+            "{} carries member index {} of a {count}-member pool",
+            dev_of(*m),
+            l.member_index
+        )));
+    }
+    let missing: Vec<u32> = (0..count as u32).filter(|i| !have.contains(i)).collect();
+    if !missing.is_empty() {
+        let given: Vec<String> = labels
+            .iter()
+            .map(|(l, m)| format!("{} is member {}", dev_of(*m), l.member_index))
+            .collect();
+        return Err(bad(format!(
+            "member(s) {missing:?} of {count} missing ({})",
+            given.join(", ")
         )));
     }
     // Reorder the member channels to label order.

@@ -109,11 +109,16 @@ fn channel(pool: &Pool, name: &str) -> Box<dyn IoChannel> {
         .expect("channel")
 }
 
-fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let dev = malloc("model-m0", 24);
+/// `members` MiB sizes: one member, or several (reopened with the members in reverse order).
+fn run_case(steps: Vec<Step>, members: &[u64]) -> Result<(), TestCaseError> {
+    let mut devs: Vec<Arc<dyn BlockDevice>> = members
+        .iter()
+        .enumerate()
+        .map(|(i, &mib)| malloc(&format!("model-m{i}"), mib))
+        .collect();
     let mut pool = Pool::create(
         "model",
-        vec![Arc::clone(&dev)],
+        devs.clone(),
         ferrite_volume::PoolOptions {
             cluster_size: CLUSTER,
         },
@@ -301,7 +306,8 @@ fn run_case(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Reopen => {
                 pool.close().expect("close");
                 drop(pool);
-                pool = Pool::open(vec![Arc::clone(&dev)]).expect("reopen");
+                devs.reverse();
+                pool = Pool::open(devs.clone()).expect("reopen");
                 let r = pool.check().expect("check");
                 prop_assert!(r.errors.is_empty(), "after reopen: {:?}", r.errors);
             }
@@ -329,6 +335,16 @@ proptest! {
 
     #[test]
     fn volumes_match_the_model(steps in proptest::collection::vec(step(), 1..40)) {
-        run_case(steps)?;
+        run_case(steps, &[24])?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// The same model on a two-member pool (mixed sizes): allocations alternate members.
+    #[test]
+    fn two_member_pool_matches_the_model(steps in proptest::collection::vec(step(), 1..40)) {
+        run_case(steps, &[14, 8])?;
     }
 }

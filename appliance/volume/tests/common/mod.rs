@@ -8,6 +8,8 @@ use ferrite_bdev::{BdevError, BdevIo, BlockDevice, IoChannel, IoKind, MallocBdev
 use ferrite_reactor::IoBuf;
 use ferrite_volume::{Pool, PoolOptions};
 
+pub mod testdev;
+
 pub const BS: u32 = 512;
 pub const CLUSTER: u64 = 64 << 10;
 
@@ -75,4 +77,31 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 pub fn assert_clean(pool: &Pool) {
     let r = pool.check().expect("check runs");
     assert!(r.errors.is_empty(), "pool check: {:?}", r.errors);
+}
+
+pub fn file(dir: &std::path::Path, name: &str, mib: u64) -> Arc<dyn BlockDevice> {
+    let path = dir.join(format!("{name}.img"));
+    Arc::new(ferrite_bdev::FileBdev::create(name, &path, mib << 20, BS).expect("file bdev"))
+}
+
+pub fn pool_over(name: &str, devs: &[Arc<dyn BlockDevice>]) -> Arc<Pool> {
+    Pool::create(
+        name,
+        devs.to_vec(),
+        PoolOptions {
+            cluster_size: CLUSTER,
+        },
+    )
+    .expect("pool")
+}
+
+/// Reads `blocks` blocks of a device directly (not through a pool).
+pub fn raw_read(dev: &dyn BlockDevice, lba: u64, blocks: u32) -> Vec<u8> {
+    let mut ch = dev.open_channel(&[]).expect("raw channel");
+    read(&mut *ch, lba, blocks).expect("raw read")
+}
+
+pub fn raw_write(dev: &dyn BlockDevice, lba: u64, data: &[u8]) {
+    let mut ch = dev.open_channel(&[]).expect("raw channel");
+    write(&mut *ch, lba, data).expect("raw write");
 }
