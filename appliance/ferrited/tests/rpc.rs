@@ -3,11 +3,11 @@
 //! I/O, `save_config` round trips and `--state-dir` restarts.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,136 +17,13 @@ use serde_json::{json, Value};
 
 mod common;
 
-use common::{free_port, ram_config_for};
+use common::{free_port, ram_config_for, start_with_config, CtlDaemon as Daemon};
 
 const NQN: &str = "nqn.2026-01.io.ferrite:rpc";
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-0000-0000-0000000000aa";
 
 fn config(port: u16) -> String {
     ram_config_for(NQN, port, "16MiB", &[])
-}
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    /// Starts ferrited with `args` plus a control socket in `dir`; waits for the socket.
-    fn start(dir: &Path, port: u16, args: &[&str]) -> Daemon {
-        let socket = dir.join("ferrited.sock");
-        let log = dir.join(format!("ferrited-{port}.log"));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrited"))
-            .args(args)
-            .arg("--no-pin")
-            .arg("--rpc-socket")
-            .arg(&socket)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn ferrited");
-        let mut d = Daemon {
-            child,
-            socket,
-            log,
-            addr: ([127, 0, 0, 1], port).into(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&d.socket).is_err() || TcpStream::connect(d.addr).is_err() {
-            if let Ok(Some(status)) = d.child.try_wait() {
-                panic!("ferrited exited with {status}:\n{}", d.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "ferrited did not start:\n{}",
-                d.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_ferritectl"))
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run ferritectl")
-    }
-
-    /// Runs ferritectl and expects success; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.ctl(args);
-        assert!(
-            out.status.success(),
-            "ferritectl {args:?} failed: {}\nlog:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log_text()
-        );
-        String::from_utf8(out.stdout).expect("utf-8 output")
-    }
-
-    /// Runs ferritectl --json and parses the result.
-    fn json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["--json"];
-        full.extend_from_slice(args);
-        serde_json::from_str(&self.ok(&full)).expect("ferritectl --json prints JSON")
-    }
-
-    /// Runs ferritectl and expects failure whose message contains every `needle`.
-    fn fails(&self, args: &[&str], needles: &[&str]) {
-        let out = self.ctl(args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "ferritectl {args:?} should fail");
-        for n in needles {
-            assert!(err.contains(n), "ferritectl {args:?}: {err:?} lacks {n:?}");
-        }
-    }
-
-    fn stop(mut self) {
-        let pid = self.child.id().to_string();
-        let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                assert!(
-                    status.success(),
-                    "ferrited exited {status}:\n{}",
-                    self.log_text()
-                );
-                return;
-            }
-            assert!(Instant::now() < deadline, "ferrited did not stop");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("ferrited log:\n{}", self.log_text());
-        }
-    }
-}
-
-fn start_with_config(dir: &Path, text: &str, port: u16, extra: &[&str]) -> Daemon {
-    let cfg = dir.join(format!("ferrite-{port}.toml"));
-    std::fs::write(&cfg, text).expect("write config");
-    let mut args = vec!["--config", cfg.to_str().expect("utf-8 path")];
-    args.extend_from_slice(extra);
-    Daemon::start(dir, port, &args)
 }
 
 #[test]

@@ -3,13 +3,15 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferrite_host::{ConnectOptions, Controller};
+use serde_json::Value;
 
 pub const NQN: &str = "nqn.2026-01.io.ferrite:test";
 
@@ -391,4 +393,147 @@ fn good_loop(c: &mut Controller, s: &GoodShared) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(1));
     }
     Ok(())
+}
+
+/// A `ferrited` with a control socket, driven through the real `ferritectl`.
+pub struct CtlDaemon {
+    pub child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+    pub addr: SocketAddr,
+}
+
+impl CtlDaemon {
+    /// Starts ferrited with `args` plus a control socket in `dir`; waits for the socket.
+    pub fn start(dir: &Path, port: u16, args: &[&str]) -> CtlDaemon {
+        let socket = dir.join("ferrited.sock");
+        let log = dir.join(format!("ferrited-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_ferrited"))
+            .args(args)
+            .arg("--no-pin")
+            .arg("--rpc-socket")
+            .arg(&socket)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn ferrited");
+        let mut d = CtlDaemon {
+            child,
+            socket,
+            log,
+            addr: ([127, 0, 0, 1], port).into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&d.socket).is_err() || TcpStream::connect(d.addr).is_err() {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!("ferrited exited with {status}:\n{}", d.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferrited did not start:\n{}",
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn ctl(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_ferritectl"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ferritectl")
+    }
+
+    /// Runs ferritectl and expects success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "ferritectl {args:?} failed: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    /// Runs ferritectl --json and parses the result.
+    pub fn json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["--json"];
+        full.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&full)).expect("ferritectl --json prints JSON")
+    }
+
+    /// Runs ferritectl and expects failure whose message contains every `needle`.
+    pub fn fails(&self, args: &[&str], needles: &[&str]) {
+        let out = self.ctl(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "ferritectl {args:?} should fail");
+        for n in needles {
+            assert!(err.contains(n), "ferritectl {args:?}: {err:?} lacks {n:?}");
+        }
+    }
+
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(
+                    status.success(),
+                    "ferrited exited {status}:\n{}",
+                    self.log_text()
+                );
+                return;
+            }
+            assert!(Instant::now() < deadline, "ferrited did not stop");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl CtlDaemon {
+    /// SIGKILL, as a crash: nothing is flushed or checkpointed.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// One JSON-RPC call over the socket; Err is the error object.
+    pub fn call(&self, method: &str, params: Value) -> Result<Value, ferrite_rpc::RpcError> {
+        let mut c = ferrite_rpc::Client::connect(&self.socket, Duration::from_secs(30))
+            .expect("connect to the control socket");
+        c.call(method, params).map_err(|e| match e {
+            ferrite_rpc::ClientError::Rpc(err) => err,
+            other => panic!("{method}: {other}"),
+        })
+    }
+}
+
+impl Drop for CtlDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("ferrited log:\n{}", self.log_text());
+        }
+    }
+}
+
+/// Writes `text` as a config file in `dir` and starts ferrited on it with a control socket.
+pub fn start_with_config(dir: &Path, text: &str, port: u16, extra: &[&str]) -> CtlDaemon {
+    let cfg = dir.join(format!("ferrite-{port}.toml"));
+    std::fs::write(&cfg, text).expect("write config");
+    let mut args = vec!["--config", cfg.to_str().expect("utf-8 path")];
+    args.extend_from_slice(extra);
+    CtlDaemon::start(dir, port, &args)
 }

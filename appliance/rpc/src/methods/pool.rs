@@ -121,15 +121,15 @@ pub(super) fn delete(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let pool = find(app, &p.name)?;
     let target = app.target();
     let vols = pool.volumes();
-    for v in &vols {
-        volumes::refuse_if_exported(target, v.name(), &format!("delete pool {} holding", p.name))?;
-    }
     if !vols.is_empty() && !p.force {
         return Err(VolumeError::NotEmpty {
             pool: p.name,
             volumes: vols.len(),
         }
         .into());
+    }
+    for v in &vols {
+        volumes::refuse_if_exported(target, v.name(), &format!("delete pool {} holding", p.name))?;
     }
     let mut removed = Vec::new();
     let restore = |removed: &[String]| {
