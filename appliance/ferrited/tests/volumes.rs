@@ -215,6 +215,16 @@ fn life_cycle_refusals_and_stats() {
         .expect("writer thread")
         .expect("no write failed");
 
+    // A group snapshot: one instant for both volumes, one name each.
+    let group = d.json(&["snapshot", "create", "tank/v1:g1", "tank/thick:g2"]);
+    assert_eq!(group, json!(["tank/g1", "tank/g2"]));
+    d.fails(
+        &["snapshot", "create", "tank/v1:g3", "other/x:g4"],
+        &["one pool"],
+    );
+    d.ok(&["snapshot", "delete", "tank/g1"]);
+    d.ok(&["snapshot", "delete", "tank/g2"]);
+
     // A known snapshot, a clone of it, the snapshot exported read-only.
     write(&mut c, 2, 0, 64, 2);
     c.flush(1, 2).expect("flush");
@@ -433,6 +443,74 @@ fn state_dir_restores_pools_volumes_exports_and_a_damaged_label_stops_the_start(
     assert!(err.contains("f0") && err.contains("checksum"), "{err}");
     assert!(
         std::fs::read(&image).expect("read image") == bytes,
+        "the image changed"
+    );
+}
+
+/// Runs ferrited on `config` expecting it to refuse to start; returns its stderr.
+fn config_start_fails(dir: &Path, config: &str) -> String {
+    let path = dir.join("refused.toml");
+    std::fs::write(&path, config).expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_ferrited"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--no-rpc")
+        .arg("--no-pin")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run ferrited");
+    assert!(!out.status.success(), "ferrited started on {config}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_configured_pool_is_created_on_blank_members_then_opened_and_foreign_labels_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let base = config(dir.path(), port);
+    let with_pool = |pool: &str, members: &str, export: bool| {
+        let mut text = base.replace(
+            "[[subsystem]]",
+            &format!("[[pool]]\nname = \"{pool}\"\nbdevs = [{members}]\ncluster_size = \"128KiB\"\n[[subsystem]]"),
+        );
+        if export {
+            text = text.replace(
+                "namespaces = [{ nsid = 1, bdev = \"ram0\" }]",
+                "namespaces = [{ nsid = 1, bdev = \"ram0\" }, { nsid = 2, bdev = \"tank/v1\" }]",
+            );
+        }
+        text
+    };
+    // Blank member: created at start.
+    let d = start_with_config(dir.path(), &with_pool("tank", "\"f0\"", false), port, &[]);
+    let info = d.json(&["pool", "info", "tank"]);
+    assert_eq!(info["cluster_size"], 128 << 10, "{info}");
+    d.ok(&["volume", "create", "tank", "v1", "8MiB"]);
+    d.stop();
+    // Labelled member: opened (not re-created), and the configured export of its volume works.
+    let d = start_with_config(dir.path(), &with_pool("tank", "\"f0\"", true), port, &[]);
+    let mut c = connect(&d);
+    write(&mut c, 2, 0, 16, 1);
+    check(&mut c, 2, 0, 16, 1);
+    drop(c);
+    d.stop();
+    // The member belongs to tank: a pool named otherwise is refused, nothing written.
+    let image = dir.path().join("f0.img");
+    let before = std::fs::read(&image).expect("read image");
+    let err = config_start_fails(dir.path(), &with_pool("other", "\"f0\"", false));
+    assert!(
+        err.contains("f0") && err.contains("belongs to pool tank"),
+        "{err}"
+    );
+    // A pool member exported directly is refused.
+    let bad = with_pool("tank", "\"f0\"", false).replace(
+        "bdev = \"ram0\" }]",
+        "bdev = \"ram0\" }, { nsid = 3, bdev = \"f0\" }]",
+    );
+    let err = config_start_fails(dir.path(), &bad);
+    assert!(err.contains("f0") && err.contains("pool tank"), "{err}");
+    assert!(
+        std::fs::read(&image).expect("read image") == before,
         "the image changed"
     );
 }
