@@ -74,25 +74,28 @@ done
 call() { log "ferritectl call $1 '$2'"; ctl call "$1" "$2" >/dev/null; }
 call pool_create '{"name":"pool0","bdevs":["pooldev"]}'
 call volume_create '{"pool":"pool0","name":"thick","size":"1GiB","thin":false}'
-call volume_create '{"pool":"pool0","name":"fresh","size":"2GiB","thin":true}'
-call volume_create '{"pool":"pool0","name":"warm","size":"2GiB","thin":true}'
+call volume_create '{"pool":"pool0","name":"fresh","size":"1GiB","thin":true}'
+call volume_create '{"pool":"pool0","name":"warm","size":"1GiB","thin":true}'
 call nvmf_subsystem_add_ns "{\"nqn\":\"$nqn\",\"namespace\":{\"bdev_name\":\"pool0/thick\",\"nsid\":2}}"
 call nvmf_subsystem_add_ns "{\"nqn\":\"$nqn\",\"namespace\":{\"bdev_name\":\"pool0/fresh\",\"nsid\":3}}"
 call nvmf_subsystem_add_ns "{\"nqn\":\"$nqn\",\"namespace\":{\"bdev_name\":\"pool0/warm\",\"nsid\":4}}"
 tid="trtype:tcp traddr:127.0.0.1 trsvcid:$port subnqn:$nqn"
 perf() { "$bin/ferrite-perf" --cores "$perf_core" --no-progress "$@"; }
 
-# Precondition: every block of raw0, the thick volume and the warm volume written once.
+# Precondition: every block of raw0, the thick volume and the warm volume written once (the
+# sequential writer wraps around; 10 s covers 1 GiB even at first-write speed).
 for ns in 1 2 4; do
-  log "ferrite-perf -r '$tid ns:$ns' -w write -o 128k -q 16 -t 6 (precondition)"
-  perf -r "$tid ns:$ns" -w write -o 128k -q 16 -t 6 >/dev/null
+  log "ferrite-perf -r '$tid ns:$ns' -w write -o 128k -q 16 -t 10 (precondition)"
+  perf -r "$tid ns:$ns" -w write -o 128k -q 16 -t 10 >/dev/null
 done
+warm_alloc=$(ctl --json call volume_info '{"name":"pool0/warm"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["allocated_bytes"])')
+[[ $warm_alloc == 1073741824 ]] || { echo "warm volume not fully allocated: $warm_alloc bytes" >&2; exit 1; }
 
 # Raw backend against the fully allocated volume, alternating, per workload.
 for w in randread randwrite; do
   f=$art/compare-$w-4k-qd32.json
   log "ferrite-perf compare -r '$tid ns:2' -r '$tid ns:1' --rounds $rounds -w $w -o 4k -q 32 -t $secs --warmup 1 --json $f"
-  "$bin/ferrite-perf" --json "$f" compare -r "$tid ns:2" -r "$tid ns:1" --rounds "$rounds" \
+  "$bin/ferrite-perf" compare -r "$tid ns:2" -r "$tid ns:1" --rounds "$rounds" --json "$f" \
     -w "$w" -o 4k -q 32 -t "$secs" --warmup 1 --cores "$perf_core" --no-progress >&2
 done
 
@@ -108,7 +111,7 @@ for spec in "write 128k 16" "randwrite 4k 32"; do
   # A fresh volume for the second workload too.
   ctl call nvmf_subsystem_remove_ns "{\"nqn\":\"$nqn\",\"nsid\":3}" >/dev/null
   ctl call volume_delete '{"name":"pool0/fresh"}' >/dev/null
-  ctl call volume_create '{"pool":"pool0","name":"fresh","size":"2GiB","thin":true}' >/dev/null
+  ctl call volume_create '{"pool":"pool0","name":"fresh","size":"1GiB","thin":true}' >/dev/null
   ctl call nvmf_subsystem_add_ns "{\"nqn\":\"$nqn\",\"namespace\":{\"bdev_name\":\"pool0/fresh\",\"nsid\":3}}" >/dev/null
 done
 
