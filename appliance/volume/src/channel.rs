@@ -20,7 +20,8 @@ use crate::shared::{
     bump, raise_max, ChannelShared, Fault, FaultKind, FaultReply, Msg, VolumeShared,
 };
 
-/// Held requests fail with NotReady after this long without an answer from the owner.
+/// Held requests fail with NotReady after this long without an answer from the owner (the
+/// default of `Pool::set_hold_timeout`).
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests one channel accepts before `QueueFull`.
 pub const CHANNEL_DEPTH: usize = 256;
@@ -817,13 +818,18 @@ impl Core {
             return;
         }
         let offline = !self.vol.pool.online.load(Ordering::Acquire);
+        let timeout = Duration::from_nanos(self.vol.pool.hold_timeout_ns.load(Ordering::Relaxed));
         let now = Instant::now();
         let mut i = 0;
         while i < self.held.len() {
             let s = self.held[i];
             let since = self.slots[s as usize].held_since.unwrap_or(now);
-            if offline || now.duration_since(since) >= HOLD_TIMEOUT {
+            if offline || now.duration_since(since) >= timeout {
                 self.held.swap_remove(i);
+                raise_max(
+                    &self.me.counters.held_time_max_ns,
+                    now.duration_since(since).as_nanos() as u64,
+                );
                 if let Wait::Cluster(vc) = self.slots[s as usize].wait {
                     if !self
                         .held

@@ -173,6 +173,7 @@ impl Owner {
             events: Mutex::new(Vec::new()),
             warn_percent: AtomicU8::new(80),
             last_info: Mutex::new(None),
+            hold_timeout_ns: AtomicU64::new(crate::HOLD_TIMEOUT.as_nanos() as u64),
         });
         let max_refs = l0.max_refs;
         let mut owner = Owner {

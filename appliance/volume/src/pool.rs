@@ -2,6 +2,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use ferrite_bdev::BlockDevice;
 
@@ -289,6 +290,14 @@ impl Pool {
         self.shared
             .warn_percent
             .store(percent.min(100), Ordering::Relaxed);
+    }
+
+    /// How long a write held for the owner (allocation, copy-on-write) waits before it fails
+    /// with `BdevError::NotReady` (default `HOLD_TIMEOUT`, 30 s). Applies to requests
+    /// already held too.
+    pub fn set_hold_timeout(&self, timeout: Duration) {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.hold_timeout_ns.store(ns, Ordering::Relaxed);
     }
 
     /// Events raised since the last call (threshold crossed, pool full, ...), also logged.

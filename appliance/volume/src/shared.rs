@@ -38,6 +38,8 @@ pub(crate) struct PoolShared {
     pub events: Mutex<Vec<PoolEvent>>,
     pub warn_percent: AtomicU8,
     pub last_info: Mutex<Option<PoolInfo>>,
+    /// How long channels hold a request for the owner before failing it NotReady (ns).
+    pub hold_timeout_ns: AtomicU64,
 }
 
 impl PoolShared {
