@@ -190,6 +190,7 @@ impl Owner {
             offline: None,
             next_member: 0,
         };
+        owner.next_member = owner.emptiest_member();
         if !fresh {
             // Reserved copy targets may hold partial copies from before a crash.
             let reserved: Vec<u64> = owner.state.reserved.iter().collect();
@@ -388,6 +389,22 @@ impl Owner {
             self.zero_some()?;
         }
         Ok(self.pick_free())
+    }
+
+    /// The member with the largest share of free clusters (where allocation resumes after a
+    /// reopen, so the rotation does not always restart at member 0).
+    pub(crate) fn emptiest_member(&self) -> usize {
+        let mut best = (0, 0.0f64);
+        for (i, mm) in self.shared.members.iter().enumerate() {
+            let free = (mm.first..mm.first + mm.count)
+                .filter(|&c| self.state.free.contains(c))
+                .count();
+            let share = free as f64 / mm.count.max(1) as f64;
+            if share > best.1 {
+                best = (i, share);
+            }
+        }
+        best.0
     }
 
     /// A free cluster, taking the members in turn so that a volume's clusters (and its I/O)
