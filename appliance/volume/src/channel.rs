@@ -23,6 +23,8 @@ use crate::shared::{
 /// Held requests fail with NotReady after this long without an answer from the owner (the
 /// default of `Pool::set_hold_timeout`).
 pub const HOLD_TIMEOUT: Duration = Duration::from_secs(30);
+/// Member I/O errors are reported to the owner at most this often per channel.
+const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// Requests one channel accepts before `QueueFull`.
 pub const CHANNEL_DEPTH: usize = 256;
 
@@ -107,6 +109,9 @@ struct Core {
     outstanding: Vec<u64>,
     backlog: VecDeque<(usize, BdevIo)>,
     replies: Vec<FaultReply>,
+    /// Member errors not yet reported to the owner: (member, count, last error).
+    unreported: Option<(usize, u64, String)>,
+    last_report: Option<Instant>,
 }
 
 impl VolumeChannel {
@@ -141,6 +146,8 @@ impl VolumeChannel {
                 outstanding: Vec::with_capacity(CHANNEL_DEPTH),
                 backlog: VecDeque::with_capacity(CHANNEL_DEPTH),
                 replies: Vec::with_capacity(CHANNEL_DEPTH),
+                unreported: None,
+                last_report: None,
                 me,
                 vol,
             },
@@ -258,8 +265,54 @@ impl Core {
         match members[m].submit(io) {
             Ok(()) => {}
             Err((io, BdevError::QueueFull)) => self.backlog.push_back((m, io)),
-            Err((io, e)) => self.member_done(io, Err(e)),
+            Err((io, e)) => {
+                self.note_member_error(m, &e);
+                self.member_done(io, Err(e))
+            }
         }
+    }
+
+    /// Counts a failed member request (medium and device errors only) for the owner's event.
+    /// The error path only: it may allocate.
+    fn note_member_error(&mut self, m: usize, e: &BdevError) {
+        if !matches!(e, BdevError::Io(_)) {
+            return;
+        }
+        let count = match self.unreported.take() {
+            Some((um, n, _)) if um == m => n + 1,
+            Some((um, n, last)) => {
+                // Another member failed too: report the first one's count now.
+                self.send_member_error(um, n, last);
+                1
+            }
+            None => 1,
+        };
+        self.unreported = Some((m, count, e.to_string()));
+        self.report_member_errors();
+    }
+
+    /// Sends the pending member error report unless one went out less than an interval ago.
+    fn report_member_errors(&mut self) {
+        if self.unreported.is_none()
+            || self
+                .last_report
+                .is_some_and(|t| t.elapsed() < ERROR_REPORT_INTERVAL)
+        {
+            return;
+        }
+        if let Some((m, n, last)) = self.unreported.take() {
+            self.send_member_error(m, n, last);
+        }
+    }
+
+    fn send_member_error(&mut self, member: usize, errors: u64, error: String) {
+        self.last_report = Some(Instant::now());
+        let _ = self.vol.pool.tx.send(Msg::MemberError {
+            vol: self.vol.id,
+            member,
+            errors,
+            error,
+        });
     }
 
     fn flush_backlog(&mut self, members: &mut [Box<dyn IoChannel>]) {
@@ -270,7 +323,10 @@ impl Core {
                     self.backlog.push_front((m, io));
                     return;
                 }
-                Err((io, e)) => self.member_done(io, Err(e)),
+                Err((io, e)) => {
+                    self.note_member_error(m, &e);
+                    self.member_done(io, Err(e))
+                }
             }
         }
     }
@@ -935,7 +991,15 @@ impl IoChannel for VolumeChannel {
         core.flush_backlog(&mut self.members);
         for m in 0..self.members.len() {
             let ch = &mut self.members[m];
-            ch.poll(CHANNEL_DEPTH, &mut |io, r| core.member_done(io, r));
+            ch.poll(CHANNEL_DEPTH, &mut |io, r| {
+                if let Err(e) = &r {
+                    core.note_member_error(m, e);
+                }
+                core.member_done(io, r)
+            });
+        }
+        if core.unreported.is_some() {
+            core.report_member_errors();
         }
         core.run(&mut self.members);
         core.flush_backlog(&mut self.members);

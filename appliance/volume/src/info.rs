@@ -121,4 +121,14 @@ pub enum PoolEvent {
     PoolFull { pool: String, volume: String },
     /// The owner stopped after a metadata write failed; volumes return NotReady.
     Offline { pool: String, reason: String },
+    /// Volume I/O to a member device failed (`errors` failures since the last such event
+    /// from the same channel; `error` is the last one). The requests failed with the member's
+    /// error; no mapping is changed.
+    MemberIoError {
+        pool: String,
+        device: String,
+        volume: String,
+        errors: u64,
+        error: String,
+    },
 }

@@ -746,6 +746,12 @@ impl Owner {
                         let _ = reply.send(r);
                     }
                     Msg::Stop => return self.stop(),
+                    Msg::MemberError {
+                        vol,
+                        member,
+                        errors,
+                        error,
+                    } => self.member_error(vol, member, errors, error),
                     Msg::Fault(_) => {}
                 }
             }
@@ -758,6 +764,27 @@ impl Owner {
                 }
             }
         }
+    }
+
+    /// Raises (and logs) an event for failed member I/O reported by a channel.
+    pub(crate) fn member_error(&mut self, vol: VolId, member: usize, errors: u64, error: String) {
+        let device = self
+            .shared
+            .devs
+            .get(member)
+            .map_or_else(|| format!("member {member}"), |d| d.name().to_owned());
+        let volume = self
+            .state
+            .volumes
+            .get(&vol)
+            .map_or_else(|| format!("volume {vol}"), |v| v.name.clone());
+        self.shared.event(PoolEvent::MemberIoError {
+            pool: self.shared.name.clone(),
+            device,
+            volume,
+            errors,
+            error,
+        });
     }
 
     pub(crate) fn offline_err(&self) -> VolumeError {
@@ -781,6 +808,12 @@ impl Owner {
                 Msg::Cmd(_, reply) => {
                     let _ = reply.send(Err(self.offline_err()));
                 }
+                Msg::MemberError {
+                    vol,
+                    member,
+                    errors,
+                    error,
+                } => self.member_error(vol, member, errors, error),
                 Msg::Stop | Msg::Fault(_) => {}
             }
         }
@@ -800,7 +833,7 @@ impl Owner {
                         pool: self.shared.name.clone(),
                     }));
                 }
-                Msg::Stop => {}
+                Msg::Stop | Msg::MemberError { .. } => {}
             }
         }
         log::info!("pool {}: owner stopped", self.shared.name);

@@ -288,4 +288,12 @@ pub(crate) enum Msg {
     Cmd(Cmd, mpsc::SyncSender<Result<Reply, VolumeError>>),
     /// The last `Pool` handle went without `close`: stop at once, no checkpoint.
     Stop,
+    /// A channel's I/O to a member failed (reported at most once per interval per channel,
+    /// with the count since the last report) so that the owner raises an event.
+    MemberError {
+        vol: VolId,
+        member: usize,
+        errors: u64,
+        error: String,
+    },
 }

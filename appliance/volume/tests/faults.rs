@@ -202,3 +202,67 @@ fn fua_and_flushed_writes_survive_a_crash_with_volatile_caches() {
     drop(ch);
     pool.close().expect("close");
 }
+
+/// Fast-path member errors fail the requests with the member's error and reach the owner as
+/// a rate-limited `MemberIoError` event naming the device and volume; nothing is remapped.
+#[test]
+fn fast_path_member_errors_raise_an_event() {
+    let dev = TestDev::new(malloc("eio-m0", 16), false);
+    let pool = pool_over("eio", &[dev.as_bdev()]);
+    let v = pool
+        .create_volume("v", 8 * CLUSTER, Provisioning::Thin)
+        .expect("volume");
+    let mut ch = v.open_channel(&[]).expect("channel");
+    write(&mut *ch, 0, &pattern(1, 4096)).expect("write");
+    let allocated = pool.info().allocated_clusters;
+    let _ = pool.take_events();
+    // Data area fails; the label and the metadata area in front of it do not.
+    dev.fail_from(pool.info().members[0].data_start / u64::from(BS));
+    for _ in 0..10 {
+        assert!(matches!(read(&mut *ch, 0, 8), Err(BdevError::Io(_))));
+    }
+    assert!(matches!(
+        write(&mut *ch, 8, &pattern(2, 512)),
+        Err(BdevError::Io(_))
+    ));
+    assert_eq!(dev.failed(), 11);
+    // Reads of unallocated clusters need no member I/O.
+    assert_eq!(read(&mut *ch, 4 * CB, 1).expect("zeroes"), vec![0; 512]);
+    // Within the interval the rest waits; after it, the next poll reports the count.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(read(&mut *ch, 4 * CB, 1).expect("zeroes"), vec![0; 512]);
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let reported = |ev: &[ferrite_volume::PoolEvent]| -> u64 {
+        ev.iter()
+            .map(|e| match e {
+                ferrite_volume::PoolEvent::MemberIoError {
+                    device,
+                    volume,
+                    errors,
+                    error,
+                    ..
+                } => {
+                    assert_eq!((device.as_str(), volume.as_str()), ("eio-m0", "v"));
+                    assert!(!error.is_empty());
+                    *errors
+                }
+                other => panic!("unexpected event {other:?}"),
+            })
+            .sum()
+    };
+    while reported(&events) < 11 {
+        assert!(Instant::now() < deadline, "events so far: {events:?}");
+        std::thread::sleep(Duration::from_millis(10));
+        events.extend(pool.take_events());
+    }
+    assert_eq!(reported(&events), 11);
+    assert!(events.len() <= 3, "rate-limited: {events:?}");
+    // Nothing was remapped or marked: the data is back once the member is.
+    dev.fail_from(u64::MAX);
+    assert_eq!(read(&mut *ch, 0, 8).expect("read"), pattern(1, 4096));
+    assert_eq!(pool.info().allocated_clusters, allocated);
+    assert_clean(&pool);
+    drop(ch);
+    pool.close().expect("close");
+}
