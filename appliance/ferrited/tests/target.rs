@@ -417,6 +417,12 @@ size = "8MiB"
     );
     let t = Ferrited::start(&config);
     let b: std::net::SocketAddr = ([127, 0, 0, 1], port_b).into();
+    // Start-up waits for the first port only; the second opens right after it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(b).is_err() {
+        assert!(std::time::Instant::now() < deadline, "port b never opened");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // The default subsystem listens everywhere (no per-subsystem list): both ports.
     let mut opts = ConnectOptions::new(b, NQN);
     opts.io_queues = 0;

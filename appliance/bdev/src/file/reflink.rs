@@ -140,15 +140,18 @@ mod tests {
     }
 
     fn wait(chan: &mut Box<dyn IoChannel>) -> (BdevIo, Result<(), crate::BdevError>) {
+        // A deadline, not a poll count: O_DIRECT on a loop-mounted image can take a while on a
+        // loaded machine.
         let mut got = None;
-        for _ in 0..10_000 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
             chan.poll(1, &mut |io, r| got = Some((io, r)));
             if let Some(done) = got.take() {
                 return done;
             }
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_micros(100));
         }
-        panic!("request did not complete");
+        panic!("request did not complete within 30 s");
     }
 
     #[test]
