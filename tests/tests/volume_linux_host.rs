@@ -96,6 +96,9 @@ fn vm_snapshot_during_fio_then_clone_mounts_clean_with_snapshot_content() {
         Duration::from_secs(60),
     )
     .expect("fio is writing");
+    // fio laid its file out through the page cache: commit that (size and extents) so the file
+    // exists at the snapshot instant; its data keeps changing under O_DIRECT writes meanwhile.
+    host.run_ok("sync").expect("sync the layout");
     std::thread::sleep(Duration::from_secs(3));
     let started = std::time::Instant::now();
     target.call(
