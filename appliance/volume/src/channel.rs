@@ -112,6 +112,10 @@ struct Core {
     /// Member errors not yet reported to the owner: (member, count, last error).
     unreported: Option<(usize, u64, String)>,
     last_report: Option<Instant>,
+    /// The clock as of the last `poll`: request start and end times for the latency
+    /// statistics are taken from it, so the fast path reads the clock once per poll instead
+    /// of twice per request (latencies are exact to one reactor loop, a few microseconds).
+    now: Instant,
 }
 
 impl VolumeChannel {
@@ -148,6 +152,7 @@ impl VolumeChannel {
                 replies: Vec::with_capacity(CHANNEL_DEPTH),
                 unreported: None,
                 last_report: None,
+                now: Instant::now(),
                 me,
                 vol,
             },
@@ -227,7 +232,7 @@ impl Core {
         slot.held_since = None;
         slot.pending = 0;
         let c = &self.me.counters;
-        let ns = slot.started.elapsed().as_nanos() as u64;
+        let ns = self.now.saturating_duration_since(slot.started).as_nanos() as u64;
         bump(&c.latency_sum_ns, ns);
         raise_max(&c.latency_max_ns, ns);
         if result.is_err() {
@@ -971,12 +976,16 @@ impl IoChannel for VolumeChannel {
         if let Err(e) = core.check(&io) {
             return Err((io, e));
         }
+        if core.free.len() == CHANNEL_DEPTH && core.done.is_empty() {
+            // Idle channels are not polled, so the cached clock may be old: refresh it.
+            core.now = Instant::now();
+        }
         let Some(s) = core.free.pop() else {
             return Err((io, BdevError::QueueFull));
         };
         let slot = &mut core.slots[s as usize];
         slot.io = Some(io);
-        slot.started = Instant::now();
+        slot.started = core.now;
         slot.cursor = 0;
         slot.error = None;
         core.start(&mut self.members, s);
@@ -985,6 +994,7 @@ impl IoChannel for VolumeChannel {
 
     fn poll(&mut self, max: usize, done: &mut dyn FnMut(BdevIo, Result<(), BdevError>)) -> usize {
         let core = &mut self.core;
+        core.now = Instant::now();
         core.take_replies();
         core.expire_held();
         core.run(&mut self.members);
