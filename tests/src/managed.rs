@@ -176,6 +176,24 @@ impl ManagedFerrited {
     }
 }
 
+/// Writes `dir/ferrite.toml` for one reactor, a file bdev `disk0` at `image` (`size`, created
+/// sparse, 4 KiB blocks) and an empty subsystem `nqn` open to any host (volumes are added
+/// over RPC); returns its path.
+pub fn file_bdev_config(dir: &Path, image: &Path, size: &str, nqn: &str) -> PathBuf {
+    let config = dir.join("ferrite.toml");
+    fs::write(
+        &config,
+        format!(
+            "cores = \"0\"\n[[bdev]]\nname = \"disk0\"\nkind = \"file\"\npath = {:?}\n\
+             size = \"{size}\"\nblock_size = 4096\n[[subsystem]]\nnqn = \"{nqn}\"\n\
+             allow_any_host = true\n",
+            image.display().to_string()
+        ),
+    )
+    .expect("write ferrite.toml");
+    config
+}
+
 fn spawn(dir: &Path, port: u16, config: Option<&Path>, cores: &str) -> Result<Child, Error> {
     let log = fs::OpenOptions::new()
         .create(true)

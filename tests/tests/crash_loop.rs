@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use ferrite_e2e::ferrited;
-use ferrite_e2e::managed::ManagedFerrited;
+use ferrite_e2e::managed::{file_bdev_config, ManagedFerrited};
 use ferrite_host::{ConnectOptions, Controller};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -252,17 +252,7 @@ fn kill9_at_random_moments_loses_no_flushed_write() {
     eprintln!("crash loop: {iterations} iterations, FERRITE_CRASH_SEED={seed}");
     let data = ferrited::data_dir().expect("data directory");
     let dir = tempfile::tempdir().expect("control directory");
-    let config = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "cores = \"0\"\n[[bdev]]\nname = \"disk0\"\nkind = \"file\"\npath = {:?}\n\
-             size = \"256MiB\"\nblock_size = 4096\n[[subsystem]]\nnqn = \"{NQN}\"\n\
-             allow_any_host = true\n",
-            data.path().join("pool0.img").display().to_string()
-        ),
-    )
-    .expect("config");
+    let config = file_bdev_config(dir.path(), &data.path().join("pool0.img"), "256MiB", NQN);
     let port = ferrited::free_port().expect("port");
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let mut target =

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferrite_e2e::ferrited;
 use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
-use ferrite_e2e::managed::ManagedFerrited;
+use ferrite_e2e::managed::{file_bdev_config, ManagedFerrited};
 use serde_json::json;
 
 const NQN: &str = "nqn.2026-01.io.ferrite:volumes";
@@ -37,17 +37,7 @@ fn vm_snapshot_during_fio_then_clone_mounts_clean_with_snapshot_content() {
     host.run_ok("modprobe nvme-tcp").expect("nvme-tcp loads");
     let data = ferrited::data_dir().expect("data directory");
     let dir = tempfile::tempdir().expect("control directory");
-    let config = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "cores = \"0\"\n[[bdev]]\nname = \"disk0\"\nkind = \"file\"\npath = {:?}\n\
-             size = \"1GiB\"\nblock_size = 4096\n[[subsystem]]\nnqn = \"{NQN}\"\n\
-             allow_any_host = true\n",
-            data.path().join("pool.img").display().to_string()
-        ),
-    )
-    .expect("config");
+    let config = file_bdev_config(dir.path(), &data.path().join("pool.img"), "1GiB", NQN);
     let mut target =
         ManagedFerrited::start(dir.path(), port, Some(&config)).expect("ferrited starts");
     target.call("pool_create", json!({"name": "pool0", "bdevs": ["disk0"]}));

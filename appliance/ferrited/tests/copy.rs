@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{free_port, pattern, ram_config, Ferrited, NQN};
+use common::{file_config, free_port, pattern, ram_config, Ferrited, NQN};
 use ferrite_bdev::{BdevError, BdevIo, BlockDevice, Capabilities, IoChannel, IoKind, MallocBdev};
 use ferrite_daemon::{Config, Daemon};
 use ferrite_host::{ConnectOptions, Controller, HostError, IoData};
@@ -102,25 +102,6 @@ fn copy_on_malloc_is_offloaded_and_advertised() {
     // A range overlapping its destination (emulated: one chunk, read before written).
     copy_and_verify(&mut c, &[(100, 50)], 120, bs, false);
     t.stop();
-}
-
-fn file_config(port: u16, path: &Path) -> String {
-    format!(
-        r#"cores = "0,1"
-listen = ["127.0.0.1:{port}"]
-[[bdev]]
-name = "disk0"
-kind = "file"
-path = "{}"
-size = "32MiB"
-block_size = 4096
-[[subsystem]]
-nqn = "{NQN}"
-allow_any_host = true
-namespaces = [{{ nsid = 1, bdev = "disk0" }}]
-"#,
-        path.display()
-    )
 }
 
 #[test]

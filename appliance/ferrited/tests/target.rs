@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{free_port, pattern, ram_config, Ferrited, NQN};
+use common::{file_config, free_port, pattern, ram_config, Ferrited, NQN};
 use ferrite_host::{ConnectOptions, Controller, HostError, IoData};
 use ferrite_nvme::command::opcode;
 use ferrite_nvme::log::{LID_COMMANDS_SUPPORTED, LID_ERROR, LID_SMART};
@@ -245,26 +245,7 @@ fn file_backend_keeps_data_across_restart() {
     let port = free_port();
     let image = dir.path().join("disk0.img");
     let config = dir.path().join("ferrite.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"cores = "0,1"
-listen = ["127.0.0.1:{port}"]
-[[bdev]]
-name = "disk0"
-kind = "file"
-path = "{}"
-size = "32MiB"
-block_size = 4096
-[[subsystem]]
-nqn = "{NQN}"
-allow_any_host = true
-namespaces = [{{ nsid = 1, bdev = "disk0" }}]
-"#,
-            image.display()
-        ),
-    )
-    .expect("config");
+    std::fs::write(&config, file_config(port, &image)).expect("config");
     let written: Vec<(u64, Vec<u8>)> = (0..16u64)
         .map(|i| (i * 37, pattern(i * 37, 4, 4096, 7)))
         .collect();

@@ -537,3 +537,24 @@ pub fn start_with_config(dir: &Path, text: &str, port: u16, extra: &[&str]) -> C
     args.extend_from_slice(extra);
     CtlDaemon::start(dir, port, &args)
 }
+
+/// Two reactors and namespace 1 of [`NQN`] = a 32 MiB file bdev at `path` (created sparse).
+#[allow(dead_code)] // not every test file uses it
+pub fn file_config(port: u16, path: &std::path::Path) -> String {
+    format!(
+        r#"cores = "0,1"
+listen = ["127.0.0.1:{port}"]
+[[bdev]]
+name = "disk0"
+kind = "file"
+path = "{}"
+size = "32MiB"
+block_size = 4096
+[[subsystem]]
+nqn = "{NQN}"
+allow_any_host = true
+namespaces = [{{ nsid = 1, bdev = "disk0" }}]
+"#,
+        path.display()
+    )
+}

@@ -167,15 +167,7 @@ pub fn parse_hex16(field: &str, text: &str) -> Result<[u8; 16], RpcError> {
 
 /// 8-4-4-4-12 lower-case hex.
 pub fn format_uuid(b: &[u8; 16]) -> String {
-    let h = hex(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    ferrite_volume::uuid_string(b)
 }
 
 /// 32 upper-case hex digits (SPDK prints NGUIDs this way).
