@@ -139,13 +139,24 @@ fn steady_state_io_does_not_allocate() {
     let mut qp = QueuePair::connect(addr, cfg, Duration::from_secs(5)).expect("connect");
     let write = vec![0xA5u8; 16 * 1024];
     let mut out = Vec::with_capacity(64);
-    // Warm up: slot buffers and the send buffer reach their working sizes.
+    // Warm up: slot buffers and the send buffer reach their working sizes. On a loaded machine
+    // more PDUs can pile up per read than during the warm-up, growing a buffer once more; such
+    // growth is bounded, per-I/O allocation is not. So: one of four rounds of 3000 I/Os must be
+    // allocation-free (a per-I/O allocation fails all four).
     drive(&mut qp, &mut out, 300, &write);
-    let region = Region::new(GLOBAL);
-    drive(&mut qp, &mut out, 3000, &write);
-    let stats = region.change();
-    assert_eq!(stats.allocations, 0, "{stats:?}");
-    assert_eq!(stats.reallocations, 0, "{stats:?}");
+    let mut rounds = Vec::new();
+    for _ in 0..4 {
+        let region = Region::new(GLOBAL);
+        drive(&mut qp, &mut out, 3000, &write);
+        let stats = region.change();
+        rounds.push(stats);
+        if stats.allocations == 0 && stats.reallocations == 0 {
+            break;
+        }
+    }
+    let last = rounds.last().expect("at least one round");
+    assert_eq!(last.allocations, 0, "every round allocated: {rounds:?}");
+    assert_eq!(last.reallocations, 0, "every round reallocated: {rounds:?}");
     qp.close();
     target
         .join()
