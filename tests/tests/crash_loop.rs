@@ -147,57 +147,67 @@ fn worker(
 }
 
 /// Creates and deletes snapshots of the volume until the daemon dies or `stop`.
-fn snapshotter(target_socket: std::path::PathBuf, round: u64, stop: &AtomicBool) -> u64 {
+fn snapshotter(
+    target_socket: std::path::PathBuf,
+    round: u64,
+    stop: &AtomicBool,
+) -> (u64, Vec<String>) {
     let mut made = 0;
+    let mut refused = Vec::new();
     let mut alive: Vec<String> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         thread::sleep(Duration::from_millis(80));
         let name = format!("s{round}-{made}");
-        let ok = rpc(
-            &target_socket,
-            "snapshot_create",
-            json!({"volume": "pool0/vol0", "name": name}),
-        );
-        if !ok {
-            break;
+        let params = json!({"volume": "pool0/vol0", "name": name});
+        match rpc(&target_socket, "snapshot_create", params) {
+            Ok(()) => {}
+            Err(Some(e)) => refused.push(format!("snapshot_create {name}: {e}")),
+            Err(None) => break,
         }
         made += 1;
         alive.push(format!("pool0/{name}"));
         if alive.len() > 2 {
             let old = alive.remove(0);
-            if !rpc(&target_socket, "snapshot_delete", json!({"name": old})) {
-                break;
+            match rpc(&target_socket, "snapshot_delete", json!({"name": old})) {
+                Ok(()) => {}
+                Err(Some(e)) => refused.push(format!("snapshot_delete {old}: {e}")),
+                Err(None) => break,
             }
         }
     }
-    made
+    (made, refused)
 }
 
-/// A fire-and-forget RPC for the snapshot thread: false once the daemon is gone.
-fn rpc(socket: &std::path::Path, method: &str, params: serde_json::Value) -> bool {
+/// One RPC for the snapshot thread: `Err(None)` once the daemon is gone (the kill), `Err(Some)`
+/// when a live daemon refused (a bug: the test fails on it).
+fn rpc(
+    socket: &std::path::Path,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<(), Option<String>> {
     use std::io::{Read, Write};
     let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
-        return false;
+        return Err(None);
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
     let req = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
     if s.write_all(format!("{req}\n").as_bytes()).is_err() {
-        return false;
+        return Err(None);
     }
     let mut out = Vec::new();
     let mut chunk = [0u8; 1024];
     while !out.ends_with(b"\n") {
         match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return Err(None),
             Ok(n) => out.extend_from_slice(&chunk[..n]),
         }
     }
-    let resp: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-    if !resp["error"].is_null() {
-        // A refusal while the daemon is fine would be a bug worth seeing.
-        eprintln!("{method}: {}", resp["error"]);
+    let resp: serde_json::Value = serde_json::from_slice(&out).map_err(|e| Some(e.to_string()))?;
+    if resp["error"].is_null() {
+        Ok(())
+    } else {
+        Err(Some(resp["error"].to_string()))
     }
-    true
 }
 
 /// Reads every block the oracle knows, checks it, and makes what it found the new baseline.
@@ -297,7 +307,12 @@ fn kill9_at_random_moments_loses_no_flushed_write() {
             .into_iter()
             .map(|h| h.join().expect("worker thread"))
             .collect();
-        total_snapshots += snaps.join().expect("snapshot thread");
+        let (made, refused) = snaps.join().expect("snapshot thread");
+        assert!(
+            refused.is_empty(),
+            "round {round}: the live daemon refused snapshot calls: {refused:?}"
+        );
+        total_snapshots += made;
         target
             .restart()
             .unwrap_or_else(|e| panic!("round {round}: restart after kill -9 failed: {e}"));
