@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use ferrite_nvme::fabrics::Csts;
 use ferrite_nvme::Status;
 
 use crate::target::Subsystem;
@@ -168,6 +169,12 @@ pub struct Controller {
     last_keep_alive_ns: AtomicU64,
     epoch: Instant,
     failed: AtomicBool,
+    /// CSTS.RDY, mirrored for the command paths (written under the state lock): while clear,
+    /// only Fabrics commands are served.
+    ready: AtomicBool,
+    /// Bumped each time CC.EN goes from 1 to 0 (a controller reset). An I/O queue remembers the
+    /// epoch it connected in; one from an earlier epoch is torn down and serves nothing.
+    enable_epoch: AtomicU32,
     /// Feature 06h (volatile write cache enable), read on every write.
     write_cache_enabled: AtomicBool,
     event_pending: AtomicBool,
@@ -206,6 +213,8 @@ impl Controller {
             last_keep_alive_ns: AtomicU64::new(0),
             epoch,
             failed: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            enable_epoch: AtomicU32::new(0),
             write_cache_enabled: AtomicBool::new(true),
             event_pending: AtomicBool::new(false),
             failure_reason: Mutex::new(None),
@@ -262,6 +271,39 @@ impl Controller {
 
     pub(crate) fn set_write_cache_enabled(&self, enabled: bool) {
         self.write_cache_enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// CSTS.RDY: the host enabled the controller and has not reset it since.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// The current enable epoch (see [`Controller::reset`]).
+    pub(crate) fn epoch(&self) -> u32 {
+        self.enable_epoch.load(Ordering::Acquire)
+    }
+
+    /// CSTS.RDY changes with `st` locked.
+    pub(crate) fn set_ready(&self, st: &mut ControllerState, ready: bool) {
+        st.csts = Csts(st.csts).with_rdy(ready).0;
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// A controller reset (CC.EN 1 -> 0): not ready, and every I/O queue of the old epoch is
+    /// gone; their connections are closed by their reactors, their qids free for the next
+    /// enable.
+    pub(crate) fn reset(&self, st: &mut ControllerState) {
+        self.set_ready(st, false);
+        self.enable_epoch.fetch_add(1, Ordering::AcqRel);
+        st.io_queues.clear();
+    }
+
+    /// An I/O queue of epoch `epoch` is released: its qid is freed unless a reset already did.
+    pub(crate) fn release_io_queue(&self, qid: u16, epoch: u32) {
+        let mut st = self.lock();
+        if self.epoch() == epoch {
+            st.io_queues.remove(&qid);
+        }
     }
 
     pub fn is_failed(&self) -> bool {

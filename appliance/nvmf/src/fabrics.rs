@@ -211,7 +211,7 @@ impl PollGroup {
         if ctrl.discovery {
             return Err(invalid(ConnectParamLocation::Command, IPO_QID));
         }
-        {
+        let epoch = {
             let mut st = ctrl.lock();
             if !Cc(st.cc).en() || !Csts(st.csts).rdy() {
                 return Err(Refusal {
@@ -227,12 +227,14 @@ impl PollGroup {
                 return Err(invalid(ConnectParamLocation::Command, IPO_QID));
             }
             st.io_queues.insert(params.qid);
-        }
+            ctrl.epoch()
+        };
         ctrl.register_counters(Arc::clone(&self.qpair(conn).expect("live").counters));
         let cntlid = ctrl.cntlid;
         let qp = self.qpair_mut(conn).expect("live");
         qp.ctrl = Some(ctrl);
         qp.qid = params.qid;
+        qp.epoch = epoch;
         qp.sq_entries = entries as u16;
         qp.sqflow_disabled = sqflow_disabled;
         qp.ns_table = NsInfo::table(&sub);
@@ -295,17 +297,20 @@ impl PollGroup {
             let mut st = ctrl.lock();
             let old = Cc(st.cc);
             st.cc = new.0;
-            let mut csts = Csts(st.csts);
             if new.en() && !old.en() {
                 if new.iosqes() != 6 || new.iocqes() != 4 {
-                    csts = csts.with_cfs(true);
+                    st.csts = Csts(st.csts).with_cfs(true).0;
                 } else {
-                    csts = csts.with_rdy(true);
+                    ctrl.set_ready(&mut st, true);
                 }
             } else if !new.en() && old.en() {
-                // Controller reset: ready drops, shutdown status clears.
-                csts = csts.with_rdy(false).with_shst(shst::NORMAL);
+                // Controller reset: ready drops, the I/O queues are torn down, shutdown
+                // status clears.
+                ctrl.reset(&mut st);
+                st.csts = Csts(st.csts).with_shst(shst::NORMAL).0;
+                log::info!("controller {}: reset by the host (CC.EN cleared)", ctrl.cntlid);
             }
+            let mut csts = Csts(st.csts);
             let shutdown = new.shn() != 0 && old.shn() == 0;
             if shutdown {
                 csts = csts.with_shst(shst::OCCURRING);

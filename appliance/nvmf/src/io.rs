@@ -169,7 +169,9 @@ impl PollGroup {
         }
         let bytes = bytes as u32;
         let data_ok = match (cmd.opcode, plan) {
-            (op::READ, DataPlan::ToHost { len }) => len >= bytes,
+            // Identify's SGLS does not offer SGLs longer than the data (bit 16), so the length
+            // must match in both directions.
+            (op::READ, DataPlan::ToHost { len }) => len == bytes,
             (op::WRITE | op::COMPARE, DataPlan::InCapsule { len } | DataPlan::FromHost { len }) => {
                 len == bytes
             }

@@ -79,6 +79,8 @@ pub(crate) struct Qpair {
     pub state: QpairState,
     pub ctrl: Option<Arc<Controller>>,
     pub qid: u16,
+    /// The controller's enable epoch this I/O queue connected in (see `Controller::reset`).
+    pub epoch: u32,
     /// Submission queue entries (SQSIZE + 1).
     pub sq_entries: u16,
     pub sqhd: u16,
@@ -106,6 +108,7 @@ impl Qpair {
             state: QpairState::AwaitingConnect,
             ctrl: None,
             qid: 0,
+            epoch: 0,
             sq_entries: crate::MAX_ADMIN_QUEUE_ENTRIES,
             sqhd: 0,
             sqflow_disabled: false,
@@ -323,7 +326,7 @@ impl PollGroup {
             if qp.qid == 0 {
                 self.target.destroy_controller(ctrl.cntlid);
             } else {
-                ctrl.lock().io_queues.remove(&qp.qid);
+                ctrl.release_io_queue(qp.qid, qp.epoch);
             }
         }
     }
@@ -422,11 +425,36 @@ impl PollGroup {
                 cx,
             );
         }
+        if let Err(status) = self.check_enabled(conn) {
+            return self.finish(conn, req.slot, status, 0, req.buf, cx);
+        }
         if is_admin {
             self.execute_admin(conn, req, cx)
         } else {
             self.execute_io(conn, req, cx)
         }
+    }
+
+    /// Commands other than Fabrics ones need an enabled controller (CC.EN = 1, CSTS.RDY = 1):
+    /// Command Sequence Error otherwise. An I/O queue from before a controller reset is torn
+    /// down: its commands fail and its connection is closed. One atomic load per command.
+    fn check_enabled(&mut self, conn: ConnId) -> Result<(), Status> {
+        let qp = self.qpair(conn).expect("execute checked the qpair");
+        let Some(ctrl) = qp.ctrl.as_ref() else {
+            return Err(Status::COMMAND_SEQUENCE_ERROR);
+        };
+        if qp.is_admin() {
+            return if ctrl.is_ready() {
+                Ok(())
+            } else {
+                Err(Status::COMMAND_SEQUENCE_ERROR)
+            };
+        }
+        if qp.epoch == ctrl.epoch() {
+            return Ok(());
+        }
+        self.defer(GroupEvent::Close(conn));
+        Err(Status::COMMAND_SEQUENCE_ERROR)
     }
 
     fn plain_response(&self, slot: u16, cid: u16, status: Status) -> Response {
@@ -731,7 +759,8 @@ impl PollGroup {
             if qp.is_admin() && !ctrl.is_failed() && ctrl.keep_alive_expired(now) {
                 ctrl.fail("keep-alive timeout expired");
             }
-            if ctrl.is_failed() {
+            // A failed controller loses every queue; a reset one its I/O queues.
+            if ctrl.is_failed() || (!qp.is_admin() && qp.epoch != ctrl.epoch()) {
                 out(GroupEvent::Close(ConnId(index as u32)));
             }
         }

@@ -1,6 +1,7 @@
 //! What a transport hands to the NVMe layer and gets back, and the data-transfer decision for a
 //! command (made here, at the controller edge, so transports never pick a status).
 
+use ferrite_nvme::command::{PSDT_SGL_MPTR_CONTIGUOUS, PSDT_SGL_MPTR_SGL};
 use ferrite_nvme::{Command, Completion, DataDirection, SglDescriptor, Status};
 use ferrite_reactor::IoBuf;
 
@@ -59,8 +60,8 @@ pub fn plan_data(
     in_capsule_len: u32,
     limits: &TransportLimits,
 ) -> Result<DataPlan, Status> {
-    // Fabrics transports carry SGLs only (PSDT 01b or 10b).
-    if cmd.psdt() == 0 {
+    // Fabrics transports carry SGLs only (PSDT 01b or 10b; 00b is PRPs, 11b reserved).
+    if !matches!(cmd.psdt(), PSDT_SGL_MPTR_CONTIGUOUS | PSDT_SGL_MPTR_SGL) {
         return Err(Status::INVALID_FIELD);
     }
     let sgl: &SglDescriptor = &cmd.dptr;
@@ -200,5 +201,14 @@ mod tests {
         let mut prp = cmd(io::READ, SglDescriptor::transport(4096));
         prp.flags = 0;
         assert_eq!(plan_data(&prp, 0, &limits), Err(Status::INVALID_FIELD));
+        let mut reserved = cmd(io::READ, SglDescriptor::transport(4096));
+        reserved.set_psdt(0b11);
+        assert_eq!(plan_data(&reserved, 0, &limits), Err(Status::INVALID_FIELD));
+        let mut segment = cmd(io::READ, SglDescriptor::transport(4096));
+        segment.set_psdt(PSDT_SGL_MPTR_SGL);
+        assert_eq!(
+            plan_data(&segment, 0, &limits),
+            Ok(DataPlan::ToHost { len: 4096 })
+        );
     }
 }

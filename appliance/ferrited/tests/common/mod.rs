@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use ferrite_host::{ConnectOptions, Controller};
 use serde_json::Value;
 
+pub mod raw;
+
 pub const NQN: &str = "nqn.2026-01.io.ferrite:test";
 
 pub struct Ferrited {
