@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{
-    completion, expect_status, in_capsule, raw, ready, response, rw, transport, with_sgl, BadHost,
-    T,
+    completion, expect_status, expect_term, in_capsule, raw, ready, response, rw, transport,
+    with_sgl, BadHost, T,
 };
 use common::{free_port, pattern, shared_config, Ferrited, GoodHost, GOOD_NQN, NQN};
 use ferrite_host::controller::uuid_hostnqn;

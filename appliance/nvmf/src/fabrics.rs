@@ -308,7 +308,10 @@ impl PollGroup {
                 // status clears.
                 ctrl.reset(&mut st);
                 st.csts = Csts(st.csts).with_shst(shst::NORMAL).0;
-                log::info!("controller {}: reset by the host (CC.EN cleared)", ctrl.cntlid);
+                log::info!(
+                    "controller {}: reset by the host (CC.EN cleared)",
+                    ctrl.cntlid
+                );
             }
             let mut csts = Csts(st.csts);
             let shutdown = new.shn() != 0 && old.shn() == 0;

@@ -169,8 +169,8 @@ impl PollGroup {
         }
         let bytes = bytes as u32;
         let data_ok = match (cmd.opcode, plan) {
-            // Identify's SGLS does not offer SGLs longer than the data (bit 16), so the length
-            // must match in both directions.
+            // Identify's SGLS does not offer SGLs longer than the data (bit 18,
+            // `sgls::EXCESS_LENGTH`), so the length must match in both directions.
             (op::READ, DataPlan::ToHost { len }) => len == bytes,
             (op::WRITE | op::COMPARE, DataPlan::InCapsule { len } | DataPlan::FromHost { len }) => {
                 len == bytes

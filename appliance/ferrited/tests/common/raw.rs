@@ -140,4 +140,3 @@ pub fn expect_term(r: &mut RawConnection, want: (u16, u32), offending: &[u8], ca
         "{case}: the target must close after its TermReq"
     );
 }
-

@@ -368,6 +368,9 @@ pub mod sgls {
     pub const SUPPORTED: u32 = 0x1;
     /// Keyed SGL Data Block descriptor supported (bit 2).
     pub const KEYED_DATA_BLOCK: u32 = 1 << 2;
+    /// Commands whose data SGL describes more than the data they transfer are supported
+    /// (bit 18). Without it such a command fails with Data SGL Length Invalid.
+    pub const EXCESS_LENGTH: u32 = 1 << 18;
     /// SGL Offset supported (bit 20): the Offset sub type of data blocks.
     pub const OFFSET: u32 = 1 << 20;
     /// Transport SGL Data Block descriptor supported (bit 22).
