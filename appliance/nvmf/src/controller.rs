@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use ferrite_nvme::fabrics::Csts;
 use ferrite_nvme::Status;
 
+use crate::error_log::ErrorLog;
 use crate::target::Subsystem;
-use crate::{ERROR_LOG_ENTRIES, MAX_NSID};
+use crate::MAX_NSID;
 
 /// Asynchronous events this target raises.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,17 +100,6 @@ impl std::ops::AddAssign for HealthTotals {
     }
 }
 
-/// One error log entry as recorded (encoded on Get Log Page).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ErrorRecord {
-    pub error_count: u64,
-    pub sqid: u16,
-    pub cid: u16,
-    pub status: Status,
-    pub nsid: u32,
-    pub lba: u64,
-}
-
 /// Features a host can set. Values are the Set Features dword 11 encodings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Features {
@@ -143,8 +133,6 @@ pub(crate) struct ControllerState {
     pub features: Features,
     /// Connected I/O queue ids.
     pub io_queues: BTreeSet<u16>,
-    pub errors: VecDeque<ErrorRecord>,
-    pub error_count: u64,
     /// Events raised but not yet reported through an AER.
     pub pending_events: VecDeque<AsyncEvent>,
     /// Event types reported and not yet cleared by reading their log page (masked until then).
@@ -169,6 +157,7 @@ pub struct Controller {
     last_keep_alive_ns: AtomicU64,
     epoch: Instant,
     failed: AtomicBool,
+    errors: ErrorLog,
     /// CSTS.RDY, mirrored for the command paths (written under the state lock): while clear,
     /// only Fabrics commands are served.
     ready: AtomicBool,
@@ -213,6 +202,7 @@ impl Controller {
             last_keep_alive_ns: AtomicU64::new(0),
             epoch,
             failed: AtomicBool::new(false),
+            errors: ErrorLog::default(),
             ready: AtomicBool::new(false),
             enable_epoch: AtomicU32::new(0),
             write_cache_enabled: AtomicBool::new(true),
@@ -370,21 +360,14 @@ impl Controller {
         st.reported_events.retain(|e| *e != event);
     }
 
+    /// Records an error completion in the Error Information log: lock-free, so error
+    /// completions on the I/O path never take the controller's mutex.
     pub(crate) fn record_error(&self, sqid: u16, cid: u16, status: Status, nsid: u32, lba: u64) {
-        let mut st = self.lock();
-        st.error_count += 1;
-        let record = ErrorRecord {
-            error_count: st.error_count,
-            sqid,
-            cid,
-            status,
-            nsid,
-            lba,
-        };
-        if st.errors.len() == ERROR_LOG_ENTRIES {
-            st.errors.pop_back();
-        }
-        st.errors.push_front(record);
+        self.errors.record(sqid, cid, status, nsid, lba);
+    }
+
+    pub(crate) fn error_log(&self) -> &ErrorLog {
+        &self.errors
     }
 
     pub(crate) fn register_counters(&self, counters: Arc<HealthCounters>) {

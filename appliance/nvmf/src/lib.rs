@@ -12,6 +12,7 @@ mod admin;
 mod controller;
 mod copy;
 mod error;
+mod error_log;
 mod fabrics;
 mod identify;
 mod io;
@@ -37,6 +38,9 @@ pub const MAX_NSID: u32 = 1024;
 pub const MAX_QUEUE_ENTRIES: u16 = 128;
 /// Entries in the admin submission queue we accept.
 pub const MAX_ADMIN_QUEUE_ENTRIES: u16 = 32;
+/// Command slots per queue pair, preallocated when the connection arrives: the largest queue a
+/// host may have plus headroom for AERs. A transport numbers its commands `0..MAX_COMMAND_SLOTS`.
+pub const MAX_COMMAND_SLOTS: usize = MAX_QUEUE_ENTRIES as usize + 8;
 /// I/O queues a controller may have.
 pub const MAX_IO_QUEUES: u16 = 64;
 /// Maximum data transfer: 2^MDTS pages of 4 KiB = 128 KiB, the size of a large pool buffer.

@@ -81,10 +81,10 @@ fn status(s: Status) -> AdminResult {
 }
 
 fn error_log(ctrl: &Controller) -> Vec<u8> {
-    let st = ctrl.lock();
     let mut page = vec![0u8; ERROR_LOG_ENTRIES * std::mem::size_of::<ErrorLogEntry>()];
-    for (record, chunk) in st
-        .errors
+    for (record, chunk) in ctrl
+        .error_log()
+        .records()
         .iter()
         .zip(page.chunks_exact_mut(std::mem::size_of::<ErrorLogEntry>()))
     {
@@ -105,10 +105,8 @@ fn error_log(ctrl: &Controller) -> Vec<u8> {
 
 fn smart(ctrl: &Controller, now: Instant) -> Vec<u8> {
     let totals = ctrl.health_totals();
-    let (errors, critical) = {
-        let st = ctrl.lock();
-        (st.error_count, st.csts & (1 << 1) != 0)
-    };
+    let errors = ctrl.error_log().count();
+    let critical = ctrl.lock().csts & (1 << 1) != 0;
     let mut log = SmartLog::new_zeroed();
     log.critical_warning = if critical { 1 << 3 } else { 0 }; // bit 3: reliability degraded
     log.available_spare = 100;

@@ -116,9 +116,12 @@ impl Qpair {
             ns_table: Vec::new(),
             config_generation: 0,
             counters: Arc::new(HealthCounters::default()),
-            slots: Vec::new(),
+            // Preallocated: the command path never grows them.
+            slots: (0..crate::MAX_COMMAND_SLOTS)
+                .map(|_| Slot::default())
+                .collect(),
             outstanding: 0,
-            aers: Vec::new(),
+            aers: Vec::with_capacity(crate::MAX_AERS),
             shutdown_flushes: 0,
             local: None,
         }
@@ -128,12 +131,9 @@ impl Qpair {
         self.qid == 0
     }
 
+    /// Slot `slot` (below [`crate::MAX_COMMAND_SLOTS`]: `begin` refuses others).
     pub fn slot_mut(&mut self, slot: u16) -> &mut Slot {
-        let index = slot as usize;
-        if self.slots.len() <= index {
-            self.slots.resize_with(index + 1, Slot::default);
-        }
-        &mut self.slots[index]
+        &mut self.slots[slot as usize]
     }
 }
 
@@ -364,6 +364,10 @@ impl PollGroup {
             debug_assert!(false, "command on unknown connection {conn:?}");
             return false;
         };
+        if slot as usize >= qp.slots.len() {
+            debug_assert!(false, "transport used slot {slot} beyond MAX_COMMAND_SLOTS");
+            return false;
+        }
         qp.sqhd = (qp.sqhd + 1) % qp.sq_entries.max(1);
         let s = qp.slot_mut(slot);
         debug_assert!(!s.in_use, "transport reused busy slot {slot}");

@@ -6,9 +6,19 @@
 //!
 //! ```text
 //! Free -> Receiving (in-capsule data) ----------------------------> Executing -> Sending -> Free
+//!      -> AwaitBuffer (in-capsule data, receive side paused) -> Receiving
 //!      -> AwaitBuffer -> AwaitH2C (R2T sent, H2CData arriving) --->
 //!      -> AwaitBuffer (read needing a buffer) ------------------->
 //! ```
+//!
+//! Nothing here allocates once a connection is set up: the slots, the cid map, the staging
+//! buffer and the transmit queue are sized when the connection arrives, and data lives in the
+//! reactor's pooled buffers. When the pool is empty, commands wait for a buffer; in-capsule data
+//! (which sits in the byte stream before the next PDU) pauses the receive side of its
+//! connection until a buffer comes back, which is TCP backpressure on that host. R2Ts are only
+//! granted while more than [`R2T_RESERVE_DIVISOR`]th of the pool is free, so buffers held by
+//! writes waiting for their H2CData (which may sit behind a paused capsule) can never take the
+//! last buffers: the reserve only goes to commands that complete without more input.
 
 use std::collections::VecDeque;
 use std::io::{IoSlice, Read, Write};
@@ -29,7 +39,12 @@ use ferrite_reactor::{IoBuf, TaskContext};
 use crate::transport::TcpOptions;
 
 /// Command slots per connection: the largest queue a host may have plus AER headroom.
-const MAX_SLOTS: usize = ferrite_nvmf::MAX_QUEUE_ENTRIES as usize + 8;
+const MAX_SLOTS: usize = ferrite_nvmf::MAX_COMMAND_SLOTS;
+/// Transmit queue items a command can have queued at once (C2HData header, data, data digest,
+/// CapsuleResp, release marker; or an R2T).
+const TX_ITEMS_PER_SLOT: usize = 6;
+/// R2Ts wait while no more than 1/this of the buffer pool is free (see the module doc).
+pub(crate) const R2T_RESERVE_DIVISOR: usize = 8;
 /// Socket reads per connection per poll, for fairness between connections.
 const READS_PER_POLL: usize = 8;
 /// IoSlices per writev.
@@ -170,18 +185,46 @@ impl Conn {
             rx_start: 0,
             rx_end: 0,
             rx_data: None,
-            slots: Vec::new(),
-            free: Vec::new(),
+            slots: (0..MAX_SLOTS).map(|_| CmdSlot::default()).collect(),
+            // Popped from the end: low slot numbers first.
+            free: (0..MAX_SLOTS as u16).rev().collect(),
             cid_map: vec![0u16; 1 << 16].into_boxed_slice(),
-            waiting_buffer: VecDeque::new(),
-            tx: VecDeque::new(),
+            waiting_buffer: VecDeque::with_capacity(MAX_SLOTS),
+            // Two extra items: an ICResp and a TermReq.
+            tx: VecDeque::with_capacity(MAX_SLOTS * TX_ITEMS_PER_SLOT + 2),
             tx_front_done: 0,
             want_write: false,
         }
     }
 
+    /// Commands wait for a buffer, or the receive side is paused until one comes back.
     pub fn has_waiters(&self) -> bool {
-        !self.waiting_buffer.is_empty()
+        !self.waiting_buffer.is_empty() || self.rx_paused()
+    }
+
+    /// In-capsule data is next on the socket but its command has no buffer yet.
+    fn rx_paused(&self) -> bool {
+        self.rx_data.as_ref().is_some_and(|rd| {
+            rd.kind == RxKind::CapsuleData && self.slots[rd.slot as usize].buf.is_none()
+        })
+    }
+
+    /// Gives paused in-capsule data its buffer if the pool has one again. False while paused.
+    fn resume_rx(&mut self, cx: &mut TaskContext) -> bool {
+        if !self.rx_paused() {
+            return true;
+        }
+        let rd = self.rx_data.as_ref().expect("paused means receiving");
+        let s = &mut self.slots[rd.slot as usize];
+        let len = s.plan.map_or(0, |p| p.len());
+        match cx.get_buffer(len as usize) {
+            Some(buf) => {
+                s.buf = Some(buf);
+                s.state = SlotState::Receiving;
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn is_terminating(&self) -> bool {
@@ -202,6 +245,10 @@ impl Conn {
         let mut reads = 0;
         while self.state != ConnState::Terminating {
             if self.rx_data.is_some() {
+                if !self.resume_rx(cx) {
+                    // Backpressure: leave the bytes in the socket until a buffer returns.
+                    return Ok(progress);
+                }
                 if self.receive_data(&mut reads)? {
                     self.finish_data(nvmf, cx)?;
                     progress = true;
@@ -494,14 +541,7 @@ impl Conn {
     }
 
     fn alloc_slot(&mut self) -> Option<u16> {
-        if let Some(slot) = self.free.pop() {
-            return Some(slot);
-        }
-        if self.slots.len() < MAX_SLOTS {
-            self.slots.push(CmdSlot::default());
-            return Some((self.slots.len() - 1) as u16);
-        }
-        None
+        self.free.pop()
     }
 
     fn handle_capsule(
@@ -564,10 +604,13 @@ impl Conn {
                 self.slots[slot as usize].plan = Some(plan);
                 match plan {
                     DataPlan::InCapsule { len } => {
-                        let buf = cx
-                            .get_buffer(len as usize)
-                            .unwrap_or_else(|| IoBuf::new(len as usize));
-                        self.slots[slot as usize].buf = Some(buf);
+                        // No buffer: the slot waits and `on_readable` pauses (`resume_rx`).
+                        let buf = cx.get_buffer(len as usize);
+                        let s = &mut self.slots[slot as usize];
+                        if buf.is_none() {
+                            s.state = SlotState::AwaitBuffer;
+                        }
+                        s.buf = buf;
                         self.rx_data = Some(RxData {
                             slot,
                             kind: RxKind::CapsuleData,
@@ -594,6 +637,9 @@ impl Conn {
     fn start_data_phase(&mut self, slot: u16, nvmf: &mut PollGroup, cx: &mut TaskContext) -> bool {
         let s = &mut self.slots[slot as usize];
         let plan = s.plan.expect("planned");
+        if matches!(plan, DataPlan::FromHost { .. }) && !r2t_may_take(cx, plan.len() as usize) {
+            return false;
+        }
         let Some(buf) = cx.get_buffer(plan.len() as usize) else {
             return false;
         };
@@ -615,8 +661,13 @@ impl Conn {
         true
     }
 
-    /// Retries commands waiting for a buffer, oldest first.
-    pub fn retry_waiting(&mut self, nvmf: &mut PollGroup, cx: &mut TaskContext) -> bool {
+    /// Retries commands waiting for a buffer, oldest first, then a paused receive side (whose
+    /// bytes may all be in staging already, so no socket event would wake it).
+    pub fn retry_waiting(
+        &mut self,
+        nvmf: &mut PollGroup,
+        cx: &mut TaskContext,
+    ) -> Result<bool, ConnError> {
         let mut progress = false;
         while let Some(&slot) = self.waiting_buffer.front() {
             if !self.start_data_phase(slot, nvmf, cx) {
@@ -625,7 +676,10 @@ impl Conn {
             self.waiting_buffer.pop_front();
             progress = true;
         }
-        progress
+        if self.rx_paused() && self.resume_rx(cx) {
+            progress |= self.on_readable(nvmf, cx)?;
+        }
+        Ok(progress)
     }
 
     fn handle_h2c(&mut self, header: &[u8], layout: &PduLayout) -> Result<(), ConnError> {
@@ -890,6 +944,11 @@ impl Conn {
         ConnError::Terminated(why.to_string())
     }
 
+    #[cfg(test)]
+    pub(crate) fn slots_in_use(&self) -> usize {
+        MAX_SLOTS - self.free.len()
+    }
+
     /// Returns every buffer this connection holds (not those lent to the NVMe layer).
     pub fn release_all(&mut self, cx: &mut TaskContext) {
         for s in &mut self.slots {
@@ -899,4 +958,16 @@ impl Conn {
         }
         self.tx.clear();
     }
+}
+
+/// Whether an R2T may take a buffer of `len` bytes now: only while more than
+/// 1/[`R2T_RESERVE_DIVISOR`] of its pool is free.
+fn r2t_may_take(cx: &mut TaskContext, len: usize) -> bool {
+    let pool = if len <= cx.small_pool().buf_size() {
+        cx.small_pool()
+    } else {
+        cx.large_pool()
+    };
+    let stats = pool.stats();
+    stats.free > stats.capacity / R2T_RESERVE_DIVISOR
 }

@@ -223,7 +223,15 @@ impl SocketGroup {
                 continue;
             };
             if conn.has_waiters() {
-                conn.retry_waiting(&mut self.nvmf, cx);
+                if let Err(ConnError::Gone(why) | ConnError::Terminated(why)) =
+                    conn.retry_waiting(&mut self.nvmf, cx)
+                {
+                    if !conn.is_terminating() {
+                        self.close(id, &why, cx);
+                        self.dirty.swap_remove(i);
+                        continue;
+                    }
+                }
             }
             match conn.flush(cx) {
                 Ok(true) => {
