@@ -944,11 +944,6 @@ impl Conn {
         ConnError::Terminated(why.to_string())
     }
 
-    #[cfg(test)]
-    pub(crate) fn slots_in_use(&self) -> usize {
-        MAX_SLOTS - self.free.len()
-    }
-
     /// Returns every buffer this connection holds (not those lent to the NVMe layer).
     pub fn release_all(&mut self, cx: &mut TaskContext) {
         for s in &mut self.slots {

@@ -8,24 +8,20 @@
 //! and the host alike (the host's queue pair is itself allocation-free in steady state, see
 //! `appliance/host/tests/no_alloc.rs`).
 
+mod common;
+
 use std::alloc::System;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_bdev::MallocBdev;
-use ferrite_host::{Cid, Completed, ConnectOptions, Controller, Data, QueuePair, SglMode};
+use common::{rw, InProcess, BLOCK};
+use ferrite_host::{Cid, Completed, Controller, Data, QueuePair, SglMode};
 use ferrite_nvme::command::opcode;
-use ferrite_nvme::io::ReadWrite;
-use ferrite_nvmf::{Listener, NamespaceParams, SubsystemParams, Target, TargetOptions, Trtype};
-use ferrite_reactor::{Runtime, RuntimeConfig};
-use ferrite_transport_tcp::{TcpOptions, TcpTransport};
+use ferrite_reactor::RuntimeConfig;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
-const NQN: &str = "nqn.2026-01.io.ferrite:no-alloc";
-const BLOCK: usize = 512;
 /// Regions of 64 blocks (32 KiB) the workload cycles through.
 const REGIONS: usize = 64;
 const REGION_BLOCKS: usize = 64;
@@ -58,13 +54,7 @@ fn fill(out: &mut [u8], region: usize, generation: u64) {
 }
 
 fn command(op: u8, region: usize, blocks: usize) -> ferrite_nvme::Command {
-    ReadWrite {
-        nsid: 1,
-        slba: (region * REGION_BLOCKS) as u64,
-        nlb: (blocks - 1) as u16,
-        ..ReadWrite::default()
-    }
-    .to_command(op, 0)
+    rw(op, 0, (region * REGION_BLOCKS) as u64, blocks)
 }
 
 struct Workload {
@@ -184,45 +174,8 @@ impl Workload {
 
 #[test]
 fn target_serves_a_mixed_verified_workload_without_allocating() {
-    let runtime = Runtime::start(RuntimeConfig::testing(2)).expect("runtime");
-    let target = Target::new(TargetOptions::default());
-    let bdev = MallocBdev::new("ram0", (REGIONS * REGION_BLOCKS) as u64, BLOCK as u32)
-        .expect("malloc bdev");
-    target.add_bdev("ram0", Arc::new(bdev)).expect("add bdev");
-    target
-        .create_subsystem(SubsystemParams {
-            nqn: NQN.into(),
-            serial: None,
-            model: None,
-            allow_any_host: true,
-            max_namespaces: None,
-        })
-        .expect("subsystem");
-    target
-        .add_namespace(
-            NQN,
-            NamespaceParams {
-                bdev_name: "ram0".into(),
-                ..Default::default()
-            },
-        )
-        .expect("namespace");
-    let transport =
-        TcpTransport::start(Arc::clone(&target), &runtime, TcpOptions::default()).expect("tcp");
-    let addr = transport
-        .listen("127.0.0.1:0".parse().expect("address"))
-        .expect("listen");
-    target
-        .add_subsystem_listener(
-            NQN,
-            Listener {
-                trtype: Trtype::Tcp,
-                addr,
-            },
-        )
-        .expect("subsystem listener");
-
-    let mut opts = ConnectOptions::new(addr, NQN);
+    let t = InProcess::start(RuntimeConfig::testing(2), (REGIONS * REGION_BLOCKS) as u64);
+    let mut opts = t.options();
     opts.header_digest = true;
     opts.data_digest = true;
     opts.io_queues = 1;
@@ -262,6 +215,5 @@ fn target_serves_a_mixed_verified_workload_without_allocating() {
     );
     drop(qp);
     ctrl.disconnect();
-    transport.shutdown();
-    runtime.shutdown().expect("runtime shutdown");
+    t.stop();
 }
