@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrite_bdev::BlockDevice;
-use ferrite_nvmf::{Target, Trtype};
+use ferrite_nvmf::{PollGroupStats, Target, Trtype};
 use ferrite_reactor::{ReactorStats, Spawner};
 use ferrite_rpc::protocol::{ALREADY_EXISTS, BUSY, INVALID_PARAMS};
 use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError, StatsHistory};
@@ -273,6 +273,12 @@ impl Appliance for Control {
 
     fn connections(&self) -> Vec<usize> {
         self.transport.connections()
+    }
+
+    fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, RpcError> {
+        self.transport
+            .poll_group_stats()
+            .map_err(|e| RpcError::internal(e.to_string()))
     }
 
     fn save_config(&self) -> Result<String, RpcError> {

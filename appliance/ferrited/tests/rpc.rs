@@ -260,6 +260,14 @@ fn every_method_through_ferritectl_with_its_errors() {
         "admin + 2 I/O: {qpairs}"
     );
     assert!(d.ok(&["qpairs"]).contains("CNTLID"));
+    // Each queue names the reactor serving it; the reactors' poll groups account for them.
+    let mut per_reactor = [0u64; 2];
+    for q in qpairs.as_array().expect("array") {
+        let r = q["reactor"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("reactor of {q}"));
+        per_reactor[r as usize] += 1;
+    }
     let stats = d.json(&["stats", "--interval", "0"]);
     let ns = stats["namespaces"]
         .as_array()
@@ -275,6 +283,21 @@ fn every_method_through_ferritectl_with_its_errors() {
     assert_eq!(ns["queue_depth"], 0);
     assert_eq!(ns["latency_us"]["count"], 17);
     assert_eq!(stats["reactors"].as_array().expect("reactors").len(), 2);
+    let mut commands = 0;
+    for r in stats["reactors"].as_array().expect("reactors") {
+        let index = r["index"].as_u64().expect("index") as usize;
+        let group = &r["poll_group"];
+        assert!(
+            group["qpairs"].as_u64().expect("poll_group.qpairs") >= per_reactor[index],
+            "reactor {index} serves {} of the queues: {r}",
+            per_reactor[index]
+        );
+        commands += group["commands"].as_u64().expect("poll_group.commands");
+    }
+    assert!(
+        commands >= 17 + 3,
+        "the I/O and the Connects were counted: {commands}"
+    );
     let table = d.ok(&["stats", "--interval", "0.2"]);
     assert!(
         table.contains("READ IOPS") && table.contains("BUSY %"),

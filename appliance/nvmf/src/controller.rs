@@ -4,7 +4,7 @@
 //! The I/O path touches only atomics here (the failed flag, per-queue counters it owns); the rest
 //! sits behind a mutex used by admin commands, Connect and the control thread.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -133,6 +133,8 @@ pub(crate) struct ControllerState {
     pub features: Features,
     /// Connected I/O queue ids.
     pub io_queues: BTreeSet<u16>,
+    /// The reactor serving each queue (qid 0 included), recorded at Connect.
+    pub queue_reactors: BTreeMap<u16, usize>,
     /// Events raised but not yet reported through an AER.
     pub pending_events: VecDeque<AsyncEvent>,
     /// Event types reported and not yet cleared by reading their log page (masked until then).
@@ -179,6 +181,8 @@ pub struct ControllerInfo {
     pub hostnqn: String,
     pub hostid: [u8; 16],
     pub io_queues: Vec<u16>,
+    /// (qid, reactor index) of the admin queue and every I/O queue.
+    pub queue_reactors: Vec<(u16, usize)>,
     pub kato_ms: u32,
     pub failed: bool,
 }
@@ -226,6 +230,10 @@ impl Controller {
             hostnqn: self.hostnqn.clone(),
             hostid: self.hostid,
             io_queues: st.io_queues.iter().copied().collect(),
+            queue_reactors: std::iter::once(0)
+                .chain(st.io_queues.iter().copied())
+                .filter_map(|qid| st.queue_reactors.get(&qid).map(|&r| (qid, r)))
+                .collect(),
             kato_ms: self.kato_ms(),
             failed: self.is_failed(),
         }

@@ -177,6 +177,7 @@ impl PollGroup {
                     dw0: 0,
                 })?;
             ctrl.keep_alive(now);
+            ctrl.lock().queue_reactors.insert(0, cx.reactor_index());
             ctrl.register_counters(Arc::clone(&self.qpair(conn).expect("live").counters));
             let cntlid = ctrl.cntlid;
             log::info!(
@@ -227,6 +228,7 @@ impl PollGroup {
                 return Err(invalid(ConnectParamLocation::Command, IPO_QID));
             }
             st.io_queues.insert(params.qid);
+            st.queue_reactors.insert(params.qid, cx.reactor_index());
             ctrl.epoch()
         };
         ctrl.register_counters(Arc::clone(&self.qpair(conn).expect("live").counters));

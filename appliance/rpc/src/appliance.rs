@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 
-use ferrite_nvmf::Target;
+use ferrite_nvmf::{PollGroupStats, Target};
 use ferrite_reactor::ReactorStats;
 use ferrite_volume::{Pool, PoolOptions};
 
@@ -69,6 +69,9 @@ pub trait Appliance: Send + Sync {
 
     /// Open transport connections (queue pairs) per reactor.
     fn connections(&self) -> Vec<usize>;
+
+    /// Counters of every reactor's NVMe poll group, in reactor order.
+    fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, RpcError>;
 
     /// The running configuration as a configuration file the daemon reproduces exactly.
     fn save_config(&self) -> Result<String, RpcError>;

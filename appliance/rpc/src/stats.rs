@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
 use crate::appliance::Appliance;
+use crate::protocol::RpcError;
 use crate::volumes::kind_str;
 
 /// The previous `stats_get` sample of every volume (by volume UUID, so a rename keeps it):
@@ -58,7 +59,7 @@ fn counters_json(c: &NamespaceCounters) -> Value {
     })
 }
 
-pub(crate) fn collect(app: &dyn Appliance) -> Value {
+pub(crate) fn collect(app: &dyn Appliance) -> Result<Value, RpcError> {
     let target = app.target();
     let cfg = target.config();
     let reactor_stats = app.reactor_stats();
@@ -87,6 +88,7 @@ pub(crate) fn collect(app: &dyn Appliance) -> Value {
         }
     }
     let connections = app.connections();
+    let groups = app.poll_group_stats()?;
     let reactors: Vec<Value> = reactor_stats
         .iter()
         .map(|r| {
@@ -97,17 +99,24 @@ pub(crate) fn collect(app: &dyn Appliance) -> Value {
                 "idle_ns": r.idle_ns,
                 "busy_ratio": r.load(),
                 "connections": connections.get(r.index).copied().unwrap_or(0),
+                "poll_group": groups.get(r.index).map(|g| json!({
+                    "qpairs": g.qpairs,
+                    "commands": g.commands,
+                    "errors": g.errors,
+                    "backend_queue_full": g.backend_queue_full,
+                    "channels": g.channels,
+                })),
             })
         })
         .collect();
     let pools = app.pools();
-    json!({
+    Ok(json!({
         "uptime_ns": u64::try_from(target.started().elapsed().as_nanos()).unwrap_or(u64::MAX),
         "namespaces": namespaces,
         "reactors": reactors,
         "volumes": volumes(app, &pools),
         "pools": pools.iter().map(|p| pool_space(p)).collect::<Vec<_>>(),
-    })
+    }))
 }
 
 /// The pool's space figures in bytes.

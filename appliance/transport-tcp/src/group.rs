@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ferrite_nvmf::{ConnId, GroupEvent, PollGroup, Target};
+use ferrite_nvmf::{ConnId, GroupEvent, PollGroup, PollGroupStats, Target};
 use ferrite_reactor::{PollStatus, Task, TaskContext};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;
@@ -68,6 +68,11 @@ impl SocketGroup {
             connections,
             opts,
         }
+    }
+
+    /// Counters of this reactor's NVMe poll group.
+    pub fn nvmf_stats(&self) -> PollGroupStats {
+        self.nvmf.stats()
     }
 
     /// Takes a freshly accepted connection.

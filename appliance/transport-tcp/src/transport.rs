@@ -6,8 +6,8 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrite_nvmf::{Listener, NvmfError, Target, Trtype};
-use ferrite_reactor::{Runtime, SendError, TaskHandle};
+use ferrite_nvmf::{Listener, NvmfError, PollGroupStats, Target, Trtype};
+use ferrite_reactor::{ReactorError, Runtime, SendError, TaskHandle};
 use thiserror::Error;
 
 use crate::group::SocketGroup;
@@ -22,8 +22,14 @@ pub enum TcpTransportError {
     },
     #[error("{0}")]
     Config(#[from] NvmfError),
-    #[error("reactor unavailable: {0}")]
-    Reactor(String),
+    #[error("cannot start the transport's tasks: {0}")]
+    Reactor(#[from] ReactorError),
+    #[error("a reactor did not {what}: {source}")]
+    Call {
+        what: &'static str,
+        #[source]
+        source: SendError,
+    },
 }
 
 /// Transport-level limits (the NVMe-level ones live in `ferrite-nvmf`).
@@ -71,22 +77,18 @@ impl TcpTransport {
         for index in 0..runtime.reactor_count() {
             let connections = Arc::new(AtomicUsize::new(0));
             let (t, c) = (Arc::clone(&target), Arc::clone(&connections));
-            let handle = runtime
-                .spawn(index, "nvmf-tcp", move |cx| {
-                    SocketGroup::new(t, c, opts, cx)
-                })
-                .map_err(|e| TcpTransportError::Reactor(e.to_string()))?;
+            let handle = runtime.spawn(index, "nvmf-tcp", move |cx| {
+                SocketGroup::new(t, c, opts, cx)
+            })?;
             groups.push(GroupHandle {
                 handle,
                 connections,
             });
         }
         let for_listener = groups.clone();
-        let listener = runtime
-            .spawn(0, "nvmf-tcp-accept", move |cx| {
-                ListenerTask::new(for_listener, cx)
-            })
-            .map_err(|e| TcpTransportError::Reactor(e.to_string()))?;
+        let listener = runtime.spawn(0, "nvmf-tcp-accept", move |cx| {
+            ListenerTask::new(for_listener, cx)
+        })?;
         Ok(TcpTransport {
             target,
             groups,
@@ -117,7 +119,10 @@ impl TcpTransport {
                 trtype: Trtype::Tcp,
                 addr: bound,
             });
-            return Err(TcpTransportError::Reactor(send_error(e)));
+            return Err(TcpTransportError::Call {
+                what: "start listening",
+                source: e,
+            });
         }
         log::info!("NVMe/TCP listening on {bound}");
         Ok(bound)
@@ -131,7 +136,10 @@ impl TcpTransport {
         })?;
         self.listener
             .call(move |task, cx| task.remove(addr, cx), CONTROL_TIMEOUT)
-            .map_err(|e| TcpTransportError::Reactor(send_error(e)))?;
+            .map_err(|source| TcpTransportError::Call {
+                what: "stop listening",
+                source,
+            })?;
         Ok(())
     }
 
@@ -140,6 +148,21 @@ impl TcpTransport {
         self.groups
             .iter()
             .map(|g| g.connections.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Counters of every reactor's NVMe poll group, in reactor order.
+    pub fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, TcpTransportError> {
+        self.groups
+            .iter()
+            .map(|g| {
+                g.handle
+                    .call(|group, _cx| group.nvmf_stats(), CONTROL_TIMEOUT)
+                    .map_err(|source| TcpTransportError::Call {
+                        what: "report poll group statistics",
+                        source,
+                    })
+            })
             .collect()
     }
 
@@ -154,8 +177,4 @@ impl TcpTransport {
                 .call(|group, cx| group.close_all(cx), CONTROL_TIMEOUT);
         }
     }
-}
-
-fn send_error(e: SendError) -> String {
-    format!("{e:?}")
 }

@@ -49,6 +49,12 @@ pub enum VolumeError {
     InvalidSize { size: u64, reason: String },
     #[error("invalid pool configuration: {0}")]
     InvalidConfig(String),
+    #[error("cannot start the {what}: {source}")]
+    Spawn {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("pool {pool}: members do not form a pool: {reason}")]
     BadMembers { pool: String, reason: String },
     #[error("pool {pool}: metadata unreadable: {reason}")]

@@ -100,7 +100,10 @@ pub(crate) fn spawn(
             let _ = ready_tx.send(Ok(Arc::clone(&owner.shared)));
             owner.run();
         })
-        .map_err(|e| VolumeError::InvalidConfig(format!("cannot start the owner thread: {e}")))?;
+        .map_err(|source| VolumeError::Spawn {
+            what: "metadata owner thread",
+            source,
+        })?;
     match ready_rx.recv() {
         Ok(Ok(shared)) => Ok((shared, handle)),
         Ok(Err(e)) => {

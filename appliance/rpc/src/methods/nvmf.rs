@@ -392,9 +392,15 @@ pub(super) fn get_qpairs(app: &dyn Appliance, p: Value) -> Result<Value, RpcErro
         .filter(|c| p.nqn.as_ref().is_none_or(|n| *n == c.subnqn))
     {
         for qid in std::iter::once(0).chain(c.io_queues.iter().copied()) {
+            let reactor = c
+                .queue_reactors
+                .iter()
+                .find(|&&(q, _)| q == qid)
+                .map(|&(_, r)| r);
             out.push(json!({
                 "cntlid": c.cntlid,
                 "qid": qid,
+                "reactor": reactor,
                 "subnqn": c.subnqn,
                 "hostnqn": c.hostnqn,
                 "trtype": "TCP",

@@ -14,7 +14,7 @@ pub(super) struct NoParams {}
 
 pub(super) fn stats_get(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let _: NoParams = params(p)?;
-    Ok(stats::collect(app))
+    stats::collect(app)
 }
 
 pub(super) fn save_config(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
