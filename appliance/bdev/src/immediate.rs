@@ -163,7 +163,7 @@ macro_rules! sync_block_device {
 
             fn open_channel(
                 &self,
-                _buffers: &[&[(usize, usize)]],
+                _buffers: &[&$crate::PoolRegions],
             ) -> Result<Box<dyn $crate::IoChannel>, $crate::BdevError> {
                 Ok(Box::new($crate::immediate::SyncChannel::new(
                     std::sync::Arc::clone(&self.dev.inner),

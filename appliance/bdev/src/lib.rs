@@ -8,7 +8,7 @@
 //! - [`malloc`]: RAM, shared lock-free by every channel;
 //! - [`null`]: no storage, reads return zeroes;
 //! - [`file`](mod@file): a regular file or block device through io_uring with O_DIRECT.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 pub mod error;
 pub mod file;
@@ -18,6 +18,8 @@ pub mod malloc;
 pub mod null;
 
 pub use error::BdevError;
+/// What `open_channel` gets to register a reactor's buffer pools (see `BlockDevice`).
+pub use ferrite_reactor::PoolRegions;
 pub use file::FileBdev;
 pub use immediate::DEFAULT_QUEUE_DEPTH;
 pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
@@ -74,12 +76,12 @@ pub trait BlockDevice: Send + Sync + std::fmt::Debug {
     fn uuid(&self) -> [u8; 16];
 
     /// Opens a per-reactor I/O channel. Called on the reactor thread that will use it.
-    /// `buffers` are the regions (`BufferPool::regions()`) of that reactor's buffer pools; a
-    /// backend with registered buffers registers them so that pooled buffers use fixed-buffer
-    /// I/O. A buffer is matched to its registration by its pool index and address, so buffers
-    /// from pools not listed simply take the unregistered path. The pools must outlive the
-    /// channel.
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError>;
+    /// `buffers` describe that reactor's buffer pools (`BufferPool::regions()`); a backend with
+    /// registered buffers registers them so that pooled buffers use fixed-buffer I/O. A buffer
+    /// is matched to its registration by its pool's identity, its index and its address, so
+    /// buffers of pools not listed (or of pools dropped since) simply take the unregistered
+    /// path: nothing needs the pools to outlive the channel.
+    fn open_channel(&self, buffers: &[&PoolRegions]) -> Result<Box<dyn IoChannel>, BdevError>;
 
     /// Blocks that hold storage now (NVMe NUSE); `None`: all of them.
     fn allocated_blocks(&self) -> Option<u64> {

@@ -106,7 +106,7 @@ impl MallocBdev {
             usize::try_from(bytes / WORD as u64).map_err(|_| BdevError::NoMemory { bytes })?;
         let words = <[AtomicU64]>::new_box_zeroed_with_elems(nwords)
             .map_err(|_| BdevError::NoMemory { bytes })?;
-        crate::file::sys::advise_hugepages(&words);
+        ferrite_uring::sys::advise_hugepages(&words);
         log::info!("malloc bdev {name}: {num_blocks} blocks of {block_size} bytes");
         Ok(Self {
             dev: SyncDevice::new(name, MallocInner { geometry, words }),

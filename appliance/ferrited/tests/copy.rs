@@ -278,7 +278,10 @@ impl BlockDevice for TestBdev {
     fn uuid(&self) -> [u8; 16] {
         [7; 16]
     }
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError> {
+    fn open_channel(
+        &self,
+        buffers: &[&ferrite_bdev::PoolRegions],
+    ) -> Result<Box<dyn IoChannel>, BdevError> {
         Ok(Box::new(TestChannel {
             inner: self.inner.open_channel(buffers)?,
             failed: VecDeque::new(),

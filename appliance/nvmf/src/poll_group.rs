@@ -567,8 +567,8 @@ impl PollGroup {
                 .find(|b| b.id == id)
                 .map(|b| Arc::clone(&b.bdev))
                 .ok_or(BdevError::Unsupported("the bdev was deleted"))?;
-            let small = cx.small_pool().regions().to_vec();
-            let large = cx.large_pool().regions().to_vec();
+            let small = cx.small_pool().regions().clone();
+            let large = cx.large_pool().regions().clone();
             let chan = bdev.open_channel(&[&small, &large])?;
             if let Some(fd) = chan.wakeup_fd() {
                 if let Err(e) = cx.register_wakeup_fd(fd) {

@@ -5,6 +5,8 @@
 //! stays put when the `IoBuf` value moves, which is what O_DIRECT and io_uring registered buffers
 //! need.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Alignment (and granule) of every I/O buffer: satisfies O_DIRECT on any logical block size.
@@ -14,13 +16,52 @@ pub const BUF_ALIGN: usize = 4096;
 #[repr(C, align(4096))]
 struct Page([u8; BUF_ALIGN]);
 
+/// Identity of a [`BufferPool`], unique for the life of the process (never reused, unlike an
+/// address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolId(u64);
+
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+
+/// What a backend needs to register a pool's buffers with the kernel (io_uring fixed buffers):
+/// the pool's identity and the (address, length) of each of its buffers, by pool index. Only a
+/// [`BufferPool`] makes one, so a registration always describes real pool buffers; a buffer
+/// matches it by ([`IoBuf::pool_id`], [`IoBuf::pool_index`], address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRegions {
+    id: PoolId,
+    regions: Vec<(usize, usize)>,
+}
+
+impl PoolRegions {
+    pub fn id(&self) -> PoolId {
+        self.id
+    }
+
+    /// (address, length) of every buffer, indexed by `IoBuf::pool_index`.
+    pub fn regions(&self) -> &[(usize, usize)] {
+        &self.regions
+    }
+
+    /// Whether `buf` is buffer `index` of this pool, with at least `len` bytes registered.
+    pub fn matches(&self, buf: &IoBuf, len: usize) -> bool {
+        match buf.pool {
+            Some((id, index)) if id == self.id => self
+                .regions
+                .get(usize::from(index))
+                .is_some_and(|&(addr, rlen)| addr == buf.as_ptr() as usize && rlen >= len),
+            _ => false,
+        }
+    }
+}
+
 /// One aligned I/O buffer. `len` is the part holding data; the capacity is fixed.
 pub struct IoBuf {
     pages: Box<[Page]>,
     len: usize,
-    /// Index in the owning pool, which is also the io_uring fixed-buffer index when the pool's
-    /// buffers are registered with a ring.
-    pool_index: Option<u16>,
+    /// The owning pool and the index in it, which is also the io_uring fixed-buffer index
+    /// (offset by the pool's base) when the pool's buffers are registered with a ring.
+    pool: Option<(PoolId, u16)>,
 }
 
 impl std::fmt::Debug for IoBuf {
@@ -28,7 +69,7 @@ impl std::fmt::Debug for IoBuf {
         f.debug_struct("IoBuf")
             .field("capacity", &self.capacity())
             .field("len", &self.len)
-            .field("pool_index", &self.pool_index)
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -40,7 +81,7 @@ impl IoBuf {
         Self {
             pages: vec![Page([0; BUF_ALIGN]); pages].into_boxed_slice(),
             len: 0,
-            pool_index: None,
+            pool: None,
         }
     }
 
@@ -88,7 +129,12 @@ impl IoBuf {
 
     /// Index of this buffer in its pool (and io_uring fixed-buffer table), if pooled.
     pub fn pool_index(&self) -> Option<u16> {
-        self.pool_index
+        self.pool.map(|(_, index)| index)
+    }
+
+    /// The pool this buffer belongs to, if pooled.
+    pub fn pool_id(&self) -> Option<PoolId> {
+        self.pool.map(|(id, _)| id)
     }
 
     /// Start of the buffer memory, for kernel interfaces (io_uring) that take raw addresses.
@@ -117,8 +163,9 @@ pub struct BufferPool {
     free: Vec<IoBuf>,
     buf_size: usize,
     count: usize,
-    /// (address, length) of every buffer, in pool-index order, for registration with io_uring.
-    regions: Vec<(usize, usize)>,
+    /// Identity and (address, length) of every buffer, in pool-index order, for registration
+    /// with io_uring.
+    regions: PoolRegions,
     exhausted: u64,
 }
 
@@ -127,11 +174,12 @@ impl BufferPool {
     /// capped at `u16::MAX` because fixed-buffer indexes are 16-bit.
     pub fn new(count: usize, buf_size: usize) -> Self {
         let count = count.min(u16::MAX as usize);
+        let id = PoolId(NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed));
         let mut free = Vec::with_capacity(count);
         let mut regions = Vec::with_capacity(count);
         for index in 0..count {
             let mut buf = IoBuf::new(buf_size);
-            buf.pool_index = Some(index as u16);
+            buf.pool = Some((id, index as u16));
             regions.push((buf.as_mut_ptr() as usize, buf.capacity()));
             free.push(buf);
         }
@@ -141,7 +189,7 @@ impl BufferPool {
             free,
             buf_size: buf_size.div_ceil(BUF_ALIGN).max(1) * BUF_ALIGN,
             count,
-            regions,
+            regions: PoolRegions { id, regions },
             exhausted: 0,
         }
     }
@@ -163,31 +211,21 @@ impl BufferPool {
 
     /// Whether `buf` is one of this pool's buffers.
     pub fn owns(&self, buf: &IoBuf) -> bool {
-        match buf.pool_index {
-            Some(index) => self
-                .regions
-                .get(index as usize)
-                .is_some_and(|&(addr, _)| addr == buf.as_ptr() as usize),
-            None => false,
-        }
+        self.regions.matches(buf, 0)
     }
 
     /// Returns a buffer taken from this pool. Buffers from elsewhere are dropped.
     pub fn put(&mut self, mut buf: IoBuf) {
-        let addr = buf.as_mut_ptr() as usize;
-        match buf.pool_index {
-            Some(index)
-                if (index as usize) < self.count && self.regions[index as usize].0 == addr =>
-            {
-                buf.len = 0;
-                self.free.push(buf);
-            }
-            _ => debug_assert!(false, "IoBuf returned to a pool that does not own it"),
+        if self.owns(&buf) {
+            buf.len = 0;
+            self.free.push(buf);
+        } else {
+            debug_assert!(false, "IoBuf returned to a pool that does not own it");
         }
     }
 
-    /// (address, length) of every buffer, indexed by `IoBuf::pool_index`.
-    pub fn regions(&self) -> &[(usize, usize)] {
+    /// The pool's identity and buffer regions, for registration with io_uring.
+    pub fn regions(&self) -> &PoolRegions {
         &self.regions
     }
 
@@ -218,6 +256,13 @@ mod tests {
         }
         let indexes: Vec<_> = bufs.iter().map(|b| b.pool_index()).collect();
         assert_eq!(indexes, vec![Some(0), Some(1), Some(2), Some(3)]);
+        let other = BufferPool::new(4, 10_000);
+        assert!(bufs.iter().all(|b| pool.owns(b) && !other.owns(b)));
+        assert!(
+            !pool.regions().matches(&bufs[0], 16_384),
+            "longer than the buffer"
+        );
+        assert!(!pool.owns(&IoBuf::new(4096)));
         for b in bufs {
             pool.put(b);
         }

@@ -66,7 +66,7 @@ mod slot;
 mod task;
 mod timer;
 
-pub use buffer::{BufferPool, IoBuf, PoolStats, BUF_ALIGN};
+pub use buffer::{BufferPool, IoBuf, PoolId, PoolRegions, PoolStats, BUF_ALIGN};
 pub use clock::{Clock, ManualClock, RealClock};
 pub use context::TaskContext;
 pub use cores::{CoreId, CoreList, MAX_CORE};

@@ -119,7 +119,10 @@ struct Core {
 }
 
 impl VolumeChannel {
-    pub fn open(vol: Arc<VolumeShared>, buffers: &[&[(usize, usize)]]) -> Result<Self, BdevError> {
+    pub fn open(
+        vol: Arc<VolumeShared>,
+        buffers: &[&ferrite_bdev::PoolRegions],
+    ) -> Result<Self, BdevError> {
         if !vol.pool.online.load(Ordering::Acquire) || vol.deleted.load(Ordering::Acquire) {
             return Err(BdevError::NotReady("pool offline or volume deleted"));
         }

@@ -144,7 +144,10 @@ impl BlockDevice for Volume {
         self.shared.uuid
     }
 
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError> {
+    fn open_channel(
+        &self,
+        buffers: &[&ferrite_bdev::PoolRegions],
+    ) -> Result<Box<dyn IoChannel>, BdevError> {
         Ok(Box::new(VolumeChannel::open(
             Arc::clone(&self.shared),
             buffers,

@@ -6,32 +6,19 @@
 //! a short read or write, or the chunks of an emulated WriteZeroes.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ferrite_reactor::IoBuf;
-use io_uring::{opcode, squeue, types, IoUring};
+use ferrite_reactor::PoolRegions;
+use ferrite_uring::{sys, Request, Ring};
 
-use super::{sys, FileShared};
+use super::FileShared;
 use crate::io::ChannelStats;
 use crate::{BdevError, BdevIo, IoChannel, IoKind};
 
 /// Default number of requests in flight per channel.
 pub const DEFAULT_RING_DEPTH: u32 = 256;
-
-/// The kernel's limit on registered buffers per ring (IORING_MAX_REG_BUFFERS).
-const MAX_REGISTERED: usize = 1 << 14;
-
-/// Size of the zero buffer used when the file system cannot zero a range itself.
-const ZERO_BUF_BYTES: usize = 256 * 1024;
-
-/// One registered pool: its buffers are fixed buffers `base..base + regions.len()`.
-#[derive(Debug)]
-struct RegisteredPool {
-    base: u16,
-    regions: Vec<(usize, usize)>,
-}
 
 /// Where a request stands.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +27,6 @@ enum Step {
     Rw {
         write: bool,
         fua: bool,
-        fixed: Option<u16>,
         offset: u64,
         done: usize,
         total: usize,
@@ -51,7 +37,7 @@ enum Step {
         offset: u64,
         len: u64,
     },
-    /// Writing zeroes from the channel's zero buffer; `offset` is the next byte to write.
+    /// Writing zeroes from the ring's zero buffer; `offset` is the next byte to write.
     ZeroFill {
         offset: u64,
         end: u64,
@@ -70,20 +56,16 @@ enum Next {
     Complete(Result<(), BdevError>),
 }
 
+/// The file channel. The ring (in `ferrite-uring`) holds the buffer of each in-flight step and
+/// gives it back with the completion; the op slots here hold the rest of each request.
 pub(super) struct UringChannel {
-    // Dropped first: the ring must close before the zero buffer and ops it may reference
-    // (Drop waits for in-flight ops before that anyway).
-    ring: IoUring,
-    eventfd: Option<OwnedFd>,
+    ring: Ring,
     shared: Arc<FileShared>,
     slots: Vec<Option<Op>>,
     free: Vec<u32>,
-    /// Entries that did not fit in the submission queue.
-    backlog: VecDeque<squeue::Entry>,
-    /// Completed without touching the kernel (zero-length requests), handed back by `poll`.
+    /// Completed without touching the kernel (zero-length requests, reflinks), handed back by
+    /// `poll`.
     ready: VecDeque<(BdevIo, Result<(), BdevError>)>,
-    pools: Vec<RegisteredPool>,
-    zero_buf: Option<IoBuf>,
     stats: ChannelStats,
 }
 
@@ -92,7 +74,7 @@ impl std::fmt::Debug for UringChannel {
         f.debug_struct("UringChannel")
             .field("depth", &self.slots.len())
             .field("in_flight", &self.in_flight())
-            .field("registered_pools", &self.pools.len())
+            .field("ring", &self.ring)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
     }
@@ -102,43 +84,15 @@ impl UringChannel {
     pub fn new(
         shared: Arc<FileShared>,
         depth: u32,
-        buffers: &[&[(usize, usize)]],
+        buffers: &[&PoolRegions],
     ) -> Result<Self, BdevError> {
-        let ring = IoUring::new(depth)?;
-        let pools = register_pools(&ring, buffers);
-        let eventfd = match sys::eventfd().and_then(|fd| {
-            ring.submitter()
-                .register_eventfd(fd.as_raw_fd())
-                .map(|()| fd)
-        }) {
-            Ok(fd) => Some(fd),
-            Err(e) => {
-                log::warn!("io_uring eventfd unavailable, no interrupt-mode wakeup: {e}");
-                None
-            }
-        };
         Ok(Self {
-            ring,
-            eventfd,
+            ring: Ring::new(depth, buffers)?,
             shared,
             slots: (0..depth).map(|_| None).collect(),
             free: (0..depth).rev().collect(),
-            backlog: VecDeque::new(),
             ready: VecDeque::new(),
-            pools,
-            zero_buf: None,
             stats: ChannelStats::default(),
-        })
-    }
-
-    /// The fixed-buffer index of `buf` if it is a registered pool buffer large enough.
-    fn fixed_index(&self, buf: &IoBuf, len: usize) -> Option<u16> {
-        let index = usize::from(buf.pool_index()?);
-        let addr = buf.as_ptr() as usize;
-        self.pools.iter().find_map(|pool| {
-            let &(raddr, rlen) = pool.regions.get(index)?;
-            // Index fits: base + regions.len() <= MAX_REGISTERED < u16::MAX.
-            (raddr == addr && rlen >= len).then(|| pool.base + index as u16)
         })
     }
 
@@ -150,10 +104,6 @@ impl UringChannel {
                 if bytes == 0 {
                     return None;
                 }
-                let buf = io
-                    .buf
-                    .as_ref()
-                    .expect("checked at submit: data carries a buffer");
                 let (write, fua) = match io.kind {
                     IoKind::Write { fua, .. } => (true, fua),
                     _ => (false, false),
@@ -161,7 +111,6 @@ impl UringChannel {
                 Some(Step::Rw {
                     write,
                     fua,
-                    fixed: self.fixed_index(buf, bytes),
                     offset: lba * bs,
                     done: 0,
                     total: bytes,
@@ -194,101 +143,57 @@ impl UringChannel {
         }
     }
 
-    /// Builds the entry for the current step of the op in `slot`.
-    fn entry(&mut self, slot: u32) -> squeue::Entry {
-        let fd = types::Fd(self.shared.file.as_raw_fd());
-        if matches!(
-            self.slots[slot as usize].as_ref().map(|op| op.step),
-            Some(Step::ZeroFill { .. })
-        ) && self.zero_buf.is_none()
-        {
-            self.zero_buf = Some(IoBuf::new(ZERO_BUF_BYTES));
-        }
+    /// Hands the current step of the op in `slot` to the ring (the kernel sees it at the next
+    /// `poll`). A refusal (a bug: slots are ours and buffers were checked) fails the request.
+    fn push(&mut self, slot: u32) {
+        let fd = self.shared.file.as_raw_fd();
         let op = self.slots[slot as usize]
             .as_mut()
-            .expect("entries are built for occupied slots");
-        let entry = match op.step {
+            .expect("steps are pushed for occupied slots");
+        let request = match op.step {
             Step::Rw {
                 write,
                 fua,
-                fixed,
                 offset,
                 done,
                 total,
             } => {
-                let buf = op.io.buf.as_mut().expect("Rw ops own a buffer");
+                let buf = op.io.buf.take().expect("Rw ops own a buffer");
                 let len = (total - done) as u32; // total <= MAX_TRANSFER_BYTES
                 let offset = offset + done as u64;
-                let rw_flags = if fua { libc::RWF_DSYNC } else { 0 };
-                match (write, fixed) {
-                    (false, Some(index)) => {
-                        let ptr = buf.as_mut_ptr().wrapping_add(done);
-                        opcode::ReadFixed::new(fd, ptr, len, index)
-                            .offset(offset)
-                            .build()
+                if write {
+                    Request::Write {
+                        buf,
+                        start: done,
+                        len,
+                        offset,
+                        dsync: fua,
                     }
-                    (false, None) => {
-                        let ptr = buf.as_mut_ptr().wrapping_add(done);
-                        opcode::Read::new(fd, ptr, len).offset(offset).build()
-                    }
-                    (true, Some(index)) => {
-                        let ptr = buf.as_ptr().wrapping_add(done);
-                        opcode::WriteFixed::new(fd, ptr, len, index)
-                            .offset(offset)
-                            .rw_flags(rw_flags)
-                            .build()
-                    }
-                    (true, None) => {
-                        let ptr = buf.as_ptr().wrapping_add(done);
-                        opcode::Write::new(fd, ptr, len)
-                            .offset(offset)
-                            .rw_flags(rw_flags)
-                            .build()
+                } else {
+                    Request::Read {
+                        buf,
+                        start: done,
+                        len,
+                        offset,
                     }
                 }
             }
-            Step::Flush => opcode::Fsync::new(fd)
-                .flags(types::FsyncFlags::DATASYNC)
-                .build(),
-            Step::Fallocate { mode, offset, len } => opcode::Fallocate::new(fd, len)
-                .offset(offset)
-                .mode(mode)
-                .build(),
-            Step::ZeroFill { offset, end } => {
-                let zero = self.zero_buf.as_ref().expect("allocated above");
-                let len = (end - offset).min(zero.capacity() as u64) as u32;
-                opcode::Write::new(fd, zero.as_ptr(), len)
-                    .offset(offset)
-                    .build()
-            }
+            Step::Flush => Request::Fsync,
+            Step::Fallocate { mode, offset, len } => Request::Fallocate { mode, offset, len },
+            Step::ZeroFill { offset, end } => Request::WriteZeroes {
+                offset,
+                len: end - offset,
+            },
         };
-        entry.user_data(u64::from(slot))
-    }
-
-    /// Queues the current step of `slot` for the next `poll`'s system call.
-    #[allow(unsafe_code)]
-    fn push(&mut self, slot: u32) {
-        let entry = self.entry(slot);
-        if !self.backlog.is_empty() {
-            self.backlog.push_back(entry);
-            return;
-        }
-        // SAFETY: the entry points into the op's own IoBuf (kept in its slot until the
-        // completion is reaped) or into the channel's zero buffer (never written, dropped
-        // after Drop has reaped every op).
-        if unsafe { sys::push(&mut self.ring, &entry) }.is_err() {
-            self.backlog.push_back(entry);
-        }
-    }
-
-    #[allow(unsafe_code)]
-    fn drain_backlog(&mut self) {
-        while let Some(entry) = self.backlog.pop_front() {
-            // SAFETY: as in `push`; the op that owns the buffer is still in its slot.
-            if unsafe { sys::push(&mut self.ring, &entry) }.is_err() {
-                self.backlog.push_front(entry);
-                break;
+        if let Err(refused) = self.ring.submit(slot, fd, request) {
+            log::error!("io_uring refused a request: {}", refused.reason);
+            let mut op = self.slots[slot as usize].take().expect("occupied");
+            if let Request::Read { buf, .. } | Request::Write { buf, .. } = refused.request {
+                op.io.buf = Some(buf);
             }
+            self.free.push(slot);
+            let e = std::io::Error::other(refused.reason);
+            self.ready.push_back((op.io, Err(BdevError::Io(e))));
         }
     }
 
@@ -298,7 +203,6 @@ impl UringChannel {
             Step::Rw {
                 write,
                 fua,
-                fixed,
                 offset,
                 done,
                 total,
@@ -316,7 +220,6 @@ impl UringChannel {
                     return Next::Resubmit(Step::Rw {
                         write,
                         fua,
-                        fixed,
                         offset,
                         done,
                         total,
@@ -360,11 +263,18 @@ impl UringChannel {
     }
 
     /// Handles one completion entry; returns the finished request, if it finished.
-    fn on_cqe(&mut self, slot: u32, res: i32) -> Option<(BdevIo, Result<(), BdevError>)> {
+    fn on_cqe(
+        &mut self,
+        done: ferrite_uring::Completion,
+    ) -> Option<(BdevIo, Result<(), BdevError>)> {
+        let (slot, res) = (done.slot, done.result);
         let Some(mut op) = self.slots.get_mut(slot as usize).and_then(Option::take) else {
             log::error!("io_uring completion for unknown slot {slot}");
             return None;
         };
+        if done.buf.is_some() {
+            op.io.buf = done.buf;
+        }
         match self.advance(&mut op, res) {
             Next::Resubmit(step) => {
                 op.step = step;
@@ -375,23 +285,6 @@ impl UringChannel {
             Next::Complete(result) => {
                 self.free.push(slot);
                 Some((op.io, result))
-            }
-        }
-    }
-
-    fn enter(&mut self) {
-        self.drain_backlog();
-        if self.ring.submission().is_empty() {
-            return;
-        }
-        self.stats.kernel_enters += 1;
-        if let Err(e) = self.ring.submit() {
-            // EBUSY/EAGAIN/EINTR: the entries stay queued and go with the next poll.
-            if !matches!(
-                e.raw_os_error(),
-                Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)
-            ) {
-                log::error!("io_uring_enter failed: {e}");
             }
         }
     }
@@ -446,9 +339,6 @@ impl IoChannel for UringChannel {
             self.ready.push_back((io, Ok(())));
             return Ok(());
         };
-        if let Step::Rw { fixed: Some(_), .. } = step {
-            self.stats.fixed_buffer_ops += 1;
-        }
         self.free.pop();
         self.slots[slot as usize] = Some(Op { io, step });
         self.push(slot);
@@ -465,14 +355,12 @@ impl IoChannel for UringChannel {
             done(io, result);
             n += 1;
         }
-        self.enter();
+        self.ring.enter();
         while n < max {
-            let Some(cqe) = self.ring.completion().next() else {
+            let Some(finished) = self.ring.complete() else {
                 break;
             };
-            // user_data is always a slot index (< depth <= u32::MAX).
-            let slot = cqe.user_data() as u32;
-            if let Some((io, result)) = self.on_cqe(slot, cqe.result()) {
+            if let Some((io, result)) = self.on_cqe(finished) {
                 self.stats.completed += 1;
                 if result.is_err() {
                     self.stats.failed += 1;
@@ -485,9 +373,7 @@ impl IoChannel for UringChannel {
             // Nothing can complete any more: reset the wakeup eventfd, or an idle reactor would
             // see it readable forever and never park. (With I/O in flight it stays readable:
             // there is work coming.)
-            if let Some(fd) = &self.eventfd {
-                let _ = rustix::io::read(fd, &mut [0u8; 8]);
-            }
+            self.ring.reset_wakeup();
         }
         n
     }
@@ -497,57 +383,31 @@ impl IoChannel for UringChannel {
     }
 
     fn wakeup_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.eventfd.as_ref().map(AsFd::as_fd)
+        self.ring.wakeup_fd()
     }
 
     fn stats(&self) -> ChannelStats {
-        self.stats
+        let ring = self.ring.stats();
+        ChannelStats {
+            fixed_buffer_ops: ring.fixed_buffer_ops,
+            kernel_enters: ring.kernel_enters,
+            ..self.stats
+        }
     }
 }
 
 impl Drop for UringChannel {
-    /// The kernel may still write into buffers of in-flight ops: wait for every one of them
-    /// before the buffers are freed. If waiting fails, leak them instead.
+    /// The ring waits for the kernel before it frees the buffers it holds; requests dropped
+    /// with the channel are a caller bug (drain first).
     fn drop(&mut self) {
-        let pending = self.slots.len() - self.free.len() + self.ready.len();
-        if pending == 0 {
-            return;
+        let pending = self.in_flight();
+        if pending > 0 {
+            log::warn!("file bdev channel dropped with {pending} requests in flight; waiting");
+            debug_assert!(
+                std::thread::panicking() || self.free.len() == self.slots.len(),
+                "file bdev channel dropped with requests in flight"
+            );
         }
-        let had_ops = self.free.len() < self.slots.len();
-        log::warn!("file bdev channel dropped with {pending} requests in flight; waiting");
-        self.ready.clear();
-        // Entries still in the backlog never reached the kernel.
-        while let Some(entry) = self.backlog.pop_front() {
-            let slot = entry.get_user_data() as usize;
-            if let Some(op) = self.slots.get_mut(slot).and_then(Option::take) {
-                drop(op);
-                self.free.push(slot as u32);
-            }
-        }
-        while self.free.len() < self.slots.len() {
-            if let Err(e) = self.ring.submit_and_wait(1) {
-                if e.raw_os_error() == Some(libc::EINTR) {
-                    continue;
-                }
-                log::error!("cannot wait for in-flight io_uring ops ({e}); leaking their buffers");
-                for op in self.slots.iter_mut().filter_map(Option::take) {
-                    std::mem::forget(op);
-                }
-                std::mem::forget(self.zero_buf.take());
-                return;
-            }
-            while let Some(cqe) = self.ring.completion().next() {
-                let slot = cqe.user_data() as usize;
-                if self.slots.get_mut(slot).and_then(Option::take).is_some() {
-                    self.free.push(slot as u32);
-                }
-            }
-        }
-        // Only now, with nothing left for the kernel to write into.
-        debug_assert!(
-            std::thread::panicking() || !had_ops,
-            "file bdev channel dropped with requests in flight"
-        );
     }
 }
 
@@ -556,42 +416,5 @@ fn errno_result(res: i32) -> Result<(), BdevError> {
         Err(BdevError::from_errno(-res))
     } else {
         Ok(())
-    }
-}
-
-/// Registers the reactor's pools as fixed buffers, as many whole pools as the kernel allows.
-/// On failure (e.g. RLIMIT_MEMLOCK) the channel works without fixed buffers.
-fn register_pools(ring: &IoUring, buffers: &[&[(usize, usize)]]) -> Vec<RegisteredPool> {
-    let mut pools = Vec::new();
-    let mut all = Vec::new();
-    for regions in buffers {
-        if regions.is_empty() {
-            continue;
-        }
-        if all.len() + regions.len() > MAX_REGISTERED {
-            log::warn!(
-                "more than {MAX_REGISTERED} pool buffers; a pool of {} uses unregistered I/O",
-                regions.len()
-            );
-            continue;
-        }
-        pools.push(RegisteredPool {
-            base: all.len() as u16, // < MAX_REGISTERED
-            regions: regions.to_vec(),
-        });
-        all.extend_from_slice(regions);
-    }
-    if all.is_empty() {
-        return Vec::new();
-    }
-    match sys::register_buffers(ring, &all) {
-        Ok(()) => pools,
-        Err(e) => {
-            log::warn!(
-                "cannot register {} I/O buffers with io_uring: {e}",
-                all.len()
-            );
-            Vec::new()
-        }
     }
 }

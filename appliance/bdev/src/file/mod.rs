@@ -21,9 +21,11 @@
 //! to its end (the same value as BLKGETSIZE64 without an arch-specific ioctl number) and its
 //! logical block size from BLKSSZGET.
 
+use ferrite_reactor::PoolRegions;
+use ferrite_uring::sys;
+
 mod channel;
 mod reflink;
-pub(crate) mod sys;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
@@ -262,7 +264,7 @@ impl BlockDevice for FileBdev {
         self.uuid
     }
 
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError> {
+    fn open_channel(&self, buffers: &[&PoolRegions]) -> Result<Box<dyn IoChannel>, BdevError> {
         let channel =
             channel::UringChannel::new(Arc::clone(&self.shared), self.queue_depth, buffers)?;
         Ok(Box::new(channel))

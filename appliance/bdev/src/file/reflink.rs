@@ -17,7 +17,7 @@
 
 use std::fs::File;
 
-use super::sys;
+use ferrite_uring::sys;
 
 /// File system magic numbers (statfs f_type) named in logs.
 const FS_NAMES: [(i64, &str); 8] = [

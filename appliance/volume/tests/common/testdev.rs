@@ -105,7 +105,10 @@ impl BlockDevice for TestDev {
     fn uuid(&self) -> [u8; 16] {
         self.inner.uuid()
     }
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError> {
+    fn open_channel(
+        &self,
+        buffers: &[&ferrite_bdev::PoolRegions],
+    ) -> Result<Box<dyn IoChannel>, BdevError> {
         Ok(Box::new(TestChannel {
             dev: Arc::clone(&self.k),
             inner: self.inner.open_channel(buffers)?,

@@ -1,48 +1,13 @@
-//! The crate's one `unsafe` module: io_uring submissions and buffer registration, and the few
-//! Linux calls std does not wrap (eventfd, fallocate, statx, BLKSSZGET).
-#![allow(unsafe_code)]
+//! Single Linux system calls std does not wrap, behind safe functions. Each `unsafe` block is
+//! one call whose pointer arguments point to live locals or to memory the caller lends.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use io_uring::{squeue, IoUring};
-
-/// Pushes one submission queue entry.
-///
-/// # Safety
-/// Every buffer the entry points to must stay valid (and, for reads, unaliased) until its
-/// completion is reaped. Callers guarantee it by keeping the `IoBuf` the pointer came from
-/// inside the in-flight op slot (moving an `IoBuf` does not move its heap pages) or inside the
-/// channel (the zero buffer), and by waiting for every in-flight op before either is dropped.
-pub(super) unsafe fn push(ring: &mut IoUring, entry: &squeue::Entry) -> Result<(), ()> {
-    // SAFETY: forwarded to the caller, see above.
-    unsafe { ring.submission().push(entry) }.map_err(|_| ())
-}
-
-/// Registers `regions` (address, length) as the ring's fixed buffers, in order.
-///
-/// The regions are buffers of the reactor's pools (`BufferPool::regions`). The kernel pins
-/// their pages; fixed-buffer I/O is only issued for an `IoBuf` whose own address and length
-/// match a registered region, so the kernel only ever touches memory of a buffer the in-flight
-/// op owns.
-pub(super) fn register_buffers(ring: &IoUring, regions: &[(usize, usize)]) -> io::Result<()> {
-    let iovecs: Vec<libc::iovec> = regions
-        .iter()
-        .map(|&(addr, len)| libc::iovec {
-            iov_base: addr as *mut libc::c_void,
-            iov_len: len,
-        })
-        .collect();
-    // SAFETY: the kernel copies the iovec array during the call and pins the pages it names;
-    // it writes through them only for READ_FIXED ops, which we issue only into buffers owned by
-    // the op (see above).
-    unsafe { ring.submitter().register_buffers(&iovecs) }
-}
-
 /// Asks the kernel to back `words` with transparent huge pages (a hint: errors are ignored).
 /// A RAM namespace is read and written at random; with 4 KiB pages nearly every I/O also
 /// misses the TLB.
-pub(crate) fn advise_hugepages(words: &[std::sync::atomic::AtomicU64]) {
+pub fn advise_hugepages(words: &[std::sync::atomic::AtomicU64]) {
     let len = std::mem::size_of_val(words);
     let start = words.as_ptr() as usize;
     // madvise wants a page-aligned start: advise the whole 2 MiB-aligned pages inside.
@@ -70,7 +35,7 @@ pub(crate) fn advise_hugepages(words: &[std::sync::atomic::AtomicU64]) {
 }
 
 /// A non-blocking, close-on-exec eventfd.
-pub(super) fn eventfd() -> io::Result<OwnedFd> {
+pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain system call with no pointer arguments.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if fd < 0 {
@@ -81,7 +46,7 @@ pub(super) fn eventfd() -> io::Result<OwnedFd> {
 }
 
 /// fallocate(2) on an open file.
-pub(super) fn fallocate(fd: &impl AsRawFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
+pub fn fallocate(fd: &impl AsRawFd, mode: i32, offset: u64, len: u64) -> io::Result<()> {
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
         return Err(io::Error::from_raw_os_error(libc::EFBIG));
     };
@@ -94,7 +59,7 @@ pub(super) fn fallocate(fd: &impl AsRawFd, mode: i32, offset: u64, len: u64) -> 
 }
 
 /// Logical block size of a block device (BLKSSZGET).
-pub(super) fn logical_block_size(fd: &impl AsRawFd) -> io::Result<u32> {
+pub fn logical_block_size(fd: &impl AsRawFd) -> io::Result<u32> {
     let mut size: libc::c_int = 0;
     // SAFETY: BLKSSZGET writes one int through the pointer, which points to a live local.
     let rc = unsafe {
@@ -112,7 +77,7 @@ pub(super) fn logical_block_size(fd: &impl AsRawFd) -> io::Result<u32> {
 
 /// O_DIRECT offset alignment of an open file (statx STATX_DIOALIGN), `None` when the file
 /// system does not report it (older kernels, some file systems).
-pub(super) fn dio_offset_align(fd: &impl AsRawFd) -> Option<u32> {
+pub fn dio_offset_align(fd: &impl AsRawFd) -> Option<u32> {
     let raw: RawFd = fd.as_raw_fd();
     // SAFETY: statx is plain old data; all-zero is a valid value.
     let mut stx: libc::statx = unsafe { std::mem::zeroed() };
@@ -135,7 +100,7 @@ pub(super) fn dio_offset_align(fd: &impl AsRawFd) -> Option<u32> {
 /// FICLONERANGE: makes `len` bytes of `dst` at `dst_offset` share the extents of `src` at
 /// `src_offset` (a reflink: metadata only, no data is read or written). `len` 0 means "to the
 /// end of `src`". Offsets and length must be multiples of the file system block size.
-pub(super) fn clone_range(
+pub fn clone_range(
     src: &impl AsRawFd,
     src_offset: u64,
     len: u64,
@@ -164,7 +129,7 @@ pub(super) fn clone_range(
 }
 
 /// The file system of an open file: its magic number (statfs f_type) and block size.
-pub(super) fn fs_type(fd: &impl AsRawFd) -> io::Result<(i64, u64)> {
+pub fn fs_type(fd: &impl AsRawFd) -> io::Result<(i64, u64)> {
     // SAFETY: statfs is plain old data; all-zero is a valid value.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: fstatfs writes one statfs into `st`, a live local, for a valid fd.
