@@ -107,7 +107,7 @@ impl ErrorLog {
                 (e.seq.load(Ordering::Relaxed) == seq).then_some(record)
             })
             .collect();
-        out.sort_unstable_by(|a, b| b.error_count.cmp(&a.error_count));
+        out.sort_unstable_by_key(|r| std::cmp::Reverse(r.error_count));
         out
     }
 }

@@ -5,7 +5,8 @@
 //! stays put when the `IoBuf` value moves, which is what O_DIRECT and io_uring registered buffers
 //! need.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::num::NonZeroU64;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -17,11 +18,11 @@ pub const BUF_ALIGN: usize = 4096;
 struct Page([u8; BUF_ALIGN]);
 
 /// Identity of a [`BufferPool`], unique for the life of the process (never reused, unlike an
-/// address).
+/// address; a process does not build 4 billion pools).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PoolId(u64);
+pub struct PoolId(u32);
 
-static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+static NEXT_POOL_ID: AtomicU32 = AtomicU32::new(1);
 
 /// What a backend needs to register a pool's buffers with the kernel (io_uring fixed buffers):
 /// the pool's identity and the (address, length) of each of its buffers, by pool index. Only a
@@ -45,7 +46,7 @@ impl PoolRegions {
 
     /// Whether `buf` is buffer `index` of this pool, with at least `len` bytes registered.
     pub fn matches(&self, buf: &IoBuf, len: usize) -> bool {
-        match buf.pool {
+        match buf.pool() {
             Some((id, index)) if id == self.id => self
                 .regions
                 .get(usize::from(index))
@@ -59,9 +60,10 @@ impl PoolRegions {
 pub struct IoBuf {
     pages: Box<[Page]>,
     len: usize,
-    /// The owning pool and the index in it, which is also the io_uring fixed-buffer index
-    /// (offset by the pool's base) when the pool's buffers are registered with a ring.
-    pool: Option<(PoolId, u16)>,
+    /// The owning pool and the index in it (`PoolId << 16 | index`; ids start at 1, so never
+    /// zero). The index is also the io_uring fixed-buffer index (offset by the pool's base)
+    /// when the pool's buffers are registered with a ring.
+    pool: Option<NonZeroU64>,
 }
 
 impl std::fmt::Debug for IoBuf {
@@ -69,7 +71,7 @@ impl std::fmt::Debug for IoBuf {
         f.debug_struct("IoBuf")
             .field("capacity", &self.capacity())
             .field("len", &self.len)
-            .field("pool", &self.pool)
+            .field("pool", &self.pool())
             .finish()
     }
 }
@@ -129,12 +131,17 @@ impl IoBuf {
 
     /// Index of this buffer in its pool (and io_uring fixed-buffer table), if pooled.
     pub fn pool_index(&self) -> Option<u16> {
-        self.pool.map(|(_, index)| index)
+        self.pool().map(|(_, index)| index)
     }
 
     /// The pool this buffer belongs to, if pooled.
     pub fn pool_id(&self) -> Option<PoolId> {
-        self.pool.map(|(id, _)| id)
+        self.pool().map(|(id, _)| id)
+    }
+
+    fn pool(&self) -> Option<(PoolId, u16)> {
+        self.pool
+            .map(|v| (PoolId((v.get() >> 16) as u32), v.get() as u16))
     }
 
     /// Start of the buffer memory, for kernel interfaces (io_uring) that take raw addresses.
@@ -179,7 +186,7 @@ impl BufferPool {
         let mut regions = Vec::with_capacity(count);
         for index in 0..count {
             let mut buf = IoBuf::new(buf_size);
-            buf.pool = Some((id, index as u16));
+            buf.pool = NonZeroU64::new(u64::from(id.0) << 16 | index as u64);
             regions.push((buf.as_mut_ptr() as usize, buf.capacity()));
             free.push(buf);
         }
@@ -237,6 +244,8 @@ impl BufferPool {
         }
     }
 }
+
+const _: () = assert!(std::mem::size_of::<IoBuf>() == 32);
 
 #[cfg(test)]
 mod tests {
