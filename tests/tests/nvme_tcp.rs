@@ -319,6 +319,18 @@ fn vm_nvme_digests_admin_tools_and_fio_on_ram() {
     let smart = json(&host, "nvme smart-log /dev/nvme0 -o json");
     assert!(counter(&smart, "num_err_log_entries") >= 1, "{smart}");
 
+    // A controller reset from the kernel (CC.EN cleared: the target tears the I/O queues down,
+    // the kernel connects them again) leaves the namespace usable with digests still on.
+    host.run_ok_within("nvme reset /dev/nvme0", Duration::from_secs(60))
+        .expect("nvme reset");
+    wait_live(&host);
+    assert!(
+        target.log().contains("reset by the host (CC.EN cleared)"),
+        "{}",
+        target.log()
+    );
+    fio_verify(&host, 8);
+
     let dmesg = host.dmesg();
     assert!(!dmesg.contains("digest error"), "{dmesg}");
     disconnect(&host);
