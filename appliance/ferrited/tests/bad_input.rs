@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::raw::{
-    completion, expect_status, expect_term, in_capsule, raw, ready, response, rw, transport,
-    with_sgl, BadHost, T,
+    completion, expect_status, expect_term, in_capsule, raw, raw_roundtrip, ready, response, rw,
+    transport, with_sgl, BadHost, T,
 };
 use common::{free_port, pattern, shared_config, Ferrited, GoodHost, GOOD_NQN, NQN};
 use ferrite_host::controller::uuid_hostnqn;
@@ -53,18 +53,6 @@ fn icreq() -> Vec<u8> {
     let mut b = vec![0u8; 128];
     encode_icreq(0, Digests::default(), 0, &mut b).expect("ICReq encodes");
     b
-}
-
-/// Writes 2 blocks in-capsule at `lba` and reads them back through C2HData: the queue is live.
-fn raw_roundtrip(r: &mut RawConnection, lba: u64, generation: u64, case: &str) {
-    let data = pattern(lba, 2, 512, generation);
-    let w = in_capsule(rw(opcode::io::WRITE, 200, lba, 2), 1024);
-    expect_status(r, &w, &data, Status::SUCCESS, case);
-    let rd = transport(rw(opcode::io::READ, 201, lba, 2), 1024);
-    r.send_capsule(&rd, &[]).expect("send read");
-    let (cqe, back) = response(r, 201, case);
-    assert!(cqe.status().is_success(), "{case}: read {}", cqe.status());
-    assert!(back == data, "{case}: read back what was written");
 }
 
 fn read_raw(r: &mut RawConnection, cid: u16, lba: u64, blocks: u32, case: &str) -> Vec<u8> {

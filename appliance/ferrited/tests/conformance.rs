@@ -7,7 +7,7 @@ mod common;
 use std::time::Instant;
 
 use common::raw::{
-    completion, expect_status, in_capsule, raw, response, rw, transport, BadHost, T,
+    completion, expect_status, in_capsule, raw, raw_roundtrip, response, rw, transport, BadHost, T,
 };
 use common::{free_port, pattern, ram_config, Ferrited, NQN};
 use ferrite_host::controller::uuid_hostnqn;
@@ -125,18 +125,6 @@ impl RawAdmin {
     }
 }
 
-/// Writes 2 blocks in-capsule at `lba`, reads them back, and checks the data.
-fn write_read(r: &mut RawConnection, lba: u64, generation: u64, case: &str) {
-    let data = pattern(lba, 2, 512, generation);
-    let w = in_capsule(rw(opcode::io::WRITE, 40, lba, 2), 1024);
-    expect_status(r, &w, &data, Status::SUCCESS, case);
-    let rd = transport(rw(opcode::io::READ, 41, lba, 2), 1024);
-    r.send_capsule(&rd, &[]).expect("send read");
-    let (cqe, back) = response(r, 41, case);
-    assert!(cqe.status().is_success(), "{case}: read {}", cqe.status());
-    assert!(back == data, "{case}: read back what was written");
-}
-
 #[test]
 fn a_disabled_controller_serves_only_fabrics_commands() {
     let t = Ferrited::start(&ram_config(free_port(), &[]));
@@ -186,7 +174,7 @@ fn a_controller_reset_tears_down_its_io_queues() {
     a.set_enabled(true);
     let (mut io, status) = a.io_connect(&t, 1);
     assert_eq!(status, Status::SUCCESS);
-    write_read(&mut io, 100, 1, "before the reset");
+    raw_roundtrip(&mut io, 100, 1, "before the reset");
 
     // Controller reset: CC.EN 1 -> 0.
     a.set_enabled(false);
@@ -233,7 +221,7 @@ fn a_controller_reset_tears_down_its_io_queues() {
     let (cqe, back) = response(&mut io, 51, "read after the reset");
     assert!(cqe.status().is_success(), "read: {}", cqe.status());
     assert!(back == pattern(100, 2, 512, 1), "data survives the reset");
-    write_read(&mut io, 200, 2, "after the reset");
+    raw_roundtrip(&mut io, 200, 2, "after the reset");
     t.stop();
 }
 
@@ -242,7 +230,7 @@ fn reserved_psdt_and_oversized_read_sgls_are_refused() {
     let t = Ferrited::start(&ram_config(free_port(), &[]));
     let bad = BadHost::connect(&t, [0x73; 16], 0);
     let mut r = bad.io_queue(&t, 1, Digests::default());
-    write_read(&mut r, 300, 1, "before");
+    raw_roundtrip(&mut r, 300, 1, "before");
 
     // PSDT = 11b is reserved: Invalid Field in Command, with a transport SGL that is otherwise
     // right for the Read.
@@ -300,7 +288,7 @@ fn reserved_psdt_and_oversized_read_sgls_are_refused() {
         back == pattern(300, 2, 512, 1),
         "refused commands wrote nothing"
     );
-    write_read(&mut r, 310, 2, "after");
+    raw_roundtrip(&mut r, 310, 2, "after");
     drop(admin);
     t.stop();
 }

@@ -106,6 +106,23 @@ pub enum RawEvent {
     TimedOut,
 }
 
+impl RawEvent {
+    /// The CQE of a CapsuleResp for command `cid`; otherwise what came instead, described.
+    pub fn completion_of(&self, cid: u16) -> std::result::Result<Completion, String> {
+        match self {
+            RawEvent::Pdu(p) => match p.capsule_resp() {
+                Some(cqe) if cqe.cid() == cid => Ok(cqe),
+                Some(cqe) => Err(format!(
+                    "a CapsuleResp for cid {} instead of {cid}",
+                    cqe.cid()
+                )),
+                None => Err(format!("expected a CapsuleResp, got {p:?}")),
+            },
+            other => Err(format!("expected a CapsuleResp, got {other:?}")),
+        }
+    }
+}
+
 /// A blocking connection that sends whatever it is told to.
 #[derive(Debug)]
 pub struct RawConnection {

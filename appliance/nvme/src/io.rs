@@ -31,6 +31,16 @@ pub struct ReadWrite {
 }
 
 impl ReadWrite {
+    /// `blocks` (1 to 65,536) blocks at `slba` of namespace `nsid`, no flags.
+    pub fn blocks(nsid: u32, slba: u64, blocks: u32) -> ReadWrite {
+        ReadWrite {
+            nsid,
+            slba,
+            nlb: blocks.saturating_sub(1) as u16,
+            ..ReadWrite::default()
+        }
+    }
+
     /// Decodes the fields from `cmd` (no opcode check).
     pub fn parse(cmd: &Command) -> ReadWrite {
         let cdw12 = cmd.cdw12.get();

@@ -8,7 +8,7 @@ mod common;
 use std::collections::HashMap;
 
 use common::{completion, pattern, rw, InProcess, BLOCK, T};
-use ferrite_host::{RawConnection, RawEvent};
+use ferrite_host::{Controller, RawConnection, RawEvent};
 use ferrite_nvme::command::opcode;
 use ferrite_nvme::tcp::{fes, DataHeader, Digests};
 use ferrite_nvme::{Completion, Status};
@@ -32,6 +32,20 @@ fn read_cmd(r: &RawConnection, cid: u16, lba: u64, blocks: usize) -> Vec<u8> {
         (blocks * BLOCK) as u32,
     );
     r.capsule_bytes(&cmd, &[]).expect("capsule")
+}
+
+/// An in-process target with `blocks` blocks, an enabled controller of host `uuid` and a raw
+/// connection carrying its I/O queue 1.
+fn queue(
+    cfg: RuntimeConfig,
+    blocks: u64,
+    uuid: [u8; 16],
+    digests: Digests,
+) -> (InProcess, Controller, RawConnection) {
+    let t = InProcess::start(cfg, blocks);
+    let ctrl = t.controller(uuid);
+    let r = t.raw_io_queue(&ctrl, uuid, 1, digests);
+    (t, ctrl, r)
 }
 
 /// Collects `n` completions (and the C2H data of each cid) in whatever order they come.
@@ -71,10 +85,7 @@ fn read_back(r: &mut RawConnection, cid: u16, lba: u64, blocks: usize) -> Vec<u8
 
 #[test]
 fn pdus_split_across_reads_and_packed_together_are_framed() {
-    let t = InProcess::start(RuntimeConfig::testing(1), 4096);
-    let uuid = [0x11; 16];
-    let ctrl = t.controller(uuid);
-    let mut r = t.raw_io_queue(&ctrl, uuid, 1, BOTH);
+    let (t, ctrl, mut r) = queue(RuntimeConfig::testing(1), 4096, [0x11; 16], BOTH);
 
     // One write, fed to the socket a few bytes at a time.
     let data = pattern(2048, 1);
@@ -113,10 +124,7 @@ fn pdus_split_across_reads_and_packed_together_are_framed() {
 
 #[test]
 fn r2t_transfers_in_several_h2c_pdus_release_their_slots() {
-    let t = InProcess::start(RuntimeConfig::testing(1), 4096);
-    let uuid = [0x12; 16];
-    let ctrl = t.controller(uuid);
-    let mut r = t.raw_io_queue(&ctrl, uuid, 1, BOTH);
+    let (t, ctrl, mut r) = queue(RuntimeConfig::testing(1), 4096, [0x12; 16], BOTH);
     const LEN: usize = 32 * 1024;
     const PIECE: usize = 8 * 1024;
     // More rounds with the same cid than a connection has slots: each must be released.
@@ -216,10 +224,7 @@ fn bad_h2c_data_ends_the_connection_with_a_term_req() {
 
 #[test]
 fn a_data_digest_error_fails_only_its_command() {
-    let t = InProcess::start(RuntimeConfig::testing(1), 4096);
-    let uuid = [0x14; 16];
-    let ctrl = t.controller(uuid);
-    let mut r = t.raw_io_queue(&ctrl, uuid, 1, BOTH);
+    let (t, ctrl, mut r) = queue(RuntimeConfig::testing(1), 4096, [0x14; 16], BOTH);
     let good = pattern(2048, 1);
     r.send(&in_capsule_write(&r, 1, 0, &good)).expect("send");
     assert!(completion(r.recv(T).expect("recv"), 1)
@@ -253,10 +258,7 @@ fn in_capsule_data_waits_for_pooled_buffers() {
     let mut cfg = RuntimeConfig::testing(1);
     cfg.small_buffers = 4;
     cfg.large_buffers = 4;
-    let t = InProcess::start(cfg, 8192);
-    let uuid = [0x15; 16];
-    let ctrl = t.controller(uuid);
-    let mut r = t.raw_io_queue(&ctrl, uuid, 1, BOTH);
+    let (t, ctrl, mut r) = queue(cfg, 8192, [0x15; 16], BOTH);
     for round in 0..5u64 {
         let mut burst = Vec::new();
         let mut expect = Vec::new();

@@ -191,6 +191,9 @@ impl Ring {
         if self.busy[index] {
             return refuse(request, "slot busy");
         }
+        if let Err(reason) = check_range(&request) {
+            return refuse(request, reason);
+        }
         let fd = types::Fd(fd);
         let entry = match request {
             Request::Read {
@@ -199,28 +202,7 @@ impl Ring {
                 len,
                 offset,
             } => {
-                let Some(end) = start.checked_add(len as usize) else {
-                    return refuse(
-                        Request::Read {
-                            buf,
-                            start,
-                            len,
-                            offset,
-                        },
-                        "range overflows",
-                    );
-                };
-                if end > buf.capacity() {
-                    return refuse(
-                        Request::Read {
-                            buf,
-                            start,
-                            len,
-                            offset,
-                        },
-                        "range beyond the buffer",
-                    );
-                }
+                let end = start + len as usize; // checked above
                 let fixed = self.fixed_index(&buf, end);
                 let ptr = buf.as_mut_ptr().wrapping_add(start);
                 let entry = match fixed {
@@ -240,19 +222,6 @@ impl Ring {
                 offset,
                 dsync,
             } => {
-                let end = start.checked_add(len as usize);
-                if end.is_none_or(|end| end > buf.capacity()) {
-                    return refuse(
-                        Request::Write {
-                            buf,
-                            start,
-                            len,
-                            offset,
-                            dsync,
-                        },
-                        "range beyond the buffer",
-                    );
-                }
                 let fixed = self.fixed_index(&buf, start + len as usize);
                 let ptr = buf.as_ptr().wrapping_add(start);
                 let flags = if dsync { libc::RWF_DSYNC } else { 0 };
@@ -373,6 +342,22 @@ impl Drop for Ring {
             }
             while self.complete().is_some() {}
         }
+    }
+}
+
+/// Whether a read or write stays inside its buffer.
+fn check_range(request: &Request) -> Result<(), &'static str> {
+    match request {
+        Request::Read {
+            buf, start, len, ..
+        }
+        | Request::Write {
+            buf, start, len, ..
+        } => match start.checked_add(*len as usize) {
+            Some(end) if end <= buf.capacity() => Ok(()),
+            _ => Err("range beyond the buffer"),
+        },
+        _ => Ok(()),
     }
 }
 

@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use ferrite_host::controller::uuid_hostnqn;
 use ferrite_host::{Controller, RawConnection, RawEvent};
-use ferrite_nvme::command::PSDT_SGL_MPTR_CONTIGUOUS;
+use ferrite_nvme::command::{opcode, PSDT_SGL_MPTR_CONTIGUOUS};
 use ferrite_nvme::io::ReadWrite;
 use ferrite_nvme::tcp::Digests;
 use ferrite_nvme::{Command, Completion, SglDescriptor, Status};
 
-use super::{Ferrited, NQN};
+use super::{pattern, Ferrited, NQN};
 
 /// How long a raw client waits for any one answer.
 pub const T: Duration = Duration::from_secs(5);
@@ -65,13 +65,7 @@ pub fn ready(t: &Ferrited, digests: Digests) -> RawConnection {
 }
 
 pub fn rw(op: u8, cid: u16, slba: u64, blocks: u32) -> Command {
-    ReadWrite {
-        nsid: 1,
-        slba,
-        nlb: (blocks - 1) as u16,
-        ..ReadWrite::default()
-    }
-    .to_command(op, cid)
+    ReadWrite::blocks(1, slba, blocks).to_command(op, cid)
 }
 
 pub fn with_sgl(mut cmd: Command, id: u8, address: u64, len: u32) -> Command {
@@ -91,16 +85,8 @@ pub fn transport(cmd: Command, len: u32) -> Command {
 
 /// The CQE in `ev`, checking its cid.
 pub fn completion(ev: RawEvent, cid: u16, case: &str) -> Completion {
-    match ev {
-        RawEvent::Pdu(p) => {
-            let cqe = p
-                .capsule_resp()
-                .unwrap_or_else(|| panic!("{case}: expected a CapsuleResp, got {p:?}"));
-            assert_eq!(cqe.cid(), cid, "{case}: response cid");
-            cqe
-        }
-        other => panic!("{case}: expected a CapsuleResp, got {other:?}"),
-    }
+    ev.completion_of(cid)
+        .unwrap_or_else(|e| panic!("{case}: {e}"))
 }
 
 /// Reads the response of `cid` (skipping C2H data, which is returned).
@@ -139,4 +125,16 @@ pub fn expect_term(r: &mut RawConnection, want: (u16, u32), offending: &[u8], ca
         r.wait_closed(T).expect("recv"),
         "{case}: the target must close after its TermReq"
     );
+}
+
+/// Writes 2 blocks in-capsule at `lba` and reads them back through C2HData: the queue is live.
+pub fn raw_roundtrip(r: &mut RawConnection, lba: u64, generation: u64, case: &str) {
+    let data = pattern(lba, 2, 512, generation);
+    let w = in_capsule(rw(opcode::io::WRITE, 200, lba, 2), 1024);
+    expect_status(r, &w, &data, Status::SUCCESS, case);
+    let rd = transport(rw(opcode::io::READ, 201, lba, 2), 1024);
+    r.send_capsule(&rd, &[]).expect("send read");
+    let (cqe, back) = response(r, 201, case);
+    assert!(cqe.status().is_success(), "{case}: read {}", cqe.status());
+    assert!(back == data, "{case}: read back what was written");
 }

@@ -114,27 +114,12 @@ impl InProcess {
 
 /// A Read or Write of `blocks` at `slba` on namespace 1.
 pub fn rw(op: u8, cid: u16, slba: u64, blocks: usize) -> Command {
-    ReadWrite {
-        nsid: 1,
-        slba,
-        nlb: (blocks - 1) as u16,
-        ..ReadWrite::default()
-    }
-    .to_command(op, cid)
+    ReadWrite::blocks(1, slba, blocks as u32).to_command(op, cid)
 }
 
 /// The CQE in `ev`, checking its cid.
 pub fn completion(ev: RawEvent, cid: u16) -> Completion {
-    match ev {
-        RawEvent::Pdu(p) => {
-            let cqe = p
-                .capsule_resp()
-                .unwrap_or_else(|| panic!("expected a CapsuleResp, got {p:?}"));
-            assert_eq!(cqe.cid(), cid, "response cid");
-            cqe
-        }
-        other => panic!("expected a CapsuleResp, got {other:?}"),
-    }
+    ev.completion_of(cid).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A pattern unique to (`seed`, position).
