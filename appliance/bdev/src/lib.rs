@@ -27,12 +27,12 @@ mod wrap;
 pub use delay::DelayBdev;
 pub use error::BdevError;
 pub use file::FileBdev;
-pub use inject::ErrorBdev;
-pub use power_cut::PowerCutBdev;
 pub use immediate::DEFAULT_QUEUE_DEPTH;
+pub use inject::ErrorBdev;
 pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
 pub use malloc::MallocBdev;
 pub use null::NullBdev;
+pub use power_cut::PowerCutBdev;
 
 /// Identity of a block device inside the appliance (assigned by whoever registers it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

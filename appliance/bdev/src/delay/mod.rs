@@ -217,7 +217,8 @@ impl IoChannel for DelayChannel {
 
     fn poll(&mut self, max: usize, done: &mut dyn FnMut(BdevIo, Result<(), BdevError>)) -> usize {
         let reaped = &mut self.reaped;
-        self.base.poll(usize::MAX, &mut |io, r| reaped.push_back((io, r)));
+        self.base
+            .poll(usize::MAX, &mut |io, r| reaped.push_back((io, r)));
         let now = Instant::now();
         while let Some((io, r)) = self.reaped.pop_front() {
             let due = now + self.latency(&io.kind);

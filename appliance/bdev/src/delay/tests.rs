@@ -7,8 +7,7 @@ use super::*;
 use crate::MallocBdev;
 
 fn dev(l: Latencies) -> DelayBdev {
-    let base: Arc<dyn BlockDevice> =
-        Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
+    let base: Arc<dyn BlockDevice> = Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
     DelayBdev::new("d0", base, l).expect("delay bdev")
 }
 
@@ -18,7 +17,10 @@ fn timed(ch: &mut dyn IoChannel, io: BdevIo) -> Duration {
     ch.submit(io).map_err(|(_, e)| e).expect("submitted");
     let mut got = false;
     while !got {
-        assert!(start.elapsed() < Duration::from_secs(10), "completion within 10 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "completion within 10 s"
+        );
         ch.poll(8, &mut |_, r| {
             r.expect("served");
             got = true;
@@ -66,9 +68,17 @@ fn one_in_a_hundred_gets_the_tail() {
     };
     let r = IoKind::Read { lba: 0, blocks: 1 };
     let reads: Vec<Duration> = (0..200).map(|_| ch.latency(&r)).collect();
-    let tail: Vec<usize> = (0..200).filter(|&i| reads[i] == Duration::from_millis(30)).collect();
+    let tail: Vec<usize> = (0..200)
+        .filter(|&i| reads[i] == Duration::from_millis(30))
+        .collect();
     assert_eq!(tail, [99, 199]);
-    assert!(reads.iter().filter(|&&l| l == Duration::from_micros(1)).count() == 198);
+    assert!(
+        reads
+            .iter()
+            .filter(|&&l| l == Duration::from_micros(1))
+            .count()
+            == 198
+    );
     // Writes count separately.
     assert_eq!(ch.latency(&IoKind::Flush), Duration::from_micros(2));
     // And the tail is really held: the 100th read of a fresh channel waits >= 30 ms.
@@ -79,17 +89,22 @@ fn one_in_a_hundred_gets_the_tail() {
 
 #[test]
 fn invalid_latencies_are_refused() {
-    let base: Arc<dyn BlockDevice> =
-        Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
+    let base: Arc<dyn BlockDevice> = Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
     let bad = Latencies {
         avg_read_us: 10,
         p99_read_us: 5,
         ..Latencies::default()
     };
     assert!(DelayBdev::new("d0", Arc::clone(&base), bad).is_err());
-    assert!(DelayBdev::new("m0", base, Latencies::default()).is_err(), "named as its base");
+    assert!(
+        DelayBdev::new("m0", base, Latencies::default()).is_err(),
+        "named as its base"
+    );
     assert!("p50_read".parse::<LatencyType>().is_err());
-    assert_eq!("p99_write".parse::<LatencyType>().ok(), Some(LatencyType::P99Write));
+    assert_eq!(
+        "p99_write".parse::<LatencyType>().ok(),
+        Some(LatencyType::P99Write)
+    );
     let d = dev(Latencies::default());
     assert!(d.update(LatencyType::AvgWrite, MAX_LATENCY_US + 1).is_err());
 }

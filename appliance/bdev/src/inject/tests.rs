@@ -6,8 +6,7 @@ use super::*;
 use crate::MallocBdev;
 
 fn dev() -> ErrorBdev {
-    let base: Arc<dyn BlockDevice> =
-        Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
+    let base: Arc<dyn BlockDevice> = Arc::new(MallocBdev::new("m0", 64, 512).expect("malloc bdev"));
     ErrorBdev::new("EE_m0", base).expect("error bdev")
 }
 
@@ -27,7 +26,15 @@ fn write(lba: u64, byte: u8) -> BdevIo {
     let mut b = IoBuf::new(512);
     b.set_len(512);
     b.as_mut_slice().fill(byte);
-    BdevIo::new(lba, IoKind::Write { lba, blocks: 1, fua: false }, Some(b))
+    BdevIo::new(
+        lba,
+        IoKind::Write {
+            lba,
+            blocks: 1,
+            fua: false,
+        },
+        Some(b),
+    )
 }
 
 fn read(lba: u64) -> BdevIo {
@@ -56,8 +63,15 @@ fn nomem_is_retryable_and_out_of_range_is_not_injected() {
     let d = dev();
     let mut ch = d.open_channel(&[]).expect("channel");
     d.inject(&IoClass::ALL, ErrorType::NoMemory, 1);
-    let bad = BdevIo::new(1, IoKind::Read { lba: 64, blocks: 1 }, Some(IoBuf::new(512)));
-    assert!(matches!(ch.submit(bad), Err((_, BdevError::OutOfRange { .. }))));
+    let bad = BdevIo::new(
+        1,
+        IoKind::Read { lba: 64, blocks: 1 },
+        Some(IoBuf::new(512)),
+    );
+    assert!(matches!(
+        ch.submit(bad),
+        Err((_, BdevError::OutOfRange { .. }))
+    ));
     let (_, r) = run(&mut *ch, BdevIo::new(2, IoKind::Flush, None));
     assert!(r.expect_err("injected").is_retryable());
     assert!(run(&mut *ch, BdevIo::new(3, IoKind::Flush, None)).1.is_ok());
@@ -70,7 +84,10 @@ fn pending_holds_until_cleared() {
     d.inject(&[IoClass::Write], ErrorType::Pending, 1);
     ch.submit(write(3, 9)).map_err(|(_, e)| e).expect("queued");
     for _ in 0..100 {
-        assert_eq!(ch.poll(8, &mut |_, _| panic!("a pending write completed")), 0);
+        assert_eq!(
+            ch.poll(8, &mut |_, _| panic!("a pending write completed")),
+            0
+        );
     }
     assert_eq!(ch.in_flight(), 1);
     d.clear(&[IoClass::Write]);
@@ -91,7 +108,14 @@ fn corrupt_data_flips_a_byte_of_reads_and_writes() {
     let d = dev();
     let mut ch = d.open_channel(&[]).expect("channel");
     run(&mut *ch, write(4, 0x11)).1.expect("write");
-    d.inject(&[IoClass::Read], ErrorType::CorruptData { offset: 5, value: 0xff }, 1);
+    d.inject(
+        &[IoClass::Read],
+        ErrorType::CorruptData {
+            offset: 5,
+            value: 0xff,
+        },
+        1,
+    );
     let (io, r) = run(&mut *ch, read(4));
     r.expect("read served");
     let b = io.buf.expect("buffer");
@@ -99,7 +123,14 @@ fn corrupt_data_flips_a_byte_of_reads_and_writes() {
     assert_eq!(b.as_slice()[4], 0x11);
     let (io, _) = run(&mut *ch, read(4));
     assert_eq!(io.buf.expect("buffer").as_slice()[5], 0x11, "only one read");
-    d.inject(&[IoClass::Write], ErrorType::CorruptData { offset: 0, value: 1 }, 1);
+    d.inject(
+        &[IoClass::Write],
+        ErrorType::CorruptData {
+            offset: 0,
+            value: 1,
+        },
+        1,
+    );
     run(&mut *ch, write(5, 0x20)).1.expect("write");
     let (io, _) = run(&mut *ch, read(5));
     assert_eq!(io.buf.expect("buffer").as_slice()[..2], [0x21, 0x20]);

@@ -241,7 +241,11 @@ impl Shared {
     /// A request not modelled (too large) completed: its blocks are durable as they are.
     fn forget(&self, lba: u64, blocks: u64) {
         let mut cache = self.lock();
-        let gone: Vec<u64> = cache.blocks.range(lba..lba + blocks).map(|(&b, _)| b).collect();
+        let gone: Vec<u64> = cache
+            .blocks
+            .range(lba..lba + blocks)
+            .map(|(&b, _)| b)
+            .collect();
         for b in gone {
             cache.blocks.remove(&b);
         }
@@ -418,16 +422,16 @@ impl CutChannel {
             Stage::Main => {
                 let kind = io.kind;
                 self.stage_back(s, io);
-                let op = self.op(s);
+                let (shared, bs) = (&self.shared, self.bs);
+                let op = self.slots[s as usize].as_mut().expect("slot in use");
                 match (kind, op.range) {
                     (IoKind::Flush, _) => {
-                        let upto = op.flush_upto;
-                        self.shared.flushed(upto);
+                        shared.flushed(op.flush_upto);
                         return self.finish(s, Ok(()));
                     }
                     (_, None) => {
                         if let Some((lba, blocks)) = kind.range().filter(|_| kind.modifies()) {
-                            self.shared.forget(lba, blocks);
+                            shared.forget(lba, blocks);
                         }
                         return self.finish(s, Ok(()));
                     }
@@ -436,8 +440,7 @@ impl CutChannel {
                         let io = op.io.as_ref().expect("request back");
                         let data = io.buf.as_ref().expect("writes carry a buffer");
                         let n = before.len();
-                        self.shared
-                            .record(lba, self.bs, before.as_slice(), &data.as_slice()[..n], fua);
+                        shared.record(lba, bs, before.as_slice(), &data.as_slice()[..n], fua);
                         return self.finish(s, Ok(()));
                     }
                     _ => op.stage = Stage::After,
@@ -518,7 +521,8 @@ impl IoChannel for CutChannel {
             }
         }
         let reaped = &mut self.reaped;
-        self.base.poll(usize::MAX, &mut |io, r| reaped.push_back((io, r)));
+        self.base
+            .poll(usize::MAX, &mut |io, r| reaped.push_back((io, r)));
         while let Some((io, r)) = self.reaped.pop_front() {
             let s = io.tag as u32;
             self.step(s, io, r);
