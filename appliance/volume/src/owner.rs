@@ -701,7 +701,9 @@ impl Owner {
                 }
             }
             if self.offline.is_some() {
-                self.refuse(faults, rest);
+                if self.refuse(faults, rest) {
+                    return self.stop();
+                }
                 continue;
             }
             if !faults.is_empty() {
@@ -793,7 +795,10 @@ impl Owner {
         }
     }
 
-    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) {
+    /// Answers what an offline pool cannot do; true when the pool is told to stop (dropping
+    /// an offline pool must not hang).
+    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) -> bool {
+        let mut stop = false;
         for f in faults {
             f.chan.reply(FaultReply {
                 token: f.token,
@@ -814,9 +819,11 @@ impl Owner {
                     errors,
                     error,
                 } => self.member_error(vol, member, errors, error),
-                Msg::Stop | Msg::Fault(_) => {}
+                Msg::Stop => stop = true,
+                Msg::Fault(_) => {}
             }
         }
+        stop
     }
 
     /// Stops serving: volumes return NotReady; queued faults are answered NotReady.
