@@ -314,7 +314,12 @@ impl Loop {
                 s.later.push((w, u64::MAX));
             }
         }
-        let ch = self.channels.get_mut(vol).expect("channel open");
+        let Some(ch) = self.channels.get_mut(vol) else {
+            if !self.dev.is_cut() {
+                self.fail(format!("{vol}: no channel"));
+            }
+            return;
+        };
         if let Err((_, e)) = ch.submit(BdevIo::new(tag, kind, buf)) {
             if !self.dev.is_cut() {
                 self.fail(format!("{vol}: submit refused: {e}"));
@@ -652,10 +657,16 @@ impl Loop {
             .pool()
             .volume(name)
             .unwrap_or_else(|| self.fail(format!("{name} missing after its operation")));
-        let ch = v
-            .open_channel(&[])
-            .unwrap_or_else(|e| self.fail(format!("channel of {name}: {e}")));
-        self.channels.insert(name.to_owned(), ch);
+        match v.open_channel(&[]) {
+            Ok(ch) => {
+                self.channels.insert(name.to_owned(), ch);
+            }
+            // The power went after the operation returned: the pool is offline.
+            Err(_) if self.dev.is_cut() => {
+                self.channels.remove(name);
+            }
+            Err(e) => self.fail(format!("channel of {name}: {e}")),
+        }
     }
 
     /// Reads a whole volume back and makes what it holds the model (checked first).
@@ -664,9 +675,11 @@ impl Loop {
             self.fail(format!("{name} missing"));
         };
         let size = v.size_bytes();
-        let mut ch = v
-            .open_channel(&[])
-            .unwrap_or_else(|e| self.fail(format!("channel of {name}: {e}")));
+        let mut ch = match v.open_channel(&[]) {
+            Ok(ch) => ch,
+            Err(_) if self.dev.is_cut() => return,
+            Err(e) => self.fail(format!("channel of {name}: {e}")),
+        };
         let m = self.model.get(name).expect("modelled").clone();
         if !m.sizes.contains(&size) {
             self.fail(format!(
