@@ -33,6 +33,7 @@ pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
 pub use malloc::MallocBdev;
 pub use null::NullBdev;
 pub use power_cut::PowerCutBdev;
+pub use wrap::FaultBdev;
 
 /// Identity of a block device inside the appliance (assigned by whoever registers it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

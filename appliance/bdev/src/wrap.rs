@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::{BdevError, BlockDevice, Capabilities};
+use crate::{BdevError, BdevKind, BlockDevice, Capabilities};
 
 /// A device stacked on a base device (SPDK's virtual bdevs).
 #[derive(Debug)]
@@ -75,4 +75,68 @@ pub(crate) use stacked_block_device;
 /// Capabilities unchanged.
 pub(crate) fn same(c: Capabilities) -> Capabilities {
     c
+}
+
+/// A fault-test device with its run-time controls (the stacked kinds of [`BdevKind`]), as the
+/// daemon keeps it to inject errors, change latencies or cut the power.
+#[derive(Debug, Clone)]
+pub enum FaultBdev {
+    Error(Arc<crate::ErrorBdev>),
+    Delay(Arc<crate::DelayBdev>),
+    PowerCut(Arc<crate::PowerCutBdev>),
+}
+
+impl FaultBdev {
+    /// Stacks a device of `kind` named `name` on `base`; `latencies` for `delay` (zero when
+    /// absent). Refused for kinds that are not stacked.
+    pub fn create(
+        kind: BdevKind,
+        name: &str,
+        base: Arc<dyn BlockDevice>,
+        latencies: Option<crate::delay::Latencies>,
+    ) -> Result<FaultBdev, BdevError> {
+        Ok(match kind {
+            BdevKind::Error => FaultBdev::Error(Arc::new(crate::ErrorBdev::new(name, base)?)),
+            BdevKind::Delay => FaultBdev::Delay(Arc::new(crate::DelayBdev::new(
+                name,
+                base,
+                latencies.unwrap_or_default(),
+            )?)),
+            BdevKind::PowerCut => {
+                FaultBdev::PowerCut(Arc::new(crate::PowerCutBdev::new(name, base)?))
+            }
+            BdevKind::Malloc | BdevKind::File | BdevKind::Null => {
+                return Err(BdevError::InvalidConfig(format!(
+                    "bdev {name}: {} is not stacked on a base device",
+                    kind.as_str()
+                )))
+            }
+        })
+    }
+
+    /// The device to register.
+    pub fn device(&self) -> Arc<dyn BlockDevice> {
+        match self {
+            FaultBdev::Error(d) => Arc::clone(d) as Arc<dyn BlockDevice>,
+            FaultBdev::Delay(d) => Arc::clone(d) as Arc<dyn BlockDevice>,
+            FaultBdev::PowerCut(d) => Arc::clone(d) as Arc<dyn BlockDevice>,
+        }
+    }
+
+    pub fn kind(&self) -> BdevKind {
+        match self {
+            FaultBdev::Error(_) => BdevKind::Error,
+            FaultBdev::Delay(_) => BdevKind::Delay,
+            FaultBdev::PowerCut(_) => BdevKind::PowerCut,
+        }
+    }
+
+    /// The device it is stacked on.
+    pub fn base(&self) -> &Arc<dyn BlockDevice> {
+        match self {
+            FaultBdev::Error(d) => d.base(),
+            FaultBdev::Delay(d) => d.base(),
+            FaultBdev::PowerCut(d) => d.base(),
+        }
+    }
 }
