@@ -195,12 +195,13 @@ impl Core {
             if self.vol.epoch.load(Ordering::SeqCst) == e {
                 return p;
             }
-            self.me.inflight[p].fetch_sub(1, Ordering::SeqCst);
+            self.leave(p);
         }
     }
 
     fn leave(&self, p: usize) {
         self.me.inflight[p].fetch_sub(1, Ordering::SeqCst);
+        self.vol.pool.request_left();
     }
 
     /// The current table through arc-swap's per-thread debt slots: no shared reference count
@@ -216,10 +217,10 @@ impl Core {
     }
 
     fn finish(&mut self, s: u32, result: Result<(), BdevError>) {
-        let slot = &mut self.slots[s as usize];
-        if let Some(p) = slot.parity.take() {
-            self.me.inflight[p].fetch_sub(1, Ordering::SeqCst);
+        if let Some(p) = self.slots[s as usize].parity.take() {
+            self.leave(p);
         }
+        let slot = &mut self.slots[s as usize];
         let mut io = slot.io.take().expect("a busy slot holds its request");
         let result = match slot.error.take() {
             Some(e) => Err(e),

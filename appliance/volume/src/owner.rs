@@ -174,6 +174,9 @@ impl Owner {
             warn_percent: AtomicU8::new(80),
             last_info: Mutex::new(None),
             hold_timeout_ns: AtomicU64::new(crate::HOLD_TIMEOUT.as_nanos() as u64),
+            member_timeout_ns: AtomicU64::new(crate::disk::MEMBER_TIMEOUT.as_nanos() as u64),
+            owner_thread: std::thread::current(),
+            drain_waiting: AtomicBool::new(false),
         });
         let max_refs = l0.max_refs;
         let mut owner = Owner {
@@ -267,26 +270,35 @@ impl Owner {
 
     /// Bumps the epoch of each volume and waits until no channel has a request in flight
     /// that started before (and may use entries published before) the bump.
-    pub(crate) fn drain(&self, ids: &BTreeSet<VolId>) {
+    /// Waits until no request that could have seen the old entries of `ids` is in flight:
+    /// parked, woken by the channels as their requests leave. A drain that outlasts the member
+    /// timeout (a member that never answers) takes the pool offline instead of hanging it.
+    pub(crate) fn drain(&mut self, ids: &BTreeSet<VolId>) -> Result<(), VolumeError> {
         let waits: Vec<(Arc<VolumeShared>, usize)> = ids
             .iter()
             .filter_map(|id| self.vols.get(id))
             .map(|vs| (Arc::clone(vs), vs.bump_epoch()))
             .collect();
-        let start = Instant::now();
-        let mut warned = false;
-        for (vs, parity) in waits {
+        let timeout = self.disks.timeout;
+        let deadline = Instant::now() + timeout;
+        self.shared.drain_waiting.store(true, Ordering::SeqCst);
+        let mut stuck = None;
+        'volumes: for (vs, parity) in waits {
             while !vs.drained(parity) {
-                if !warned && start.elapsed() > Duration::from_secs(5) {
-                    log::warn!(
-                        "pool {}: drain of {} waits for in-flight I/O",
-                        self.shared.name,
-                        vs.id
-                    );
-                    warned = true;
+                let now = Instant::now();
+                if now >= deadline {
+                    stuck = Some(vs.id);
+                    break 'volumes;
                 }
-                std::thread::sleep(Duration::from_micros(20));
+                std::thread::park_timeout(deadline - now);
             }
+        }
+        self.shared.drain_waiting.store(false, Ordering::SeqCst);
+        match stuck {
+            Some(id) => Err(self.fatal(format!(
+                "requests to volume {id} still in flight after {timeout:?} (a member does not answer)"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -343,6 +355,21 @@ impl Owner {
             return Err(self.fatal(format!("metadata write failed: {e}")));
         }
         Ok(())
+    }
+
+    /// A member that did not answer in time takes the pool offline.
+    pub(crate) fn check_hung(&mut self) {
+        if self.offline.is_some() {
+            return;
+        }
+        if let Some(m) = self.disks.members.iter().find(|m| m.hung) {
+            let reason = format!(
+                "member {} does not answer within {:?}",
+                m.dev.name(),
+                self.disks.timeout
+            );
+            self.fatal(reason);
+        }
     }
 
     pub(crate) fn fatal(&mut self, reason: String) -> VolumeError {
@@ -647,7 +674,7 @@ impl Owner {
             self.publish_volume(id);
         }
         if !drain.is_empty() {
-            self.drain(&drain);
+            self.drain(&drain)?;
         }
         if let Some(vol) = full_for {
             let volume = self
@@ -692,6 +719,8 @@ impl Owner {
                     Err(_) => break,
                 }
             }
+            self.disks.timeout =
+                Duration::from_nanos(self.shared.member_timeout_ns.load(Ordering::Relaxed));
             let mut faults = Vec::new();
             let mut rest = Vec::new();
             for m in msgs {
@@ -711,7 +740,9 @@ impl Owner {
                     .iter()
                     .map(|f| (Arc::clone(&f.chan), f.token))
                     .collect();
-                if let Err(e) = self.handle_faults(faults) {
+                let r = self.handle_faults(faults);
+                self.check_hung();
+                if let Err(e) = r {
                     // Nothing was answered yet: fail the held requests, keep serving.
                     log::error!("pool {}: fault handling failed: {e}", self.shared.name);
                     let result = Err(if self.offline.is_some() {
@@ -745,6 +776,7 @@ impl Owner {
                         } else {
                             self.command(cmd)
                         };
+                        self.check_hung();
                         let _ = reply.send(r);
                     }
                     Msg::Stop => return self.stop(),
@@ -871,7 +903,7 @@ impl Owner {
             vs.deleted.store(true, Ordering::Release);
         }
         let all: BTreeSet<VolId> = self.vols.keys().copied().collect();
-        self.drain(&all);
+        self.drain(&all)?;
         let zero = vec![0u8; META_BLOCK];
         for m in 0..self.disks.members.len() {
             self.disks.write(m, 0, &zero)?;

@@ -40,6 +40,12 @@ pub(crate) struct PoolShared {
     pub last_info: Mutex<Option<PoolInfo>>,
     /// How long channels hold a request for the owner before failing it NotReady (ns).
     pub hold_timeout_ns: AtomicU64,
+    /// Deadline of the owner's member requests and of a drain (ns).
+    pub member_timeout_ns: AtomicU64,
+    /// The owner thread, unparked by channels when a drain waits on them.
+    pub owner_thread: std::thread::Thread,
+    /// A drain waits: channels wake the owner when a request leaves.
+    pub drain_waiting: AtomicBool,
 }
 
 impl PoolShared {
@@ -52,6 +58,13 @@ impl PoolShared {
         }
         // Entries only carry clusters below the total (checked by the owner).
         (0, u64::MAX / 2)
+    }
+
+    /// Called by a channel after a request left its in-flight count: wakes a waiting drain.
+    pub fn request_left(&self) {
+        if self.drain_waiting.load(Ordering::SeqCst) {
+            self.owner_thread.unpark();
+        }
     }
 
     pub fn event(&self, e: PoolEvent) {
