@@ -137,6 +137,9 @@ impl VolModel {
     }
 }
 
+/// A write sent to a volume: (lba, blocks, write id).
+type Sent = (u64, u64, u64);
+
 /// A request of the load in flight.
 struct Pending {
     vol: String,
@@ -196,8 +199,8 @@ struct Loop {
     next_name: u64,
     /// Which volume each write went to, and when (for failure messages).
     history: BTreeMap<u64, String>,
-    /// While a snapshot runs: its source and the writes sent to it meanwhile (lba, blocks, id).
-    watch: Option<(String, Vec<(u64, u64, u64)>)>,
+    /// While a snapshot runs: its source and the writes sent to it meanwhile.
+    watch: Option<(String, Vec<Sent>)>,
     stats: Stats,
 }
 
