@@ -103,10 +103,9 @@ impl Pool {
         let offline = || VolumeError::Offline {
             pool: self.shared.name.clone(),
         };
-        self.shared
-            .tx
-            .send(Msg::Cmd(cmd, tx))
-            .map_err(|_| offline())?;
+        if !self.shared.send(Msg::Cmd(cmd, tx)) {
+            return Err(offline());
+        }
         rx.recv().map_err(|_| offline())?
     }
 
@@ -325,7 +324,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = self.shared.tx.send(Msg::Stop);
+        self.shared.send(Msg::Stop);
         self.join();
     }
 }

@@ -39,7 +39,7 @@ impl Core {
 
     pub(super) fn send_member_error(&mut self, member: usize, errors: u64, error: String) {
         self.last_report = Some(Instant::now());
-        let _ = self.vol.pool.tx.send(Msg::MemberError {
+        self.vol.pool.send(Msg::MemberError {
             vol: self.vol.id,
             member,
             errors,
@@ -81,7 +81,37 @@ impl Core {
             chan: Arc::clone(&self.me),
             token,
         };
-        self.vol.pool.tx.send(Msg::Fault(f)).is_ok()
+        if !self.vol.pool.online.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.unsent.is_empty() {
+            match self.vol.pool.faults.push(f) {
+                Ok(()) => {
+                    self.vol.pool.wake_owner();
+                    return true;
+                }
+                Err(f) => self.unsent.push_back(f),
+            }
+        } else {
+            self.unsent.push_back(f);
+        }
+        bump(&self.me.counters.fault_ring_full, 1);
+        true
+    }
+
+    /// Sends the faults a full ring refused earlier, in order.
+    pub(super) fn send_unsent(&mut self) {
+        let mut sent = false;
+        while let Some(f) = self.unsent.pop_front() {
+            if let Err(f) = self.vol.pool.faults.push(f) {
+                self.unsent.push_front(f);
+                break;
+            }
+            sent = true;
+        }
+        if sent {
+            self.vol.pool.wake_owner();
+        }
     }
 
     /// Holds `s` until cluster `vc` is writable (one fault per cluster per channel).
@@ -106,16 +136,9 @@ impl Core {
         self.hold(s, Wait::Token(token));
     }
 
+    /// Takes the owner's replies off the channel's ring (lock-free, no allocation).
     pub(super) fn take_replies(&mut self) {
-        if !self.me.has_replies.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        std::mem::swap(
-            &mut *self.me.replies.lock().expect("reply lock"),
-            &mut self.replies,
-        );
-        let mut replies = std::mem::take(&mut self.replies);
-        for r in replies.drain(..) {
+        while let Some(r) = self.me.replies.pop() {
             if r.token & META_TOKEN == 0 {
                 self.outstanding.retain(|&vc| vc != r.token);
             }
@@ -167,7 +190,6 @@ impl Core {
                 }
             }
         }
-        self.replies = replies;
     }
 
     pub(super) fn expire_held(&mut self) {

@@ -16,9 +16,7 @@ use ferrite_bdev::{BdevError, BdevIo, Capabilities, IoChannel, IoKind};
 use ferrite_reactor::IoBuf;
 
 use crate::entry::{EntryState, MapTable};
-use crate::shared::{
-    bump, raise_max, ChannelShared, Fault, FaultKind, FaultReply, Msg, VolumeShared,
-};
+use crate::shared::{bump, raise_max, ChannelShared, Fault, FaultKind, Msg, VolumeShared};
 
 mod link;
 mod rw;
@@ -110,8 +108,9 @@ struct Core {
     runnable: VecDeque<u32>,
     held: Vec<u32>,
     outstanding: Vec<u64>,
+    /// Faults the pool's ring had no room for, sent on the next poll.
+    unsent: VecDeque<Fault>,
     backlog: VecDeque<(usize, BdevIo)>,
-    replies: Vec<FaultReply>,
     /// Member errors not yet reported to the owner: (member, count, last error).
     unreported: Option<(usize, u64, String)>,
     last_report: Option<Instant>,
@@ -132,7 +131,7 @@ impl VolumeChannel {
             .iter()
             .map(|d| d.open_channel(buffers))
             .collect::<Result<Vec<_>, _>>()?;
-        let me = Arc::new(ChannelShared::default());
+        let me = Arc::new(ChannelShared::new());
         vol.channels
             .lock()
             .expect("channel registry lock")
@@ -151,8 +150,8 @@ impl VolumeChannel {
                 runnable: VecDeque::with_capacity(CHANNEL_DEPTH),
                 held: Vec::with_capacity(CHANNEL_DEPTH),
                 outstanding: Vec::with_capacity(CHANNEL_DEPTH),
+                unsent: VecDeque::with_capacity(CHANNEL_DEPTH),
                 backlog: VecDeque::with_capacity(CHANNEL_DEPTH),
-                replies: Vec::with_capacity(CHANNEL_DEPTH),
                 unreported: None,
                 last_report: None,
                 now: Instant::now(),
@@ -364,6 +363,7 @@ impl IoChannel for VolumeChannel {
     fn poll(&mut self, max: usize, done: &mut dyn FnMut(BdevIo, Result<(), BdevError>)) -> usize {
         let core = &mut self.core;
         core.now = Instant::now();
+        core.send_unsent();
         core.take_replies();
         core.expire_held();
         core.run(&mut self.members);

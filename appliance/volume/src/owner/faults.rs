@@ -136,10 +136,13 @@ impl Owner {
                 .copied()
                 .unwrap_or(Err(ReplyError::NotReady));
             for f in fs {
-                f.chan.reply(FaultReply {
-                    token: f.token,
-                    result,
-                });
+                self.answer(
+                    &f.chan,
+                    FaultReply {
+                        token: f.token,
+                        result,
+                    },
+                );
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ use std::sync::{mpsc, Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
 use ferrite_bdev::BlockDevice;
 
 use crate::disk::Disks;
@@ -17,8 +18,8 @@ use crate::format::label::{LabelError, MemberLabel};
 use crate::format::{round_up_block, META_BLOCK};
 use crate::info::{PoolEvent, PoolOptions};
 use crate::shared::{
-    Cmd, Counters, Fault, FaultKind, FaultReply, MemberMap, Msg, PoolShared, Reply, ReplyError,
-    VolumeShared,
+    ChannelShared, Cmd, Counters, Fault, FaultKind, FaultReply, MemberMap, Msg, PoolShared, Reply,
+    ReplyError, VolumeShared,
 };
 use crate::state::{Op, State, NONE};
 use crate::store::Store;
@@ -60,6 +61,8 @@ pub(crate) struct Owner {
     pub(crate) warned: bool,
     pub(crate) max_refs: u64,
     pub(crate) rx: mpsc::Receiver<Msg>,
+    /// Replies that did not fit in their channel's ring, retried every loop.
+    pub(crate) stalled: Vec<(Arc<ChannelShared>, FaultReply)>,
     pub(crate) offline: Option<String>,
     /// The member the next allocation tries first (allocations rotate over the members).
     pub(crate) next_member: usize,
@@ -183,6 +186,8 @@ impl Owner {
             member_timeout_ns: AtomicU64::new(crate::disk::MEMBER_TIMEOUT.as_nanos() as u64),
             owner_thread: std::thread::current(),
             drain_waiting: AtomicBool::new(false),
+            faults: ArrayQueue::new(crate::shared::FAULT_RING),
+            kick: AtomicBool::new(false),
         });
         let max_refs = l0.max_refs;
         let mut owner = Owner {
@@ -196,6 +201,7 @@ impl Owner {
             warned: false,
             max_refs,
             rx,
+            stalled: Vec::new(),
             offline: None,
             next_member: 0,
         };

@@ -6,30 +6,45 @@ use super::*;
 impl Owner {
     // ---- the loop ---------------------------------------------------------------------------
 
+    /// Sends a reply to a channel's ring, or keeps it for the next loop when the ring is full.
+    pub(crate) fn answer(&mut self, chan: &Arc<ChannelShared>, r: FaultReply) {
+        if let Err(r) = chan.reply(r) {
+            self.stalled.push((Arc::clone(chan), r));
+        }
+    }
+
+    fn retry_stalled(&mut self) {
+        let stalled = std::mem::take(&mut self.stalled);
+        for (chan, r) in stalled {
+            self.answer(&chan, r);
+        }
+    }
+
     pub(crate) fn run(mut self) {
         loop {
-            let first = match self.rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(m) => Some(m),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let mut msgs: Vec<Msg> = first.into_iter().collect();
-            while msgs.len() < 4096 {
+            self.retry_stalled();
+            // Parked until a channel or a handle queues work (or 50 ms pass: zeroing).
+            if !self.shared.kick.swap(false, Ordering::SeqCst) {
+                std::thread::park_timeout(Duration::from_millis(50));
+                self.shared.kick.store(false, Ordering::SeqCst);
+            }
+            let mut rest = Vec::new();
+            loop {
                 match self.rx.try_recv() {
-                    Ok(m) => msgs.push(m),
-                    Err(_) => break,
+                    Ok(m) => rest.push(m),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => return,
+                }
+            }
+            let mut faults = Vec::new();
+            while faults.len() < crate::shared::FAULT_RING {
+                match self.shared.faults.pop() {
+                    Some(f) => faults.push(f),
+                    None => break,
                 }
             }
             self.disks.timeout =
                 Duration::from_nanos(self.shared.member_timeout_ns.load(Ordering::Relaxed));
-            let mut faults = Vec::new();
-            let mut rest = Vec::new();
-            for m in msgs {
-                match m {
-                    Msg::Fault(f) => faults.push(f),
-                    other => rest.push(other),
-                }
-            }
             if self.offline.is_some() {
                 if self.refuse(faults, rest) {
                     return self.stop();
@@ -52,7 +67,7 @@ impl Owner {
                         ReplyError::Io(libc::EIO)
                     });
                     for (chan, token) in askers {
-                        chan.reply(FaultReply { token, result });
+                        self.answer(&chan, FaultReply { token, result });
                     }
                 }
             }
@@ -87,7 +102,6 @@ impl Owner {
                         errors,
                         error,
                     } => self.member_error(vol, member, errors, error),
-                    Msg::Fault(_) => {}
                 }
             }
             if self.offline.is_none() && !self.state.needs_zeroing.is_empty() {
@@ -133,10 +147,13 @@ impl Owner {
     pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) -> bool {
         let mut stop = false;
         for f in faults {
-            f.chan.reply(FaultReply {
-                token: f.token,
-                result: Err(ReplyError::NotReady),
-            });
+            self.answer(
+                &f.chan,
+                FaultReply {
+                    token: f.token,
+                    result: Err(ReplyError::NotReady),
+                },
+            );
         }
         for m in rest {
             match m {
@@ -153,7 +170,6 @@ impl Owner {
                     error,
                 } => self.member_error(vol, member, errors, error),
                 Msg::Stop => stop = true,
-                Msg::Fault(_) => {}
             }
         }
         stop
@@ -162,12 +178,16 @@ impl Owner {
     /// Stops serving: volumes return NotReady; queued faults are answered NotReady.
     pub(crate) fn stop(self) {
         self.shared.online.store(false, Ordering::Release);
+        // A reply that does not fit is dropped: the channel's hold timeout fails the request
+        // (the pool is offline anyway).
+        while let Some(f) = self.shared.faults.pop() {
+            let _ = f.chan.reply(FaultReply {
+                token: f.token,
+                result: Err(ReplyError::NotReady),
+            });
+        }
         while let Ok(m) = self.rx.try_recv() {
             match m {
-                Msg::Fault(f) => f.chan.reply(FaultReply {
-                    token: f.token,
-                    result: Err(ReplyError::NotReady),
-                }),
                 Msg::Cmd(_, reply) => {
                     let _ = reply.send(Err(VolumeError::Offline {
                         pool: self.shared.name.clone(),
