@@ -30,6 +30,8 @@ const ERROR_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 pub const CHANNEL_DEPTH: usize = 256;
 
 const META_TOKEN: u64 = 1 << 63;
+/// Temporary buffers a channel keeps for requests spanning clusters.
+const SPARE_TEMPS: usize = 64;
 const SINGLE: u64 = 0xffff_ffff;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +112,8 @@ struct Core {
     outstanding: Vec<u64>,
     /// Faults the pool's ring had no room for, sent on the next poll.
     unsent: VecDeque<Fault>,
+    /// Temporary buffers of requests spanning clusters, kept for reuse.
+    spare: Vec<IoBuf>,
     backlog: VecDeque<(usize, BdevIo)>,
     /// Member errors not yet reported to the owner: (member, count, last error).
     unreported: Option<(usize, u64, String)>,
@@ -151,6 +155,7 @@ impl VolumeChannel {
                 held: Vec::with_capacity(CHANNEL_DEPTH),
                 outstanding: Vec::with_capacity(CHANNEL_DEPTH),
                 unsent: VecDeque::with_capacity(CHANNEL_DEPTH),
+                spare: Vec::with_capacity(SPARE_TEMPS),
                 backlog: VecDeque::with_capacity(CHANNEL_DEPTH),
                 unreported: None,
                 last_report: None,

@@ -115,23 +115,37 @@ impl Core {
             }
             return;
         }
-        // Rare path: several clusters, one temporary buffer per piece.
+        // Several clusters: one temporary buffer per mapped piece, recycled through the
+        // channel's spare list (no allocation once it holds enough). Pieces are counted first
+        // so that `pending` is right before any completes.
         self.slots[s as usize].stage = Stage::Multi;
+        let mapped = (first..=last)
+            .filter(|&vc| {
+                matches!(
+                    table.get(vc).state(),
+                    EntryState::Allocated(_) | EntryState::Shared(_)
+                )
+            })
+            .count();
+        self.slots[s as usize].pending = mapped as u32;
         let mut cur = lba;
         let mut piece = 0u64;
-        let mut subs = Vec::new();
         while cur < lba + blocks {
+            if self.slots[s as usize].io.is_none() {
+                return; // finished early: the last mapped piece failed at submission
+            }
             let vc = cur / cb;
             let off = cur - vc * cb;
             let n = (cb - off).min(lba + blocks - cur);
             let bytes = (n * self.bs) as usize;
             let at = ((cur - lba) * self.bs) as usize;
-            let slot = &mut self.slots[s as usize];
-            let io = slot.io.as_mut().expect("busy slot");
-            match table.get(vc).state() {
+            let state = table.get(vc).state();
+            let sub = match state {
                 EntryState::Allocated(pc) | EntryState::Shared(pc) => {
                     let (m, mlba) = self.vol.pool.locate(pc);
-                    let mut tmp = IoBuf::new(bytes);
+                    let mut tmp = self.take_temp(bytes);
+                    let slot = &mut self.slots[s as usize];
+                    let io = slot.io.as_mut().expect("busy slot");
                     let kind = if let IoKind::Write { fua, .. } = io.kind {
                         tmp.set_len(bytes);
                         let src = io.buf.as_ref().expect("checked at submit").as_slice();
@@ -148,25 +162,39 @@ impl Core {
                         }
                     };
                     slot.temps.push((at as u64, None));
-                    subs.push((m, BdevIo::new(sub_tag(s, piece), kind, Some(tmp))));
+                    Some((m, BdevIo::new(sub_tag(s, piece), kind, Some(tmp))))
                 }
                 _ => {
+                    let slot = &mut self.slots[s as usize];
+                    let io = slot.io.as_mut().expect("busy slot");
                     let b = io.buf.as_mut().expect("checked at submit");
                     b.spare_mut()[at..at + bytes].fill(0);
                     slot.temps.push((at as u64, None));
+                    None
                 }
+            };
+            if let Some((m, sub)) = sub {
+                self.issue(members, m, sub);
             }
             piece += 1;
             cur += n;
         }
-        let slot = &mut self.slots[s as usize];
-        slot.pending = subs.len() as u32;
-        if subs.is_empty() {
+        if mapped == 0 {
             bump(&self.me.counters.zero_reads, 1);
-            return self.finish(s, Ok(()));
+            self.finish(s, Ok(()));
         }
-        for (m, io) in subs {
-            self.issue(members, m, io);
+    }
+
+    /// A temporary buffer of at least `bytes` from the spare list (allocated only when none
+    /// fits).
+    fn take_temp(&mut self, bytes: usize) -> IoBuf {
+        match self.spare.iter().position(|b| b.capacity() >= bytes) {
+            Some(i) => {
+                let mut b = self.spare.swap_remove(i);
+                b.set_len(0);
+                b
+            }
+            None => IoBuf::new(bytes),
         }
     }
 
@@ -405,6 +433,9 @@ impl Core {
                     if matches!(user.kind, IoKind::Read { .. }) && slot.error.is_none() {
                         let b = user.buf.as_mut().expect("checked at submit");
                         b.spare_mut()[at..at + tmp.len()].copy_from_slice(tmp.as_slice());
+                    }
+                    if self.spare.len() < SPARE_TEMPS {
+                        self.spare.push(tmp);
                     }
                 }
             }
