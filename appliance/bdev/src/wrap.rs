@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use crate::{BdevError, BdevKind, BlockDevice, Capabilities};
+use std::collections::VecDeque;
+
+use crate::{BdevError, BdevIo, BdevKind, BlockDevice, Capabilities, ChannelStats};
 
 /// A device stacked on a base device (SPDK's virtual bdevs).
 #[derive(Debug)]
@@ -139,4 +141,25 @@ impl FaultBdev {
             FaultBdev::PowerCut(d) => d.base(),
         }
     }
+}
+
+/// Hands up to `max` completions a wrapping channel finished itself to the caller, counting
+/// them; returns how many.
+pub(crate) fn hand_back(
+    queue: &mut VecDeque<(BdevIo, Result<(), BdevError>)>,
+    stats: &mut ChannelStats,
+    max: usize,
+    done: &mut dyn FnMut(BdevIo, Result<(), BdevError>),
+) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some((io, r)) = queue.pop_front() else {
+            break;
+        };
+        stats.completed += 1;
+        stats.failed += u64::from(r.is_err());
+        done(io, r);
+        n += 1;
+    }
+    n
 }

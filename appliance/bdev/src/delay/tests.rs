@@ -95,7 +95,16 @@ fn invalid_latencies_are_refused() {
         p99_read_us: 5,
         ..Latencies::default()
     };
-    assert!(DelayBdev::new("d0", Arc::clone(&base), bad).is_err());
+    // Refused at creation over RPC (`validate`), accepted by `new` as `update` can reach it
+    // and a saved configuration must reopen.
+    assert!(bad.validate().is_err());
+    assert!(DelayBdev::new("d0", Arc::clone(&base), bad).is_ok());
+    let too_long = Latencies {
+        avg_write_us: MAX_LATENCY_US + 1,
+        p99_write_us: MAX_LATENCY_US + 1,
+        ..Latencies::default()
+    };
+    assert!(DelayBdev::new("d1", Arc::clone(&base), too_long).is_err());
     assert!(
         DelayBdev::new("m0", base, Latencies::default()).is_err(),
         "named as its base"

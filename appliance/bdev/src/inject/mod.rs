@@ -308,16 +308,7 @@ impl IoChannel for ErrorChannel {
 
     fn poll(&mut self, max: usize, done: &mut dyn FnMut(BdevIo, Result<(), BdevError>)) -> usize {
         self.release_held();
-        let mut n = 0;
-        while n < max {
-            let Some((io, r)) = self.done.pop_front() else {
-                break;
-            };
-            self.stats.completed += 1;
-            self.stats.failed += u64::from(r.is_err());
-            done(io, r);
-            n += 1;
-        }
+        let n = crate::wrap::hand_back(&mut self.done, &mut self.stats, max, done);
         let corrupt_reads = &mut self.corrupt_reads;
         n + self.base.poll(max - n, &mut |mut io, r| {
             if let Some(i) = corrupt_reads.iter().position(|c| c.0 == io.tag) {

@@ -527,17 +527,7 @@ impl IoChannel for CutChannel {
             let s = io.tag as u32;
             self.step(s, io, r);
         }
-        let mut n = 0;
-        while n < max {
-            let Some((io, r)) = self.done.pop_front() else {
-                break;
-            };
-            self.stats.completed += 1;
-            self.stats.failed += u64::from(r.is_err());
-            done(io, r);
-            n += 1;
-        }
-        n
+        crate::wrap::hand_back(&mut self.done, &mut self.stats, max, done)
     }
 
     fn in_flight(&self) -> usize {
