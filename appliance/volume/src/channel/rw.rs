@@ -198,7 +198,8 @@ impl Core {
         }
     }
 
-    /// One piece of an Unmap, WriteZeroes or Copy.
+    /// One piece of an Unmap, WriteZeroes or Copy (pieces that need no I/O are skipped in a
+    /// loop).
     pub(super) fn step(&mut self, members: &mut [Box<dyn IoChannel>], s: u32) {
         loop {
             let slot = &self.slots[s as usize];
@@ -232,144 +233,184 @@ impl Core {
                     }),
                 );
             }
-            let cb = self.cb;
-            match kind {
+            let piece = Piece {
+                s,
+                p,
+                cursor,
+                blocks,
+            };
+            let next = match kind {
                 IoKind::WriteZeroes { lba, .. } | IoKind::Unmap { lba, .. } => {
-                    let cur = lba + cursor;
-                    let vc = cur / cb;
-                    let off = cur - vc * cb;
-                    let len = (cb - off).min(blocks - cursor);
-                    let whole = off == 0 && (len == cb || cur + len == table.num_blocks);
-                    match table.get(vc).state() {
-                        EntryState::Error(c) => {
-                            self.leave(p);
-                            return self.finish(s, Err(entry_error(c)));
-                        }
-                        EntryState::Unallocated => {
-                            self.leave(p);
-                            self.slots[s as usize].cursor += len;
-                            continue;
-                        }
-                        _ if whole => {
-                            self.leave(p);
-                            return self.fault_meta(s, vc, FaultKind::Unmap);
-                        }
-                        EntryState::Shared(_) => {
-                            self.leave(p);
-                            return self.fault_write(s, vc);
-                        }
-                        EntryState::Allocated(pc) => {
-                            let (m, mlba) = self.phys(pc, off);
-                            return self.zero_piece(members, s, p, m, mlba, len);
-                        }
-                    }
+                    self.step_zero(members, &table, piece, lba)
                 }
                 IoKind::Copy {
                     src_lba, dst_lba, ..
-                } => {
-                    let (sc, dc) = (src_lba + cursor, dst_lba + cursor);
-                    let (svc, dvc) = (sc / cb, dc / cb);
-                    let (soff, doff) = (sc - svc * cb, dc - dvc * cb);
-                    let len = (cb - soff).min(cb - doff).min(blocks - cursor);
-                    let (es, ed) = (table.get(svc).state(), table.get(dvc).state());
-                    if let Stage::CopyWrite(n) = stage {
-                        return match ed {
-                            EntryState::Allocated(pd) => {
-                                let (m, mlba) = self.phys(pd, doff);
-                                let slot = &mut self.slots[s as usize];
-                                let buf = slot.stage_buf.take();
-                                let fua = false;
-                                slot.parity = Some(p);
-                                slot.pending = 1;
-                                slot.stage = Stage::Piece(n);
-                                let io = BdevIo::new(
-                                    sub_tag(s, 0),
-                                    IoKind::Write {
-                                        lba: mlba,
-                                        blocks: n as u32,
-                                        fua,
-                                    },
-                                    buf,
-                                );
-                                self.issue(members, m, io);
-                            }
-                            EntryState::Error(c) => {
-                                self.leave(p);
-                                self.finish(s, Err(entry_error(c)))
-                            }
-                            _ => {
-                                self.leave(p);
-                                self.fault_write(s, dvc)
-                            }
-                        };
-                    }
-                    if let (EntryState::Error(c), _) | (_, EntryState::Error(c)) = (es, ed) {
-                        self.leave(p);
-                        return self.finish(s, Err(entry_error(c)));
-                    }
-                    if soff == 0 && doff == 0 && len == cb && svc != dvc {
-                        self.leave(p);
-                        return self.fault_meta(s, dvc, FaultKind::CopyFrom(svc));
-                    }
-                    match (es, ed) {
-                        (EntryState::Unallocated, EntryState::Unallocated) => {
-                            self.leave(p);
-                            self.slots[s as usize].cursor += len;
-                            continue;
-                        }
-                        (EntryState::Unallocated, EntryState::Allocated(pd)) => {
-                            let (m, mlba) = self.phys(pd, doff);
-                            return self.zero_piece(members, s, p, m, mlba, len);
-                        }
-                        (_, EntryState::Unallocated | EntryState::Shared(_)) => {
-                            self.leave(p);
-                            return self.fault_write(s, dvc);
-                        }
-                        (
-                            EntryState::Allocated(ps) | EntryState::Shared(ps),
-                            EntryState::Allocated(pd),
-                        ) => {
-                            let (ms, slba) = self.phys(ps, soff);
-                            let (md, dlba) = self.phys(pd, doff);
-                            let slot = &mut self.slots[s as usize];
-                            slot.parity = Some(p);
-                            slot.pending = 1;
-                            if ms == md && self.caps[ms].copy {
-                                slot.stage = Stage::Piece(len);
-                                bump(&self.me.counters.offloaded_ops, 1);
-                                let k = IoKind::Copy {
-                                    src_lba: slba,
-                                    dst_lba: dlba,
-                                    blocks: len,
-                                };
-                                self.issue(members, ms, BdevIo::new(sub_tag(s, 0), k, None));
-                            } else {
-                                slot.stage = Stage::CopyRead(len);
-                                bump(&self.me.counters.emulated_ops, 1);
-                                let buf = IoBuf::new((len * self.bs) as usize);
-                                let k = IoKind::Read {
-                                    lba: slba,
-                                    blocks: len as u32,
-                                };
-                                self.issue(members, ms, BdevIo::new(sub_tag(s, 0), k, Some(buf)));
-                            }
-                            return;
-                        }
-                        _ => {
-                            self.leave(p);
-                            return self.finish(
-                                s,
-                                Err(BdevError::Io(std::io::Error::from_raw_os_error(libc::EIO))),
-                            );
-                        }
-                    }
+                } => self.step_copy(members, &table, piece, (src_lba, dst_lba), stage),
+                _ => {
+                    self.leave(p);
+                    self.finish(s, Ok(()));
+                    Next::Wait
+                }
+            };
+            if let Next::Wait = next {
+                return;
+            }
+        }
+    }
+
+    /// A WriteZeroes/Unmap piece: skipped (unallocated), in metadata (whole cluster), after a
+    /// copy-on-write (shared), or zeroed on the member.
+    fn step_zero(
+        &mut self,
+        members: &mut [Box<dyn IoChannel>],
+        table: &MapTable,
+        piece: Piece,
+        lba: u64,
+    ) -> Next {
+        let Piece {
+            s,
+            p,
+            cursor,
+            blocks,
+        } = piece;
+        let cb = self.cb;
+        let cur = lba + cursor;
+        let vc = cur / cb;
+        let off = cur - vc * cb;
+        let len = (cb - off).min(blocks - cursor);
+        let whole = off == 0 && (len == cb || cur + len == table.num_blocks);
+        match table.get(vc).state() {
+            EntryState::Error(c) => {
+                self.leave(p);
+                self.finish(s, Err(entry_error(c)));
+            }
+            EntryState::Unallocated => {
+                self.leave(p);
+                self.slots[s as usize].cursor += len;
+                return Next::Again;
+            }
+            _ if whole => {
+                self.leave(p);
+                self.fault_meta(s, vc, FaultKind::Unmap);
+            }
+            EntryState::Shared(_) => {
+                self.leave(p);
+                self.fault_write(s, vc);
+            }
+            EntryState::Allocated(pc) => {
+                let (m, mlba) = self.phys(pc, off);
+                self.zero_piece(members, s, p, m, mlba, len);
+            }
+        }
+        Next::Wait
+    }
+
+    /// A Copy piece: the write half of an emulated copy, a whole-cluster copy in metadata, a
+    /// skip, zeroing, a copy-on-write of the destination, or the member's Copy / a read.
+    fn step_copy(
+        &mut self,
+        members: &mut [Box<dyn IoChannel>],
+        table: &MapTable,
+        piece: Piece,
+        (src_lba, dst_lba): (u64, u64),
+        stage: Stage,
+    ) -> Next {
+        let Piece {
+            s,
+            p,
+            cursor,
+            blocks,
+        } = piece;
+        let cb = self.cb;
+        let (sc, dc) = (src_lba + cursor, dst_lba + cursor);
+        let (svc, dvc) = (sc / cb, dc / cb);
+        let (soff, doff) = (sc - svc * cb, dc - dvc * cb);
+        let len = (cb - soff).min(cb - doff).min(blocks - cursor);
+        let (es, ed) = (table.get(svc).state(), table.get(dvc).state());
+        if let Stage::CopyWrite(n) = stage {
+            match ed {
+                EntryState::Allocated(pd) => {
+                    let (m, mlba) = self.phys(pd, doff);
+                    let slot = &mut self.slots[s as usize];
+                    let buf = slot.stage_buf.take();
+                    slot.parity = Some(p);
+                    slot.pending = 1;
+                    slot.stage = Stage::Piece(n);
+                    let k = IoKind::Write {
+                        lba: mlba,
+                        blocks: n as u32,
+                        fua: false,
+                    };
+                    self.issue(members, m, BdevIo::new(sub_tag(s, 0), k, buf));
+                }
+                EntryState::Error(c) => {
+                    self.leave(p);
+                    self.finish(s, Err(entry_error(c)));
                 }
                 _ => {
                     self.leave(p);
-                    return self.finish(s, Ok(()));
+                    self.fault_write(s, dvc);
                 }
             }
+            return Next::Wait;
         }
+        if let (EntryState::Error(c), _) | (_, EntryState::Error(c)) = (es, ed) {
+            self.leave(p);
+            self.finish(s, Err(entry_error(c)));
+            return Next::Wait;
+        }
+        if soff == 0 && doff == 0 && len == cb && svc != dvc {
+            self.leave(p);
+            self.fault_meta(s, dvc, FaultKind::CopyFrom(svc));
+            return Next::Wait;
+        }
+        match (es, ed) {
+            (EntryState::Unallocated, EntryState::Unallocated) => {
+                self.leave(p);
+                self.slots[s as usize].cursor += len;
+                return Next::Again;
+            }
+            (EntryState::Unallocated, EntryState::Allocated(pd)) => {
+                let (m, mlba) = self.phys(pd, doff);
+                self.zero_piece(members, s, p, m, mlba, len);
+            }
+            (_, EntryState::Unallocated | EntryState::Shared(_)) => {
+                self.leave(p);
+                self.fault_write(s, dvc);
+            }
+            (EntryState::Allocated(ps) | EntryState::Shared(ps), EntryState::Allocated(pd)) => {
+                let (ms, slba) = self.phys(ps, soff);
+                let (md, dlba) = self.phys(pd, doff);
+                let slot = &mut self.slots[s as usize];
+                slot.parity = Some(p);
+                slot.pending = 1;
+                if ms == md && self.caps[ms].copy {
+                    slot.stage = Stage::Piece(len);
+                    bump(&self.me.counters.offloaded_ops, 1);
+                    let k = IoKind::Copy {
+                        src_lba: slba,
+                        dst_lba: dlba,
+                        blocks: len,
+                    };
+                    self.issue(members, ms, BdevIo::new(sub_tag(s, 0), k, None));
+                } else {
+                    slot.stage = Stage::CopyRead(len);
+                    bump(&self.me.counters.emulated_ops, 1);
+                    let buf = IoBuf::new((len * self.bs) as usize);
+                    let k = IoKind::Read {
+                        lba: slba,
+                        blocks: len as u32,
+                    };
+                    self.issue(members, ms, BdevIo::new(sub_tag(s, 0), k, Some(buf)));
+                }
+            }
+            _ => {
+                self.leave(p);
+                let e = BdevError::Io(std::io::Error::from_raw_os_error(libc::EIO));
+                self.finish(s, Err(e));
+            }
+        }
+        Next::Wait
     }
 
     /// Zeroes `len` blocks of an exclusive cluster: the member's WriteZeroes, else a write.
@@ -465,4 +506,19 @@ impl Core {
             }
         }
     }
+}
+
+/// The piece a step works on: slot, epoch parity entered, blocks done and total.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    s: u32,
+    p: usize,
+    cursor: u64,
+    blocks: u64,
+}
+
+/// After a step: go on with the next piece (this one needed no I/O), or wait.
+enum Next {
+    Again,
+    Wait,
 }
