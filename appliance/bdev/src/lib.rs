@@ -7,24 +7,35 @@
 //! Backends, one module each, listed in [`BdevKind`]:
 //! - [`malloc`]: RAM, shared lock-free by every channel;
 //! - [`null`]: no storage, reads return zeroes;
-//! - [`file`](mod@file): a regular file or block device through io_uring with O_DIRECT.
+//! - [`file`](mod@file): a regular file or block device through io_uring with O_DIRECT;
+//! - [`inject`]: `error`, injects failures, hangs or corruption into the requests to a base;
+//! - [`delay`]: adds an average and a p99 latency to a base's completions;
+//! - [`power_cut`]: a volatile write cache over a base that loses what was not flushed.
 #![forbid(unsafe_code)]
 
+pub mod delay;
 pub mod error;
 pub mod file;
 mod immediate;
+pub mod inject;
 pub mod io;
 pub mod malloc;
 pub mod null;
+pub mod power_cut;
+mod wrap;
 
+pub use delay::DelayBdev;
 pub use error::BdevError;
 /// What `open_channel` gets to register a reactor's buffer pools (see `BlockDevice`).
 pub use ferrite_reactor::PoolRegions;
 pub use file::FileBdev;
 pub use immediate::DEFAULT_QUEUE_DEPTH;
+pub use inject::ErrorBdev;
 pub use io::{BdevIo, ChannelStats, IoChannel, IoKind};
 pub use malloc::MallocBdev;
 pub use null::NullBdev;
+pub use power_cut::PowerCutBdev;
+pub use wrap::FaultBdev;
 
 /// Identity of a block device inside the appliance (assigned by whoever registers it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -96,10 +107,23 @@ pub enum BdevKind {
     Malloc,
     File,
     Null,
+    /// `inject::ErrorBdev` over a base.
+    Error,
+    /// `delay::DelayBdev` over a base.
+    Delay,
+    /// `power_cut::PowerCutBdev` over a base.
+    PowerCut,
 }
 
 impl BdevKind {
-    pub const ALL: [BdevKind; 3] = [BdevKind::Malloc, BdevKind::File, BdevKind::Null];
+    pub const ALL: [BdevKind; 6] = [
+        BdevKind::Malloc,
+        BdevKind::File,
+        BdevKind::Null,
+        BdevKind::Error,
+        BdevKind::Delay,
+        BdevKind::PowerCut,
+    ];
 
     /// The name used in configuration and RPC.
     pub fn as_str(self) -> &'static str {
@@ -107,7 +131,15 @@ impl BdevKind {
             BdevKind::Malloc => "malloc",
             BdevKind::File => "file",
             BdevKind::Null => "null",
+            BdevKind::Error => "error",
+            BdevKind::Delay => "delay",
+            BdevKind::PowerCut => "power-cut",
         }
+    }
+
+    /// True for the kinds stacked on a base device (configured with `base`).
+    pub fn is_stacked(self) -> bool {
+        matches!(self, BdevKind::Error | BdevKind::Delay | BdevKind::PowerCut)
     }
 }
 

@@ -98,6 +98,49 @@ pub struct BdevConfig {
     pub block_size: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
+    /// The device a fault-test bdev (`error`, `delay`, `power-cut`) is stacked on; listed
+    /// before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// `delay` bdevs: the added latencies (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyConfig>,
+}
+
+/// Latencies of a `delay` bdev, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LatencyConfig {
+    #[serde(default)]
+    pub avg_read_us: u64,
+    #[serde(default)]
+    pub p99_read_us: u64,
+    #[serde(default)]
+    pub avg_write_us: u64,
+    #[serde(default)]
+    pub p99_write_us: u64,
+}
+
+impl From<LatencyConfig> for ferrite_bdev::delay::Latencies {
+    fn from(l: LatencyConfig) -> Self {
+        ferrite_bdev::delay::Latencies {
+            avg_read_us: l.avg_read_us,
+            p99_read_us: l.p99_read_us,
+            avg_write_us: l.avg_write_us,
+            p99_write_us: l.p99_write_us,
+        }
+    }
+}
+
+impl From<ferrite_bdev::delay::Latencies> for LatencyConfig {
+    fn from(l: ferrite_bdev::delay::Latencies) -> Self {
+        LatencyConfig {
+            avg_read_us: l.avg_read_us,
+            p99_read_us: l.p99_read_us,
+            avg_write_us: l.avg_write_us,
+            p99_write_us: l.p99_write_us,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -163,6 +206,8 @@ impl Config {
                 size: Some("1GiB".into()),
                 block_size: Some(4096),
                 path: None,
+                base: None,
+                latency: None,
             }],
             pools: Vec::new(),
             subsystems: vec![SubsystemConfig {

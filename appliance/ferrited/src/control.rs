@@ -18,6 +18,8 @@ use crate::config::{format_size, BdevConfig, Config, NamespaceConfig, SubsystemC
 use crate::daemon::open_bdev;
 use crate::pools::Pools;
 use crate::state::StateDir;
+use anyhow::Context as _;
+use ferrite_bdev::FaultBdev;
 
 /// Shared by the daemon and the RPC server threads.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ pub struct Control {
     spawner: Spawner,
     /// How each bdev was made, normalized (actual block size and size), for save_config.
     bdevs: Mutex<BTreeMap<String, BdevConfig>>,
+    /// The fault-test bdevs (`error`, `delay`, `power-cut`) with their run-time controls.
+    faults: Mutex<BTreeMap<String, FaultBdev>>,
     cores: Option<String>,
     idle: Option<String>,
     state: Option<StateDir>,
@@ -48,6 +52,7 @@ impl Control {
             transport,
             spawner,
             bdevs: Mutex::new(BTreeMap::new()),
+            faults: Mutex::new(BTreeMap::new()),
             cores: config.cores.clone(),
             idle: config.idle.clone(),
             state,
@@ -61,17 +66,36 @@ impl Control {
         self.bdevs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Records a bdev registered with the target, as it will be written back.
-    pub(crate) fn record_bdev(&self, made_from: &BdevConfig, bdev: &dyn BlockDevice) {
+    fn faults(&self) -> MutexGuard<'_, BTreeMap<String, FaultBdev>> {
+        self.faults.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens the backend `b` describes (a fault-test kind over a registered base), registers
+    /// it with the target and records it as it will be written back.
+    pub(crate) fn add_bdev(&self, b: &BdevConfig) -> anyhow::Result<Arc<dyn BlockDevice>> {
+        let target = &self.target;
+        let (bdev, fault) = open_bdev(b, &|name| {
+            target.config().bdevs.get(name).map(|e| Arc::clone(&e.bdev))
+        })?;
+        target
+            .add_bdev(&b.name, Arc::clone(&bdev))
+            .with_context(|| format!("bdev {}", b.name))?;
         let bytes = bdev.num_blocks() * u64::from(bdev.block_size());
+        let stacked = fault.is_some();
         let normalized = BdevConfig {
-            name: made_from.name.clone(),
-            kind: made_from.kind.clone(),
-            size: Some(format_size(bytes)),
-            block_size: Some(bdev.block_size()),
-            path: made_from.path.clone(),
+            name: b.name.clone(),
+            kind: b.kind.clone(),
+            size: (!stacked).then(|| format_size(bytes)),
+            block_size: (!stacked).then(|| bdev.block_size()),
+            path: b.path.clone(),
+            base: b.base.clone(),
+            latency: b.latency,
         };
-        self.bdevs().insert(made_from.name.clone(), normalized);
+        self.bdevs().insert(b.name.clone(), normalized);
+        if let Some(f) = fault {
+            self.faults().insert(b.name.clone(), f);
+        }
+        Ok(bdev)
     }
 
     /// Files backing bdevs (synced at shutdown).
@@ -127,14 +151,44 @@ impl Control {
                 .filter(|l| l.trtype == Trtype::Tcp)
                 .map(|l| l.addr)
                 .collect(),
-            bdevs: cfg
-                .bdevs
-                .keys()
-                .filter_map(|name| bdevs.get(name).cloned())
-                .collect(),
+            bdevs: self.bdev_configs(&cfg.bdevs.keys().cloned().collect::<Vec<_>>(), &bdevs),
             pools: self.pools.configs(),
             subsystems,
         }
+    }
+
+    /// The records of `names`, each base before the bdevs stacked on it, with the delay
+    /// bdevs' current latencies.
+    fn bdev_configs(
+        &self,
+        names: &[String],
+        records: &BTreeMap<String, BdevConfig>,
+    ) -> Vec<BdevConfig> {
+        let depth = |name: &str| {
+            let mut d = 0;
+            let mut at = records.get(name);
+            while let Some(base) = at.and_then(|r| r.base.as_deref()) {
+                d += 1;
+                at = records.get(base);
+                if d > records.len() {
+                    break;
+                }
+            }
+            d
+        };
+        let faults = self.faults();
+        let mut out: Vec<BdevConfig> = names
+            .iter()
+            .filter_map(|name| records.get(name).cloned())
+            .map(|mut r| {
+                if let Some(FaultBdev::Delay(d)) = faults.get(&r.name) {
+                    r.latency = Some(d.latencies().into());
+                }
+                r
+            })
+            .collect();
+        out.sort_by_key(|r| depth(&r.name));
+        out
     }
 
     /// Writes the state file (when `--state-dir` is set).
@@ -175,6 +229,8 @@ impl Appliance for Control {
                 ),
                 block_size: Some(block_size),
                 path: None,
+                base: None,
+                latency: None,
             },
             BdevSpec::File {
                 name,
@@ -187,11 +243,27 @@ impl Appliance for Control {
                 size: size.map(|s| s.to_string()),
                 block_size,
                 path: Some(filename),
+                base: None,
+                latency: None,
+            },
+            BdevSpec::Fault {
+                name,
+                kind,
+                base,
+                latencies,
+            } => BdevConfig {
+                name,
+                kind: kind.as_str().into(),
+                size: None,
+                block_size: None,
+                path: None,
+                base: Some(base),
+                latency: latencies.map(Into::into),
             },
         };
-        let bdev = open_bdev(&made_from).map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
-        self.target.add_bdev(&name, Arc::clone(&bdev))?;
-        self.record_bdev(&made_from, bdev.as_ref());
+        let bdev = self
+            .add_bdev(&made_from)
+            .map_err(|e| RpcError::invalid_params(format!("{e:#}")))?;
         log::info!(
             "bdev {name}: {} x {} bytes ({}) created over RPC",
             bdev.num_blocks(),
@@ -199,6 +271,10 @@ impl Appliance for Control {
             made_from.kind
         );
         Ok(())
+    }
+
+    fn fault_bdev(&self, name: &str) -> Option<FaultBdev> {
+        self.faults().get(name).cloned()
     }
 
     fn delete_bdev(&self, name: &str) -> Result<(), RpcError> {
@@ -215,7 +291,20 @@ impl Appliance for Control {
                 format!("bdev {name} is a volume: delete it with volume_delete or snapshot_delete"),
             ));
         }
+        let over: Vec<String> = self
+            .bdevs()
+            .values()
+            .filter(|b| b.base.as_deref() == Some(name))
+            .map(|b| b.name.clone())
+            .collect();
+        if !over.is_empty() {
+            return Err(RpcError::new(
+                BUSY,
+                format!("bdev {name} is the base of {over:?} (delete those first)"),
+            ));
+        }
         let bdev = self.target.remove_bdev(name)?;
+        self.faults().remove(name);
         let record = self.bdevs().remove(name);
         if let Some(path) = record.and_then(|r| r.path) {
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {

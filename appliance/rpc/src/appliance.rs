@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, MutexGuard};
 
+use ferrite_bdev::delay::Latencies;
+use ferrite_bdev::{BdevKind, FaultBdev};
 use ferrite_nvmf::{PollGroupStats, Target};
 use ferrite_reactor::ReactorStats;
 use ferrite_volume::{Pool, PoolOptions};
@@ -29,12 +31,23 @@ pub enum BdevSpec {
         /// Bytes; required to create a missing file, ignored when it exists.
         size: Option<u64>,
     },
+    /// `bdev_error_create`, `bdev_delay_create`, `bdev_power_cut_create`: a fault-test device
+    /// stacked on the registered bdev `base`.
+    Fault {
+        name: String,
+        kind: BdevKind,
+        base: String,
+        /// `delay` only.
+        latencies: Option<Latencies>,
+    },
 }
 
 impl BdevSpec {
     pub fn name(&self) -> &str {
         match self {
-            BdevSpec::Malloc { name, .. } | BdevSpec::File { name, .. } => name,
+            BdevSpec::Malloc { name, .. }
+            | BdevSpec::File { name, .. }
+            | BdevSpec::Fault { name, .. } => name,
         }
     }
 }
@@ -55,6 +68,8 @@ pub trait Appliance: Send + Sync {
 
     /// Unregisters a bdev no namespace uses (else `BUSY`) and closes it.
     fn delete_bdev(&self, name: &str) -> Result<(), RpcError>;
+    /// A fault-test bdev with its controls (`bdev_error_inject_error`, ...).
+    fn fault_bdev(&self, name: &str) -> Option<FaultBdev>;
 
     fn bdev_origin(&self, name: &str) -> Option<BdevOrigin>;
 

@@ -190,7 +190,7 @@ impl Owner {
             self.thick_fill(rec.id, old_n..n)?;
         }
         self.publish_volume(rec.id);
-        self.drain(&BTreeSet::from([rec.id]));
+        self.drain(&BTreeSet::from([rec.id]))?;
         self.space_check();
         Ok(())
     }
@@ -220,7 +220,7 @@ impl Owner {
         if let Some(vs) = self.vols.get(&rec.id).cloned() {
             vs.deleted.store(true, Ordering::Release);
             // No request may still use its clusters once they are released.
-            self.drain(&BTreeSet::from([rec.id]));
+            self.drain(&BTreeSet::from([rec.id]))?;
         }
         self.commit(vec![Op::DeleteVolume { vol: rec.id }])?;
         self.forget_volume(rec.id, name);
@@ -296,7 +296,7 @@ impl Owner {
         for &id in &srcs {
             self.publish_volume(id);
         }
-        self.drain(&srcs);
+        self.drain(&srcs)?;
         self.flush_members()?;
         self.log(&ops)?;
         let mut out = Vec::new();
@@ -355,13 +355,13 @@ impl Owner {
                 );
             }
         }
-        self.drain(&BTreeSet::from([vol.id]));
+        self.drain(&BTreeSet::from([vol.id]))?;
         self.commit(vec![Op::Revert {
             vol: vol.id,
             snap: snap.id,
         }])?;
         self.publish_volume(vol.id);
-        self.drain(&BTreeSet::from([vol.id]));
+        self.drain(&BTreeSet::from([vol.id]))?;
         Ok(())
     }
 

@@ -98,6 +98,8 @@ pub struct VolumeStats {
     pub emulated_ops: u64,
     /// Reads of unallocated clusters served as zeroes without backend I/O.
     pub zero_reads: u64,
+    /// Faults the pool's fault ring had no room for (sent later: backpressure).
+    pub fault_ring_full: u64,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

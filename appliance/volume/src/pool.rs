@@ -73,8 +73,13 @@ impl Pool {
             lba: 0,
             blocks: (META_BLOCK as u64 / bs) as u32,
         };
-        let buf = crate::disk::run(&mut *ch, kind, Some(IoBuf::new(META_BLOCK)))?
-            .expect("reads return their buffer");
+        let buf = crate::disk::run(
+            &mut *ch,
+            kind,
+            Some(IoBuf::new(META_BLOCK)),
+            crate::disk::MEMBER_TIMEOUT,
+        )?
+        .expect("reads return their buffer");
         match MemberLabel::decode(buf.as_slice()) {
             Ok(l) => Ok(Some(l)),
             Err(LabelError::NotAMember) => Ok(None),
@@ -98,10 +103,9 @@ impl Pool {
         let offline = || VolumeError::Offline {
             pool: self.shared.name.clone(),
         };
-        self.shared
-            .tx
-            .send(Msg::Cmd(cmd, tx))
-            .map_err(|_| offline())?;
+        if !self.shared.send(Msg::Cmd(cmd, tx)) {
+            return Err(offline());
+        }
         rx.recv().map_err(|_| offline())?
     }
 
@@ -300,6 +304,14 @@ impl Pool {
         self.shared.hold_timeout_ns.store(ns, Ordering::Relaxed);
     }
 
+    /// Deadline of the owner's requests to the members and of a drain of in-flight I/O
+    /// (default 30 s): a member that does not answer in time takes the pool offline (its
+    /// operations fail, dropping it does not hang) instead of hanging it.
+    pub fn set_member_timeout(&self, timeout: Duration) {
+        let ns = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+        self.shared.member_timeout_ns.store(ns, Ordering::Relaxed);
+    }
+
     /// Events raised since the last call (threshold crossed, pool full, ...), also logged.
     pub fn take_events(&self) -> Vec<PoolEvent> {
         std::mem::take(&mut *self.shared.events.lock().expect("events lock"))
@@ -312,7 +324,7 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        let _ = self.shared.tx.send(Msg::Stop);
+        self.shared.send(Msg::Stop);
         self.join();
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
 use arc_swap::ArcSwap;
+use crossbeam_queue::ArrayQueue;
 use ferrite_bdev::{BdevError, BlockDevice};
 
 use crate::entry::MapTable;
@@ -40,6 +41,17 @@ pub(crate) struct PoolShared {
     pub last_info: Mutex<Option<PoolInfo>>,
     /// How long channels hold a request for the owner before failing it NotReady (ns).
     pub hold_timeout_ns: AtomicU64,
+    /// Faults from every channel to the owner: a bounded lock-free ring (a full ring is
+    /// backpressure: the channel keeps the fault and sends it on its next poll).
+    pub faults: ArrayQueue<Fault>,
+    /// Work for the owner (a fault, a message) since it last looked.
+    pub kick: AtomicBool,
+    /// Deadline of the owner's member requests and of a drain (ns).
+    pub member_timeout_ns: AtomicU64,
+    /// The owner thread, unparked by channels when a drain waits on them.
+    pub owner_thread: std::thread::Thread,
+    /// A drain waits: channels wake the owner when a request leaves.
+    pub drain_waiting: AtomicBool,
 }
 
 impl PoolShared {
@@ -52,6 +64,26 @@ impl PoolShared {
         }
         // Entries only carry clusters below the total (checked by the owner).
         (0, u64::MAX / 2)
+    }
+
+    /// Wakes the owner for new work (after a fault or a message was queued).
+    pub fn wake_owner(&self) {
+        self.kick.store(true, Ordering::SeqCst);
+        self.owner_thread.unpark();
+    }
+
+    /// Queues a message for the owner and wakes it; false once the owner is gone.
+    pub fn send(&self, m: Msg) -> bool {
+        let ok = self.tx.send(m).is_ok();
+        self.wake_owner();
+        ok
+    }
+
+    /// Called by a channel after a request left its in-flight count: wakes a waiting drain.
+    pub fn request_left(&self) {
+        if self.drain_waiting.load(Ordering::SeqCst) {
+            self.owner_thread.unpark();
+        }
     }
 
     pub fn event(&self, e: PoolEvent) {
@@ -77,6 +109,7 @@ pub(crate) struct Counters {
     pub offloaded_ops: AtomicU64,
     pub emulated_ops: AtomicU64,
     pub zero_reads: AtomicU64,
+    pub fault_ring_full: AtomicU64,
 }
 
 pub(crate) fn bump(c: &AtomicU64, n: u64) {
@@ -106,6 +139,7 @@ impl Counters {
         s.offloaded_ops += l(&self.offloaded_ops);
         s.emulated_ops += l(&self.emulated_ops);
         s.zero_reads += l(&self.zero_reads);
+        s.fault_ring_full += l(&self.fault_ring_full);
     }
 
     /// Folds a closing channel's counters into the volume's retired totals.
@@ -125,6 +159,7 @@ impl Counters {
             (&self.offloaded_ops, s.offloaded_ops),
             (&self.emulated_ops, s.emulated_ops),
             (&self.zero_reads, s.zero_reads),
+            (&self.fault_ring_full, s.fault_ring_full),
         ];
         for (c, v) in pairs {
             c.fetch_add(v, Ordering::Relaxed);
@@ -136,20 +171,34 @@ impl Counters {
     }
 }
 
+/// Capacity of a channel's reply ring: twice the requests it holds (a request waits for at
+/// most a few clusters); the owner keeps what does not fit and retries.
+pub(crate) const REPLY_RING: usize = 2 * crate::CHANNEL_DEPTH;
+
+/// Capacity of a pool's fault ring (all channels together).
+pub(crate) const FAULT_RING: usize = 4096;
+
 /// What a channel shares with the owner: in-flight counters per epoch parity (the drain),
-/// the reply queue for its faults, and its counters.
-#[derive(Debug, Default)]
+/// the bounded lock-free ring of replies to its faults, and its counters.
+#[derive(Debug)]
 pub(crate) struct ChannelShared {
     pub inflight: [AtomicU64; 2],
-    pub replies: Mutex<Vec<FaultReply>>,
-    pub has_replies: AtomicBool,
+    pub replies: ArrayQueue<FaultReply>,
     pub counters: Counters,
 }
 
 impl ChannelShared {
-    pub fn reply(&self, r: FaultReply) {
-        self.replies.lock().expect("reply lock").push(r);
-        self.has_replies.store(true, Ordering::Release);
+    pub fn new() -> Self {
+        ChannelShared {
+            inflight: Default::default(),
+            replies: ArrayQueue::new(REPLY_RING),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Queues a reply; gives it back when the ring is full (the owner retries later).
+    pub fn reply(&self, r: FaultReply) -> Result<(), FaultReply> {
+        self.replies.push(r)
     }
 }
 
@@ -284,7 +333,6 @@ pub(crate) enum Reply {
 
 #[derive(Debug)]
 pub(crate) enum Msg {
-    Fault(Fault),
     Cmd(Cmd, mpsc::SyncSender<Result<Reply, VolumeError>>),
     /// The last `Pool` handle went without `close`: stop at once, no checkpoint.
     Stop,

@@ -6,8 +6,7 @@ mod common;
 use std::alloc::System;
 
 use common::*;
-use ferrite_bdev::{BdevIo, BlockDevice, IoKind};
-use ferrite_reactor::IoBuf;
+use ferrite_bdev::BlockDevice;
 use ferrite_volume::Provisioning;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 
@@ -22,44 +21,10 @@ fn single_cluster_reads_and_writes_do_not_allocate() {
         .expect("volume");
     let mut ch = v.open_channel(&[]).expect("channel");
     write(&mut *ch, 0, &pattern(1, 4096)).expect("allocate cluster 0");
-    let mut wbuf = Some({
-        let mut b = IoBuf::new(4096);
-        b.set_len(4096);
-        b
-    });
-    let mut rbuf = Some(IoBuf::new(4096));
-    let mut cycle = |ch: &mut dyn ferrite_bdev::IoChannel| {
-        let w = BdevIo::new(
-            1,
-            IoKind::Write {
-                lba: 8,
-                blocks: 8,
-                fua: false,
-            },
-            wbuf.take(),
-        );
-        ch.submit(w).map_err(|(_, e)| e).expect("write accepted");
-        let r = BdevIo::new(2, IoKind::Read { lba: 8, blocks: 8 }, rbuf.take());
-        ch.submit(r).map_err(|(_, e)| e).expect("read accepted");
-        let mut got = 0;
-        while got < 2 {
-            got += ch.poll(2, &mut |io, res| {
-                res.expect("completed");
-                if io.tag == 1 {
-                    wbuf = io.buf;
-                } else {
-                    rbuf = io.buf;
-                }
-            });
-        }
-    };
-    for _ in 0..100 {
-        cycle(&mut *ch);
-    }
+    let mut bufs = rw_buffers();
+    rw_cycles(&mut *ch, 8, 100, &mut bufs);
     let region = Region::new(GLOBAL);
-    for _ in 0..10_000 {
-        cycle(&mut *ch);
-    }
+    rw_cycles(&mut *ch, 8, 10_000, &mut bufs);
     let change = region.change();
     assert_eq!(
         (change.allocations, change.reallocations),

@@ -6,6 +6,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{format_uuid, params};
+use ferrite_bdev::delay::{Latencies, LatencyType};
+use ferrite_bdev::inject::{ErrorType, IoClass};
+use ferrite_bdev::{BdevKind, FaultBdev};
+
 use crate::appliance::{Appliance, BdevSpec};
 use crate::protocol::RpcError;
 
@@ -147,4 +151,194 @@ pub(super) fn list(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
         }));
     }
     Ok(Value::Array(out))
+}
+
+// ---- fault-test backends ----------------------------------------------------------------
+
+fn fault(app: &dyn Appliance, name: &str) -> Result<FaultBdev, RpcError> {
+    app.fault_bdev(name).ok_or_else(|| {
+        RpcError::not_found(format!("no error, delay or power-cut bdev named {name}"))
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorCreate {
+    base_name: String,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+pub(super) fn error_create(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: ErrorCreate = params(p)?;
+    let name = p
+        .name
+        .unwrap_or_else(|| ferrite_bdev::ErrorBdev::default_name(&p.base_name));
+    app.create_bdev(BdevSpec::Fault {
+        name: name.clone(),
+        kind: BdevKind::Error,
+        base: p.base_name,
+        latencies: None,
+    })?;
+    Ok(json!(name))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InjectError {
+    name: String,
+    io_type: String,
+    error_type: String,
+    #[serde(default = "one")]
+    num: u64,
+    #[serde(default)]
+    corrupt_offset: u32,
+    #[serde(default = "one_u8")]
+    corrupt_value: u8,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn one_u8() -> u8 {
+    1
+}
+
+pub(super) fn error_inject(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: InjectError = params(p)?;
+    let FaultBdev::Error(dev) = fault(app, &p.name)? else {
+        return Err(RpcError::invalid_params(format!(
+            "bdev {} is not an error bdev",
+            p.name
+        )));
+    };
+    let classes: Vec<IoClass> = if p.io_type == "all" {
+        IoClass::ALL.to_vec()
+    } else {
+        vec![IoClass::ALL
+            .into_iter()
+            .find(|c| c.as_str() == p.io_type)
+            .ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "unknown io_type {:?} (all, read, write, flush, unmap, write_zeroes, copy)",
+                    p.io_type
+                ))
+            })?]
+    };
+    let error = match p.error_type.as_str() {
+        "clear" => {
+            dev.clear(&classes);
+            return Ok(json!(true));
+        }
+        "failure" => ErrorType::Failure,
+        "nomem" => ErrorType::NoMemory,
+        "pending" => ErrorType::Pending,
+        "corrupt_data" => ErrorType::CorruptData {
+            offset: p.corrupt_offset,
+            value: p.corrupt_value,
+        },
+        other => {
+            return Err(RpcError::invalid_params(format!(
+                "unknown error_type {other:?} ({}, clear)",
+                ErrorType::NAMES.join(", ")
+            )))
+        }
+    };
+    if p.num == 0 {
+        return Err(RpcError::invalid_params("num must be at least 1"));
+    }
+    dev.inject(&classes, error, p.num);
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayCreate {
+    base_bdev_name: String,
+    name: String,
+    #[serde(default)]
+    avg_read_latency: u64,
+    #[serde(default)]
+    p99_read_latency: u64,
+    #[serde(default)]
+    avg_write_latency: u64,
+    #[serde(default)]
+    p99_write_latency: u64,
+}
+
+pub(super) fn delay_create(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: DelayCreate = params(p)?;
+    let latencies = Latencies {
+        avg_read_us: p.avg_read_latency,
+        p99_read_us: p.p99_read_latency,
+        avg_write_us: p.avg_write_latency,
+        p99_write_us: p.p99_write_latency,
+    };
+    latencies
+        .validate()
+        .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    app.create_bdev(BdevSpec::Fault {
+        name: p.name.clone(),
+        kind: BdevKind::Delay,
+        base: p.base_bdev_name,
+        latencies: Some(latencies),
+    })?;
+    Ok(json!(p.name))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DelayUpdate {
+    delay_bdev_name: String,
+    latency_type: String,
+    latency_us: u64,
+}
+
+pub(super) fn delay_update(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: DelayUpdate = params(p)?;
+    let t: LatencyType = p
+        .latency_type
+        .parse()
+        .map_err(|e: ferrite_bdev::BdevError| RpcError::invalid_params(e.to_string()))?;
+    let FaultBdev::Delay(dev) = fault(app, &p.delay_bdev_name)? else {
+        return Err(RpcError::invalid_params(format!(
+            "bdev {} is not a delay bdev",
+            p.delay_bdev_name
+        )));
+    };
+    dev.update(t, p.latency_us)
+        .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+    Ok(json!(true))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PowerCutCreate {
+    base_bdev_name: String,
+    name: String,
+}
+
+pub(super) fn power_cut_create(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: PowerCutCreate = params(p)?;
+    app.create_bdev(BdevSpec::Fault {
+        name: p.name.clone(),
+        kind: BdevKind::PowerCut,
+        base: p.base_bdev_name,
+        latencies: None,
+    })?;
+    Ok(json!(p.name))
+}
+
+pub(super) fn power_cut(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
+    let p: Named = params(p)?;
+    let FaultBdev::PowerCut(dev) = fault(app, &p.name)? else {
+        return Err(RpcError::invalid_params(format!(
+            "bdev {} is not a power-cut bdev",
+            p.name
+        )));
+    };
+    let volatile_blocks = dev.volatile_blocks();
+    dev.cut();
+    Ok(json!({ "volatile_blocks": volatile_blocks }))
 }

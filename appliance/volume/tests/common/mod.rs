@@ -105,3 +105,44 @@ pub fn raw_write(dev: &dyn BlockDevice, lba: u64, data: &[u8]) {
     let mut ch = dev.open_channel(&[]).expect("raw channel");
     write(&mut *ch, lba, data).expect("raw write");
 }
+
+/// The two buffers `rw_cycles` reuses: a 4 KiB write buffer and a 4 KiB read buffer.
+pub fn rw_buffers() -> (Option<IoBuf>, Option<IoBuf>) {
+    let mut w = IoBuf::new(4096);
+    w.set_len(4096);
+    (Some(w), Some(IoBuf::new(4096)))
+}
+
+/// `n` times: a write and a read of 8 blocks at `lba` in flight together, reusing `bufs`.
+pub fn rw_cycles(
+    ch: &mut dyn IoChannel,
+    lba: u64,
+    n: usize,
+    bufs: &mut (Option<IoBuf>, Option<IoBuf>),
+) {
+    for _ in 0..n {
+        let kind = IoKind::Write {
+            lba,
+            blocks: 8,
+            fua: false,
+        };
+        ch.submit(BdevIo::new(1, kind, bufs.0.take()))
+            .map_err(|(_, e)| e)
+            .expect("write accepted");
+        let kind = IoKind::Read { lba, blocks: 8 };
+        ch.submit(BdevIo::new(2, kind, bufs.1.take()))
+            .map_err(|(_, e)| e)
+            .expect("read accepted");
+        let mut got = 0;
+        while got < 2 {
+            got += ch.poll(2, &mut |io, res| {
+                res.expect("completed");
+                if io.tag == 1 {
+                    bufs.0 = io.buf;
+                } else {
+                    bufs.1 = io.buf;
+                }
+            });
+        }
+    }
+}
