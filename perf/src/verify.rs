@@ -1,4 +1,4 @@
-//! Write-generation oracle of the load client.
+//! Write-generation oracle of `--verify`.
 //!
 //! Every block written in verify mode is stamped: magic, its LBA, the
 //! write's generation, then a pattern derived from both. A read checks
