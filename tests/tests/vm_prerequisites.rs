@@ -3,15 +3,13 @@
 
 use ferrite_e2e::linux_host::{env, HostOptions, LinuxHost};
 
-fn no_forwards() -> HostOptions {
-    HostOptions {
-        forward_ports: Vec::new(),
-        ..HostOptions::default()
-    }
-}
-
 #[test]
 fn missing_qemu_fails_unless_opted_out() {
+    let opts = HostOptions {
+        forward_ports: Vec::new(),
+        ..HostOptions::default()
+    };
+    let no_forwards = || opts.clone();
     std::env::set_var(env::QEMU, "/nonexistent/qemu-system-x86_64");
     std::env::remove_var(env::SKIP_VM);
     std::env::remove_var(env::CI);
