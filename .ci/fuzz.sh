@@ -7,11 +7,18 @@
 #
 #   FERRITE_FUZZ_SECS   seconds per target (default 25)
 #   FERRITE_FUZZ_ONLY   run only targets whose name contains this
+#
+# `bash .ci/fuzz.sh --update-seeds` also merges what each run found into the committed seeds
+# (libFuzzer -merge=1 keeps only inputs that add coverage), to be reviewed and committed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 secs=${FERRITE_FUZZ_SECS:-25}
 only=${FERRITE_FUZZ_ONLY:-}
+update_seeds=false
+if [[ ${1:-} == --update-seeds ]]; then
+  update_seeds=true
+fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
@@ -49,6 +56,10 @@ for manifest in $(git ls-files '*/fuzz/Cargo.toml'); do
     line=$(printf '%-16s %12s executions %9s exec/s  cov %s' "$t" "$execs" "$rate" "${cov:-?}")
     echo "$line"
     summary+=("$line")
+    if $update_seeds; then
+      (cd "$dir" && cargo fuzz run "$t" "seeds/$t" "corpus/$t" -- -set_cover_merge=1) >/dev/null 2>&1
+      echo "seeds/$t: $(ls "$dir/seeds/$t" | wc -l) files, $(cat "$dir/seeds/$t"/* | wc -c) bytes"
+    fi
   done
 done
 echo "== fuzz summary (${secs} s per target)"
