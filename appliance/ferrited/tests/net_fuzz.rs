@@ -307,16 +307,29 @@ fn send_mutated(rng: &mut StdRng, conn: &mut RawConnection, pdus: Vec<Vec<u8>>, 
     drain(conn, Duration::from_millis(20), stats);
 }
 
+/// A TCP connection to the target (counted when refused).
+fn open(addr: SocketAddr, stats: &Stats) -> Option<RawConnection> {
+    let c = RawConnection::connect(addr, T).ok();
+    if c.is_none() {
+        bump(&stats.refused, 1);
+    }
+    c
+}
+
+/// Header and data digests, each asked for with probability `p`.
+fn random_digests(rng: &mut StdRng, p: f64) -> Digests {
+    Digests {
+        header: rng.gen_bool(p),
+        data: rng.gen_bool(p),
+    }
+}
+
 /// A connection that starts with a (mutated) ICReq and admin Connect.
 fn admin_session(rng: &mut StdRng, addr: SocketAddr, stats: &Stats) {
-    let Ok(mut conn) = RawConnection::connect(addr, T) else {
-        bump(&stats.refused, 1);
+    let Some(mut conn) = open(addr, stats) else {
         return;
     };
-    let digests = Digests {
-        header: rng.gen_bool(0.2),
-        data: rng.gen_bool(0.2),
-    };
+    let digests = random_digests(rng, 0.2);
     let mut ic = [0u8; 128];
     let n = encode_icreq(rng.gen_range(0..2), digests, 0, &mut ic).unwrap_or(0);
     conn.digests = digests;
@@ -367,8 +380,7 @@ fn admin_call(conn: &mut RawConnection, cmd: &Command) -> Option<Completion> {
 fn io_session(rng: &mut StdRng, addr: SocketAddr, stats: &Stats) {
     let hostid: [u8; 16] = rng.gen();
     let hostnqn = uuid_hostnqn(&hostid);
-    let Ok(mut admin) = RawConnection::connect(addr, T) else {
-        bump(&stats.refused, 1);
+    let Some(mut admin) = open(addr, stats) else {
         return;
     };
     let Ok(cqe) = admin.connect_admin(NQN, &hostnqn, hostid, T) else {
@@ -407,14 +419,10 @@ fn io_session(rng: &mut StdRng, addr: SocketAddr, stats: &Stats) {
     if admin_call(&mut admin, &queues).is_none() {
         return;
     }
-    let Ok(mut io) = RawConnection::connect(addr, T) else {
-        bump(&stats.refused, 1);
+    let Some(mut io) = open(addr, stats) else {
         return;
     };
-    let digests = Digests {
-        header: rng.gen_bool(0.3),
-        data: rng.gen_bool(0.3),
-    };
+    let digests = random_digests(rng, 0.3);
     if io.handshake(digests, T).is_err() {
         return;
     }
