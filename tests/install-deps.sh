@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the Linux-host end-to-end harness (ferrite-e2e) and the file backend's reflink
-# test (an XFS image on a loop device) need on a Debian/Ubuntu machine.
+# Installs what `cargo nextest run --workspace` needs on a Debian/Ubuntu machine: the Linux-host
+# end-to-end harness (ferrite-e2e: QEMU, the Debian kernel, nvme-cli, fio, ...), the file
+# backend's reflink test (an XFS image on a loop device), and cargo-nextest itself.
 # Idempotent: runs `apt-get update` and `apt-get install` only when something is missing.
 set -euo pipefail
 
@@ -18,6 +19,7 @@ needs=(
   "mkfs.ext4|e2fsprogs"
   "mkfs.xfs|xfsprogs"
   "sha256sum|coreutils"
+  "gzip|gzip"
   "mount|mount"
   "dmesg|util-linux"
   "bash|bash"
@@ -48,7 +50,15 @@ if [[ -x /bin/busybox ]] && ! (LC_ALL=C file -L /bin/busybox 2>/dev/null || true
   fi
 fi
 
+install_cargo_tools() {
+  if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "install-deps: installing cargo-nextest"
+    cargo install cargo-nextest --locked
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
+  install_cargo_tools
   echo "install-deps: everything is already installed"
   exit 0
 fi
@@ -63,3 +73,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+install_cargo_tools

@@ -98,6 +98,54 @@ pub fn parse_size(s: &str) -> Result<u32, PerfError> {
         .ok_or_else(|| PerfError::Config(format!("bad size {s:?}")))
 }
 
+/// Bytes per I/O: fixed (`min == max`) or uniformly random in `min..=max`
+/// (at 4 KiB granularity when the block size allows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoSize {
+    /// Smallest I/O.
+    pub min: u32,
+    /// Largest I/O.
+    pub max: u32,
+}
+
+impl IoSize {
+    /// Always `n` bytes.
+    pub fn fixed(n: u32) -> IoSize {
+        IoSize { min: n, max: n }
+    }
+
+    /// Parses "4k" (fixed) or "4k..128k" (random in the range).
+    pub fn parse(s: &str) -> Result<IoSize, PerfError> {
+        match s.split_once("..") {
+            Some((a, b)) => {
+                let (min, max) = (parse_size(a)?, parse_size(b)?);
+                if min > max {
+                    return Err(PerfError::Config(format!(
+                        "--io-size range {s:?} is reversed"
+                    )));
+                }
+                Ok(IoSize { min, max })
+            }
+            None => Ok(IoSize::fixed(parse_size(s)?)),
+        }
+    }
+
+    /// True when every I/O has the same size.
+    pub fn is_fixed(self) -> bool {
+        self.min == self.max
+    }
+}
+
+impl fmt::Display for IoSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_fixed() {
+            f.write_str(&human_size(self.max))
+        } else {
+            write!(f, "{}..{}", human_size(self.min), human_size(self.max))
+        }
+    }
+}
+
 /// One run.
 #[derive(Debug, Clone)]
 pub struct PerfConfig {
@@ -108,10 +156,12 @@ pub struct PerfConfig {
     /// Read percentage of `randrw`.
     pub rwmixread: u8,
     /// Bytes per I/O.
-    pub io_size: u32,
+    pub io_size: IoSize,
     /// Commands outstanding per queue pair.
     pub queue_depth: u16,
-    /// I/O queue pairs (connections) per target.
+    /// Controllers (NVMe-oF associations) per target.
+    pub controllers: u16,
+    /// I/O queue pairs (connections) per controller.
     pub qpairs: u16,
     /// Cores for the load threads, one pinned thread each (empty: one unpinned thread).
     pub cores: Vec<usize>,
@@ -142,14 +192,15 @@ pub struct PerfConfig {
 }
 
 impl PerfConfig {
-    /// 4 KiB randread, QD 32, one qpair per target, 10 s, no warmup.
+    /// 4 KiB randread, QD 32, one controller with one qpair per target, 10 s, no warmup.
     pub fn new(targets: Vec<TransportId>) -> PerfConfig {
         PerfConfig {
             targets,
             workload: Workload::RandRead,
             rwmixread: 50,
-            io_size: 4096,
+            io_size: IoSize::fixed(4096),
             queue_depth: 32,
+            controllers: 1,
             qpairs: 1,
             cores: Vec::new(),
             time: Duration::from_secs(10),
@@ -173,8 +224,8 @@ impl PerfConfig {
         if self.targets.is_empty() {
             return bad("no target (-r 'trtype:tcp traddr:... trsvcid:... subnqn:...')");
         }
-        if self.queue_depth == 0 || self.qpairs == 0 {
-            return bad("--queue-depth and --qpairs must be at least 1");
+        if self.queue_depth == 0 || self.qpairs == 0 || self.controllers == 0 {
+            return bad("--queue-depth, --qpairs and --controllers must be at least 1");
         }
         if self.rwmixread > 100 {
             return bad("--rwmixread is a percentage (0..=100)");
@@ -194,13 +245,13 @@ impl PerfConfig {
     /// The one-line description used in reports.
     pub fn describe(&self) -> String {
         let mut s = format!(
-            "{} {} QD {} x {} qpair(s) x {} target(s)",
-            self.workload,
-            human_size(self.io_size),
-            self.queue_depth,
-            self.qpairs,
-            self.targets.len()
+            "{} {} QD {} x {} qpair(s)",
+            self.workload, self.io_size, self.queue_depth, self.qpairs,
         );
+        if self.controllers > 1 {
+            s += &format!(" x {} controllers", self.controllers);
+        }
+        s += &format!(" x {} target(s)", self.targets.len());
         if self.workload == Workload::RandRw {
             s += &format!(", {}% reads", self.rwmixread);
         }
@@ -241,6 +292,11 @@ mod tests {
         assert!(!Workload::Read.is_random());
         assert!("randomread".parse::<Workload>().is_err());
         assert_eq!(human_size(131072), "128 KiB");
+        assert_eq!(IoSize::parse("4k").expect("4k"), IoSize::fixed(4096));
+        let r = IoSize::parse("4k..128k").expect("range");
+        assert_eq!((r.min, r.max), (4096, 131_072));
+        assert_eq!(r.to_string(), "4 KiB..128 KiB");
+        assert!(IoSize::parse("128k..4k").is_err() && IoSize::parse("4k..").is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Errors of a perf run. Each names the target (and queue) it happened on.
 
-use ferrite_host::load::Mismatch;
 use ferrite_host::HostError;
 use thiserror::Error;
+
+use crate::verify::Mismatch;
 
 /// Why a run failed or could not start.
 #[derive(Debug, Error)]

@@ -1,7 +1,9 @@
 //! `ferrite-perf`, Ferrite's benchmark harness: NVMe/TCP load against one or
 //! more targets ([`engine::run`]), a readable table, JSON and SVG reports
 //! ([`report`], [`svg`]), the TCP ceiling for the same traffic shape
-//! ([`limit`]) and alternating A/B comparisons ([`compare`]).
+//! ([`limit`]), alternating A/B comparisons ([`compare`]) and the
+//! write-generation oracle behind `--verify` ([`verify`]). It is the one load
+//! engine of the project: tests that need load use [`engine::run`].
 //!
 //! ```no_run
 //! use ferrite_perf::{engine, PerfConfig, Workload};
@@ -26,8 +28,9 @@ pub mod report;
 pub mod stats;
 pub mod svg;
 pub mod target;
+pub mod verify;
 
-pub use config::{PerfConfig, Workload};
+pub use config::{IoSize, PerfConfig, Workload};
 pub use engine::Outcome;
 pub use error::PerfError;
 pub use report::PerfReport;

@@ -3,6 +3,8 @@
 //! ```text
 //! ferrite-perf -r 'trtype:tcp traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2026-01.io.ferrite:default' \
 //!     -w randread -o 4k -q 32 --qpairs 1 --cores 1 -t 10 --warmup 2 --json out.json --svg plots/
+//! ferrite-perf -r 'traddr:127.0.0.1 trsvcid:4420 subnqn:nqn.2026-01.io.ferrite:default' \
+//!     --controllers 4 --qpairs 4 -q 8 -w randrw -o 4k..128k --verify -t 20
 //! ferrite-perf limit --server-core 0 --cores 1 -w randread -o 4k -q 32 -t 10
 //! ferrite-perf compare -r 'traddr:... subnqn:A' -r 'traddr:... subnqn:B' --rounds 5 -w randread
 //! ```
@@ -20,7 +22,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use ferrite_perf::config::parse_size;
 use ferrite_perf::limit::{self, LimitConfig};
-use ferrite_perf::{compare, engine, svg, PerfConfig, PerfError, TransportId, Workload};
+use ferrite_perf::{compare, engine, svg, IoSize, PerfConfig, PerfError, TransportId, Workload};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,7 +63,7 @@ struct WorkloadArgs {
     /// Percentage of reads for randrw.
     #[arg(short = 'M', long, default_value_t = 50)]
     rwmixread: u8,
-    /// Bytes per I/O ("4k", "128k", "1m").
+    /// Bytes per I/O ("4k", "128k", "1m"), or a random size per I/O in a range ("4k..128k").
     #[arg(short = 'o', long, default_value = "4k")]
     io_size: String,
     /// Commands outstanding per queue pair.
@@ -85,6 +87,9 @@ struct RunArgs {
     targets: Vec<String>,
     #[command(flatten)]
     w: WorkloadArgs,
+    /// Controllers (NVMe-oF associations) per target, each with --qpairs queue pairs.
+    #[arg(long, default_value_t = 1)]
+    controllers: u16,
     /// Seconds of unmeasured load before the measured time.
     #[arg(long, default_value_t = 0.0)]
     warmup: f64,
@@ -187,8 +192,9 @@ fn perf_config(a: &RunArgs) -> Result<PerfConfig, Failure> {
     let mut c = PerfConfig::new(targets);
     c.workload = a.w.workload.parse::<Workload>()?;
     c.rwmixread = a.w.rwmixread;
-    c.io_size = parse_size(&a.w.io_size)?;
+    c.io_size = IoSize::parse(&a.w.io_size)?;
     c.queue_depth = a.w.queue_depth;
+    c.controllers = a.controllers;
     c.qpairs = a.w.qpairs;
     c.cores =
         a.w.cores

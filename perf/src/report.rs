@@ -19,11 +19,15 @@ pub struct PerfReport {
     pub workload: String,
     /// Read percentage.
     pub read_pct: u8,
-    /// Bytes per I/O.
+    /// Bytes per I/O (the largest when sizes are random).
     pub io_size: u32,
+    /// Smallest I/O (equal to `io_size` unless sizes are random).
+    pub io_size_min: u32,
     /// Queue depth per qpair.
     pub queue_depth: u16,
-    /// Qpairs per target.
+    /// Controllers per target.
+    pub controllers: u16,
+    /// Qpairs per controller.
     pub qpairs: u16,
     /// Load thread cores.
     pub cores: Vec<usize>,
@@ -65,8 +69,10 @@ impl PerfReport {
             description: cfg.describe(),
             workload: cfg.workload.name().into(),
             read_pct: cfg.workload.read_pct(cfg.rwmixread),
-            io_size: cfg.io_size,
+            io_size: cfg.io_size.max,
+            io_size_min: cfg.io_size.min,
             queue_depth: cfg.queue_depth,
+            controllers: cfg.controllers,
             qpairs: cfg.qpairs,
             cores: cfg.cores.clone(),
             warmup_s: cfg.warmup.as_secs_f64(),

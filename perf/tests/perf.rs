@@ -109,6 +109,40 @@ fn json_svg_and_two_targets() {
 }
 
 #[test]
+fn several_controllers_with_random_sizes_verify_clean() {
+    let t = Target::ram();
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("r.json");
+    let tid = t.tid();
+    let mut args = vec!["-r", &tid];
+    args.extend(
+        "--controllers 3 --qpairs 2 -q 8 -o 4k..32k -w randrw -t 1 --verify --timeout 5 --json"
+            .split(' '),
+    );
+    args.push(json.to_str().expect("utf8"));
+    let (code, out, err) = perf(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("4 KiB..32 KiB") && out.contains("x 3 controllers"),
+        "{out}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let total = &doc["total"];
+    let ops = total["ops"].as_u64().expect("ops");
+    let reads = total["reads"].as_u64().expect("reads");
+    let verified = total["verified_blocks"].as_u64().expect("verified");
+    assert!(ops > reads && reads > 0, "{doc}");
+    // Random sizes: more blocks were verified than one 4 KiB I/O per read would give.
+    assert!(verified > reads * 8, "{doc}");
+    assert_eq!(
+        (doc["io_size_min"].as_u64(), doc["io_size"].as_u64()),
+        (Some(4096), Some(32768))
+    );
+    assert_eq!(doc["controllers"].as_u64(), Some(3));
+}
+
+#[test]
 fn verify_reports_a_corrupted_block_with_its_lba() {
     let dir = tempfile::tempdir().expect("tmp");
     let img = dir.path().join("disk.img");
@@ -292,6 +326,8 @@ fn bad_command_lines_exit_2() {
             "120",
         ],
         vec!["-r", "traddr:127.0.0.1 subnqn:n", "-o", "zero"],
+        vec!["-r", "traddr:127.0.0.1 subnqn:n", "-o", "64k..4k"],
+        vec!["-r", "traddr:127.0.0.1 subnqn:n", "--controllers", "0"],
     ] {
         let (code, _, err) = perf(&args);
         assert_eq!(code, 2, "{args:?}: {err}");

@@ -16,7 +16,7 @@
 //! use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
 //!
 //! let Some(host) = LinuxHost::boot_or_skip(HostOptions::default())? else {
-//!     return Ok(()); // no QEMU here and not in CI
+//!     return Ok(()); // no QEMU here, and FERRITE_SKIP_VM=1 says that is fine
 //! };
 //! host.run_ok("modprobe nvme-tcp")?;
 //! let out = host.run("nvme discover -t tcp -a 10.0.2.100 -s 4420", Duration::from_secs(30))?;
@@ -61,8 +61,12 @@ const GRACE: Duration = Duration::from_secs(15);
 
 /// Environment variables the harness reads.
 pub mod env {
-    /// Set (to anything but "false"/"0") in CI: a missing QEMU or kernel fails instead of skipping.
+    /// Set (to anything but "false"/"0") in CI: the [`SKIP_VM`] opt-out is refused there.
     pub const CI: &str = "CI";
+    /// The explicit opt-out: set to `1` on a machine that cannot run QEMU guests, the `vm_*`
+    /// tests pass with a SKIPPED banner instead of failing. Without it (and always in CI) a
+    /// missing QEMU or kernel fails the test.
+    pub const SKIP_VM: &str = "FERRITE_SKIP_VM";
     /// QEMU binary to use instead of `qemu-system-x86_64` from `PATH`.
     pub const QEMU: &str = "FERRITE_E2E_QEMU";
     /// Kernel image to boot instead of the newest `/boot/vmlinuz-*`.
@@ -83,7 +87,7 @@ pub mod env {
 /// Errors of the Linux-host harness.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// QEMU, a kernel or a helper tool is missing: tests skip outside CI.
+    /// QEMU, a kernel or a helper tool is missing: tests fail unless `FERRITE_SKIP_VM=1`.
     #[error("Linux host unavailable: {0}")]
     Unavailable(String),
     /// Building the boot artifacts failed.
@@ -152,7 +156,8 @@ impl Error {
         }
     }
 
-    /// Whether this error means "this machine cannot run the Linux host" (skip, outside CI).
+    /// Whether this error means "this machine cannot run the Linux host" (a failure, or a skip
+    /// with the `FERRITE_SKIP_VM=1` opt-out).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }
@@ -265,21 +270,27 @@ impl LinuxHost {
     }
 
     /// Like [`LinuxHost::boot`], but where this machine cannot run a Linux host (no QEMU, no
-    /// kernel) and `CI` is not set, prints a loud notice and returns `Ok(None)` so the test can
-    /// return early. In CI that is an error.
+    /// kernel) and the operator opted out with `FERRITE_SKIP_VM=1`, prints a loud notice and
+    /// returns `Ok(None)` so the test can return early. Without the opt-out, or in CI, a
+    /// missing prerequisite is an error that names `tests/install-deps.sh`.
     pub fn boot_or_skip(opts: HostOptions) -> Result<Option<LinuxHost>> {
         match LinuxHost::boot(opts) {
             Ok(host) => Ok(Some(host)),
-            Err(e) if e.is_unavailable() && !in_ci() => {
-                eprintln!(
-                    "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
-                     !!! SKIPPED: {e}\n\
-                     !!! Run tests/install-deps.sh to run the Linux-host end-to-end tests.\n\
-                     !!! (In CI, with CI=true, this is a failure.)\n\
-                     !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n"
-                );
-                Ok(None)
-            }
+            Err(e) if e.is_unavailable() => match skip_policy() {
+                SkipPolicy::Skip => {
+                    eprintln!(
+                        "\n!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n\
+                         !!! SKIPPED ({}=1): {e}\n\
+                         !!! Run `bash tests/install-deps.sh` to run the Linux-host tests.\n\
+                         !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!\n",
+                        env::SKIP_VM
+                    );
+                    Ok(None)
+                }
+                SkipPolicy::Fail(why) => Err(Error::Unavailable(format!(
+                    "{e}; run `bash tests/install-deps.sh` to install QEMU and the kernel ({why})"
+                ))),
+            },
             Err(e) => Err(e),
         }
     }
@@ -323,6 +334,9 @@ impl LinuxHost {
             "rdinit=/init",
             "mitigations=off",
             "random.trust_cpu=on",
+            // Under TCG on a loaded host the IO-APIC timer check can miss its ticks and the
+            // guest panics ("IO-APIC + timer doesn't work"); virtual machines skip it.
+            "no_timer_check",
             &format!("ferrite.hostnqn={hostnqn}"),
             &format!("ferrite.hostid={uuid}"),
         ]
@@ -631,7 +645,35 @@ impl Drop for LinuxHost {
 
 /// Whether `CI` says we are in CI.
 pub fn in_ci() -> bool {
-    std::env::var(env::CI).is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+    truthy(env::CI)
+}
+
+fn truthy(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// What a missing QEMU or kernel means for a `vm_*` test.
+#[derive(Debug, PartialEq, Eq)]
+enum SkipPolicy {
+    /// The operator opted out: skip with a banner.
+    Skip,
+    /// Fail, for this reason.
+    Fail(String),
+}
+
+fn skip_policy() -> SkipPolicy {
+    decide_skip(truthy(env::SKIP_VM), in_ci())
+}
+
+fn decide_skip(opted_out: bool, ci: bool) -> SkipPolicy {
+    match (opted_out, ci) {
+        (true, false) => SkipPolicy::Skip,
+        (true, true) => SkipPolicy::Fail(format!("{} is not honoured in CI", env::SKIP_VM)),
+        (false, _) => SkipPolicy::Fail(format!(
+            "or set {}=1 to skip the Linux-host tests on this machine",
+            env::SKIP_VM
+        )),
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -841,6 +883,17 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn missing_prerequisites_skip_only_with_the_opt_out_outside_ci() {
+        assert_eq!(decide_skip(true, false), SkipPolicy::Skip);
+        for (opted_out, ci) in [(false, false), (false, true), (true, true)] {
+            match decide_skip(opted_out, ci) {
+                SkipPolicy::Fail(why) => assert!(why.contains("FERRITE_SKIP_VM"), "{why}"),
+                SkipPolicy::Skip => panic!("skipped with opt-out {opted_out}, CI {ci}"),
+            }
+        }
+    }
 
     #[test]
     fn netdev_forwards_each_port_once_over_loopback() {

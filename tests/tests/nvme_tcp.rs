@@ -7,7 +7,7 @@ use ferrite_e2e::ferrited::{self, Ferrited, TargetConfig, DEFAULT_NQN};
 use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
 
 /// A guest forwarding one port, and ferrited serving `config` on it; `None` when the machine
-/// cannot run guests (outside CI).
+/// cannot run guests and FERRITE_SKIP_VM=1 opts out (otherwise that fails).
 fn setup(config: &TargetConfig, hostnqn: Option<&str>) -> Option<(LinuxHost, Ferrited)> {
     let port = ferrited::free_port().expect("a free port");
     let host = LinuxHost::boot_or_skip(HostOptions {

@@ -1,6 +1,6 @@
 //! Load against a real `ferrited`: 16 controllers x 4 I/O queues doing verified random reads
 //! and writes of 4 KiB to 128 KiB at QD 8 per queue, from several threads, through the
-//! `ferrite-load` engine (`ferrite_host::load`). No error, no verify mismatch, every command
+//! `ferrite-perf` engine (`ferrite_perf::engine`). No error, no verify mismatch, every command
 //! completes within 10 s, and the target's memory is the same after warm-up and at the end.
 //!
 //! `FERRITE_LOAD_SECS=300 cargo test -p ferrite-daemon --test load -- --nocapture` runs it for
@@ -11,9 +11,9 @@ mod common;
 use std::time::Duration;
 
 use common::{free_port, ram_config_for, Ferrited, NQN};
-use ferrite_host::load::{run, LoadConfig, LoadReport, SizeSpec};
+use ferrite_perf::{engine, IoSize, PerfConfig, PerfReport, TransportId, Workload};
 
-const CONTROLLERS: usize = 16;
+const CONTROLLERS: u16 = 16;
 const QUEUES: u16 = 4;
 const QUEUE_DEPTH: u16 = 8;
 /// The stall bound: a command that takes longer fails the run.
@@ -40,17 +40,24 @@ fn seconds() -> u64 {
         .unwrap_or(DEFAULT_SECS)
 }
 
-fn config(t: &Ferrited, duration: Duration, seed: u64) -> LoadConfig {
-    let mut c = LoadConfig::new(t.addr, NQN);
+fn config(t: &Ferrited, duration: Duration, seed: u64) -> PerfConfig {
+    let tid = TransportId {
+        addr: t.addr,
+        subnqn: NQN.into(),
+        hostnqn: None,
+        nsid: 1,
+    };
+    let mut c = PerfConfig::new(vec![tid]);
     c.controllers = CONTROLLERS;
-    c.queues = QUEUES;
+    c.qpairs = QUEUES;
     c.queue_depth = QUEUE_DEPTH;
-    c.duration = duration;
-    c.size = SizeSpec::Random {
+    c.time = duration;
+    c.io_size = IoSize {
         min: 4096,
         max: 128 * 1024,
     };
-    c.read_pct = 50;
+    c.workload = Workload::RandRw;
+    c.rwmixread = 50;
     c.verify = true;
     // Four worker threads, two per core of this small machine (shared with the target).
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -61,22 +68,32 @@ fn config(t: &Ferrited, duration: Duration, seed: u64) -> LoadConfig {
 }
 
 /// Runs one load phase in a thread so the caller can sample the target meanwhile.
-fn phase(cfg: LoadConfig) -> std::thread::JoinHandle<LoadReport> {
-    std::thread::spawn(move || run(&cfg).unwrap_or_else(|e| panic!("load run failed: {e}")))
+fn phase(cfg: PerfConfig) -> std::thread::JoinHandle<PerfReport> {
+    std::thread::spawn(move || {
+        let outcome = engine::run(&cfg).unwrap_or_else(|e| panic!("load run failed: {e}"));
+        if let Some(e) = outcome.error {
+            panic!("load run failed: {e}\n{}", outcome.report);
+        }
+        outcome.report
+    })
 }
 
-fn check(report: &LoadReport, what: &str) {
-    let (avg, p50, p99, max) = report.latency_us();
+fn check(report: &PerfReport, what: &str) {
     eprintln!("{what}:\n{report}");
-    let s = &report.stats;
+    let s = &report.total;
     assert!(
         s.reads > 0 && s.writes > 0,
         "{what}: both reads and writes ran"
     );
     assert!(s.verified_blocks > 0, "{what}: reads were verified");
+    let l = &s.latency_us;
     assert!(
-        max < COMMAND_TIMEOUT.as_secs_f64() * 1e6,
-        "{what}: a command took {max} us (avg {avg}, p50 {p50}, p99 {p99})"
+        l.max < COMMAND_TIMEOUT.as_secs_f64() * 1e6,
+        "{what}: a command took {} us (avg {}, p50 {}, p99 {})",
+        l.max,
+        l.avg,
+        l.p50,
+        l.p99
     );
 }
 

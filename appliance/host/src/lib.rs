@@ -6,7 +6,6 @@
 //! - [`Controller`]: a blocking wrapper for tests and tools: connect, enable,
 //!   Identify, admin and I/O commands, discovery, shutdown.
 //! - [`RawConnection`]: a raw PDU client for malformed-input tests.
-//! - [`load`]: the engine of the `ferrite-load` load client.
 //!
 //! ```no_run
 //! use ferrite_host::{ConnectOptions, Controller, HostError};
@@ -35,7 +34,6 @@
 pub mod controller;
 pub mod discovery;
 pub mod error;
-pub mod load;
 pub mod qpair;
 pub mod raw;
 pub mod types;

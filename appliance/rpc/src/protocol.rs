@@ -181,6 +181,55 @@ impl Request {
     }
 }
 
+/// What one pass over a client's received bytes found (see [`decode_stream`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Every complete JSON value in order, validated as a request, or the id and error to
+    /// answer it with.
+    pub requests: Vec<Result<Request, (Id, RpcError)>>,
+    /// Bytes the complete values used; the rest is the start of a value still arriving.
+    pub consumed: usize,
+    /// Invalid JSON, or an unfinished value longer than the limit: answer this after the
+    /// requests and close the connection (the stream cannot be resynchronized).
+    pub fatal: Option<RpcError>,
+}
+
+/// The request parser of the server: splits back-to-back JSON values off `buf` and validates
+/// each as a request. An incomplete value at the end waits for more bytes unless it is already
+/// longer than `max_pending` bytes.
+pub fn decode_stream(buf: &[u8], max_pending: usize) -> Decoded {
+    let mut out = Decoded {
+        requests: Vec::new(),
+        consumed: 0,
+        fatal: None,
+    };
+    let mut values = serde_json::Deserializer::from_slice(buf).into_iter::<Value>();
+    loop {
+        match values.next() {
+            None => {
+                out.consumed = values.byte_offset();
+                break;
+            }
+            Some(Ok(value)) => {
+                out.consumed = values.byte_offset();
+                out.requests.push(Request::from_value(value));
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(e)) => {
+                out.fatal = Some(RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}")));
+                break;
+            }
+        }
+    }
+    if out.fatal.is_none() && buf.len() - out.consumed > max_pending {
+        out.fatal = Some(RpcError::new(
+            INVALID_REQUEST,
+            format!("request larger than {max_pending} bytes"),
+        ));
+    }
+    out
+}
+
 /// A response envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -250,6 +299,25 @@ mod tests {
         let (_, e) = Request::from_value(json!({"jsonrpc":"2.0","id":{},"method":"m"}))
             .expect_err("object id");
         assert_eq!(e.code, INVALID_REQUEST);
+    }
+
+    #[test]
+    fn streams_split_into_requests() {
+        let a = br#"{"jsonrpc":"2.0","id":1,"method":"a"}"#;
+        let mut buf = a.to_vec();
+        buf.extend_from_slice(b"\n[1]\n{\"jsonrpc\":\"2.0\",\"id\":2,\"met");
+        let d = decode_stream(&buf, 1 << 20);
+        assert_eq!(d.requests.len(), 2, "{d:?}");
+        assert_eq!(d.requests[0].as_ref().map(|r| r.method.as_str()), Ok("a"));
+        assert!(d.requests[1].is_err(), "a batch is refused");
+        assert_eq!(d.fatal, None);
+        // The unfinished third request waits for more bytes, unless it is already too long.
+        assert_eq!(&buf[d.consumed..], b"\n{\"jsonrpc\":\"2.0\",\"id\":2,\"met");
+        let d = decode_stream(&buf, 8);
+        assert_eq!(d.fatal.map(|e| e.code), Some(INVALID_REQUEST));
+        let d = decode_stream(b"{\"a\":1} }", 1 << 20);
+        assert_eq!(d.requests.len(), 1);
+        assert_eq!(d.fatal.map(|e| e.code), Some(PARSE_ERROR));
     }
 
     #[test]

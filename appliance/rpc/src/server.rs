@@ -16,7 +16,7 @@ use thiserror::Error;
 
 use crate::appliance::Appliance;
 use crate::methods;
-use crate::protocol::{Request, Response, RpcError, INVALID_REQUEST, PARSE_ERROR};
+use crate::protocol::{decode_stream, Request, Response, RpcError, INVALID_REQUEST};
 
 /// Largest request accepted; a client sending more gets `INVALID_REQUEST` and is disconnected.
 pub const MAX_REQUEST_BYTES: usize = 1 << 20;
@@ -213,40 +213,16 @@ fn serve_client(mut stream: UnixStream, shared: &Shared) {
             Err(_) => return,
         };
         buf.extend_from_slice(&chunk[..n]);
-        let mut consumed = 0;
-        let mut fatal = None;
-        {
-            let mut values = serde_json::Deserializer::from_slice(&buf).into_iter::<Value>();
-            loop {
-                match values.next() {
-                    None => {
-                        consumed = values.byte_offset();
-                        break;
-                    }
-                    Some(Ok(value)) => {
-                        consumed = values.byte_offset();
-                        if let Some(reply) = handle_value(value, shared) {
-                            if stream.write_all(&reply.to_bytes()).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Some(Err(e)) if e.is_eof() => break,
-                    Some(Err(e)) => {
-                        fatal = Some(RpcError::new(PARSE_ERROR, format!("invalid JSON: {e}")));
-                        break;
-                    }
+        let decoded = decode_stream(&buf, MAX_REQUEST_BYTES);
+        for request in decoded.requests {
+            if let Some(reply) = handle_request(request, shared) {
+                if stream.write_all(&reply.to_bytes()).is_err() {
+                    return;
                 }
             }
         }
-        buf.drain(..consumed);
-        if fatal.is_none() && buf.len() > MAX_REQUEST_BYTES {
-            fatal = Some(RpcError::new(
-                INVALID_REQUEST,
-                format!("request larger than {MAX_REQUEST_BYTES} bytes"),
-            ));
-        }
-        if let Some(err) = fatal {
+        buf.drain(..decoded.consumed);
+        if let Some(err) = decoded.fatal {
             let _ = stream.write_all(&Response::err(Value::Null, err).to_bytes());
             return;
         }
@@ -254,8 +230,11 @@ fn serve_client(mut stream: UnixStream, shared: &Shared) {
 }
 
 /// Answers one request; `None` for a notification (no `id`).
-fn handle_value(value: Value, shared: &Shared) -> Option<Response> {
-    let req = match Request::from_value(value) {
+fn handle_request(
+    request: Result<Request, (Value, RpcError)>,
+    shared: &Shared,
+) -> Option<Response> {
+    let req = match request {
         Ok(r) => r,
         Err((id, e)) => return Some(Response::err(id, e)),
     };

@@ -1,4 +1,4 @@
-//! A run: connect every target, spread the queue pairs over pinned load
+//! A run: connect every target (one or more controllers each), spread the queue pairs over pinned load
 //! threads, keep the admin queues alive and print progress while they run,
 //! then merge the counters into a report (partial when the run failed).
 
@@ -16,7 +16,7 @@ use crate::error::PerfError;
 use crate::report::PerfReport;
 use crate::stats::Counters;
 use crate::target::TransportId;
-use worker::{Geometry, Schedule, Shared, WorkQueue, Worker};
+use worker::{Geometry, QueueTag, Region, Schedule, Shared, WorkQueue, Worker};
 
 /// How often the admin queues get a Keep Alive.
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(2);
@@ -37,13 +37,15 @@ struct Connected {
     name: Arc<str>,
 }
 
-/// Connects one target and splits its namespace over its queue pairs.
+/// Connects `cfg.controllers` controllers to one target and splits its namespace over
+/// their queue pairs.
 fn connect(
     cfg: &PerfConfig,
     index: usize,
     t: &TransportId,
+    ctrls: &mut Vec<Connected>,
     queues: &mut Vec<WorkQueue>,
-) -> Result<Connected, PerfError> {
+) -> Result<(), PerfError> {
     let name: Arc<str> = Arc::from(t.to_string());
     let err = |source| PerfError::Connect {
         target: name.to_string(),
@@ -58,61 +60,112 @@ fn connect(
     o.header_digest = cfg.header_digest;
     o.data_digest = cfg.data_digest;
     o.timeout = cfg.timeout;
-    o.max_transfer = o.max_transfer.max(cfg.io_size);
-    let mut ctrl = Controller::connect(o).map_err(err)?;
+    o.max_transfer = o.max_transfer.max(cfg.io_size.max);
+    let mut first = Controller::connect(o.clone()).map_err(err)?;
+    let geo = match geometry(cfg, t, &name, &mut first) {
+        Ok(g) => g,
+        Err(e) => {
+            first.disconnect();
+            return Err(e);
+        }
+    };
+    ctrls.push(Connected {
+        ctrl: first,
+        name: name.clone(),
+    });
+    for _ in 1..cfg.controllers {
+        let ctrl = Controller::connect(o.clone()).map_err(err)?;
+        ctrls.push(Connected {
+            ctrl,
+            name: name.clone(),
+        });
+    }
+    let per_target = usize::from(cfg.controllers);
+    let n = u64::from(cfg.qpairs) * u64::from(cfg.controllers);
+    // Whole largest I/Os per queue share; verify gives each queue its own
+    // share so no two queues (of any controller) ever write the same block.
+    let unit = u64::from(geo.max_blocks);
+    let share = geo.span / n / unit * unit;
+    if share == 0 {
+        return Err(PerfError::Config(format!(
+            "{name}: namespace span of {} blocks is too small for {n} qpair(s) of {}-byte I/O",
+            geo.span, cfg.io_size.max
+        )));
+    }
+    let span_io = geo.span / unit * unit;
+    let own = ctrls.len() - per_target;
+    let mut i = 0u64;
+    for (ci, c) in ctrls[own..].iter_mut().enumerate() {
+        for qp in c.ctrl.take_io_queues() {
+            let off = i * share;
+            let region = if cfg.verify {
+                Region {
+                    first_lba: off,
+                    blocks: share,
+                    cursor: 0,
+                }
+            } else {
+                // Whole span, sequential streams start spread out.
+                Region {
+                    first_lba: 0,
+                    blocks: span_io,
+                    cursor: off,
+                }
+            };
+            let id = QueueTag {
+                target: index,
+                controller: ci,
+                name: name.clone(),
+            };
+            queues.push(WorkQueue::new(id, qp, geo.clone(), region, cfg.verify));
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Identifies the namespace and checks the configured sizes against it.
+fn geometry(
+    cfg: &PerfConfig,
+    t: &TransportId,
+    name: &str,
+    ctrl: &mut Controller,
+) -> Result<Geometry, PerfError> {
+    let err = |source| PerfError::Connect {
+        target: name.to_string(),
+        source,
+    };
     let ns = ctrl.identify_namespace(t.nsid).map_err(err)?;
     let bs = ctrl.block_size(t.nsid).map_err(err)?;
     let bad = |m: String| Err(PerfError::Config(format!("{name}: {m}")));
     if ns.nsze.get() == 0 {
         return bad(format!("namespace {} is not active", t.nsid));
     }
-    if cfg.io_size % bs != 0 {
+    let size = cfg.io_size;
+    if size.min % bs != 0 || size.max % bs != 0 {
         return bad(format!(
-            "--io-size {} is not a multiple of the {bs}-byte block size",
-            cfg.io_size
+            "--io-size {size} is not a multiple of the {bs}-byte block size"
         ));
     }
-    if cfg.io_size > ctrl.max_transfer() {
+    if size.max > ctrl.max_transfer() {
         return bad(format!(
-            "--io-size {} exceeds the controller's maximum transfer of {}",
-            cfg.io_size,
+            "--io-size {size} exceeds the controller's maximum transfer of {}",
             ctrl.max_transfer()
         ));
     }
-    if cfg.verify && bs < 32 {
+    if cfg.verify && (bs as usize) < crate::verify::MIN_BLOCK {
         return bad("block size too small to carry a verify stamp".into());
     }
-    let io_blocks = cfg.io_size / bs;
     let span = cfg
         .span_bytes
         .map_or(ns.nsze.get(), |b| (b / u64::from(bs)).min(ns.nsze.get()));
-    let n = u64::from(cfg.qpairs);
-    // Whole I/Os per queue share; verify gives each queue its own share so
-    // no two queues ever write the same block.
-    let share = span / n / u64::from(io_blocks) * u64::from(io_blocks);
-    if share == 0 {
-        return bad(format!(
-            "namespace span of {span} blocks is too small for {n} qpair(s) of {}-byte I/O",
-            cfg.io_size
-        ));
-    }
-    let geo = Geometry {
+    Ok(Geometry {
         nsid: t.nsid,
         block_size: bs,
-        io_blocks,
-    };
-    for (i, qp) in ctrl.take_io_queues().into_iter().enumerate() {
-        let off = i as u64 * share;
-        let q = if cfg.verify {
-            WorkQueue::new(index, name.clone(), qp, geo.clone(), off, share, 0, true)
-        } else {
-            // Whole span, sequential streams start spread out.
-            let span_io = span / u64::from(io_blocks) * u64::from(io_blocks);
-            WorkQueue::new(index, name.clone(), qp, geo.clone(), 0, span_io, off, false)
-        };
-        queues.push(q);
-    }
-    Ok(Connected { ctrl, name })
+        min_blocks: size.min / bs,
+        max_blocks: size.max / bs,
+        span,
+    })
 }
 
 /// Runs `cfg`. Errors before any I/O (configuration, connect) are `Err`;
@@ -122,8 +175,8 @@ pub fn run(cfg: &PerfConfig) -> Result<Outcome, PerfError> {
     let mut ctrls: Vec<Connected> = Vec::new();
     let mut queues = Vec::new();
     for (i, t) in cfg.targets.iter().enumerate() {
-        match connect(cfg, i, t, &mut queues) {
-            Ok(c) => ctrls.push(c),
+        match connect(cfg, i, t, &mut ctrls, &mut queues) {
+            Ok(()) => {}
             Err(e) => {
                 for c in ctrls {
                     c.ctrl.disconnect();
@@ -223,7 +276,8 @@ fn run_connected(
     }
     let error = first_err.or(admin_err);
     let elapsed = ended.saturating_duration_since(sched.measure);
-    let names: Vec<&str> = ctrls.iter().map(|c| &*c.name).collect();
+    let names: Vec<String> = cfg.targets.iter().map(ToString::to_string).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
     let report = PerfReport::new(cfg, &names, &per_target, elapsed, error.as_ref());
     Ok(Outcome { report, error })
 }
@@ -278,7 +332,7 @@ fn supervise(
             let _ = write!(
                 err,
                 "\r[{phase} {at:5.1}/{total:.0} s] {iops:>12.0} IOPS {:>10.1} MiB/s  ",
-                iops * f64::from(cfg.io_size) / (1024.0 * 1024.0)
+                iops * f64::from(cfg.io_size.min / 2 + cfg.io_size.max / 2) / (1024.0 * 1024.0)
             );
             let _ = err.flush();
             last_progress = (now, done);

@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrite_host::load::{stamp, Oracle};
 use ferrite_host::{Completed, Data, HostError, QueuePair};
 use ferrite_nvme::command::opcode;
 use ferrite_nvme::io::ReadWrite;
@@ -15,6 +14,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::error::PerfError;
 use crate::stats::Counters;
+use crate::verify::{stamp, Oracle};
 
 /// Tries at finding a range no in-flight verified I/O overlaps.
 const PICK_TRIES: usize = 8;
@@ -27,6 +27,7 @@ const IDLE_WAIT: Duration = Duration::from_millis(1);
 struct Inflight {
     start: Instant,
     lba: u64,
+    blocks: u32,
     write: bool,
     gen: u64,
 }
@@ -36,7 +37,40 @@ struct Inflight {
 pub(crate) struct Geometry {
     pub nsid: u32,
     pub block_size: u32,
-    pub io_blocks: u32,
+    /// I/O size bounds in blocks (equal when the size is fixed).
+    pub min_blocks: u32,
+    pub max_blocks: u32,
+    /// Blocks I/O may touch, from LBA 0.
+    pub span: u64,
+}
+
+impl Geometry {
+    /// Blocks of one 4 KiB unit, when the block size and the size range allow it, else 1.
+    fn granule(&self) -> u32 {
+        let g = (4096 / self.block_size).max(1);
+        if self.min_blocks % g == 0 && self.max_blocks % g == 0 {
+            g
+        } else {
+            1
+        }
+    }
+}
+
+/// The part of the namespace a queue works on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Region {
+    pub first_lba: u64,
+    pub blocks: u64,
+    /// Where sequential I/O starts, relative to `first_lba`.
+    pub cursor: u64,
+}
+
+/// Whose queue it is: target and controller index, and the target's name for errors.
+#[derive(Debug, Clone)]
+pub(crate) struct QueueTag {
+    pub target: usize,
+    pub controller: usize,
+    pub name: Arc<str>,
 }
 
 /// One queue pair and the part of the namespace it works on.
@@ -57,32 +91,30 @@ pub(crate) struct WorkQueue {
 }
 
 impl WorkQueue {
-    /// A queue working on `blocks` blocks from `first_lba`, sequential I/O starting at `cursor`.
-    #[allow(clippy::too_many_arguments)]
+    /// A queue working on `region`, checking reads against an oracle when `verify`.
     pub fn new(
-        target: usize,
-        name: Arc<str>,
+        tag: QueueTag,
         qp: QueuePair,
         geo: Geometry,
-        first_lba: u64,
-        blocks: u64,
-        cursor: u64,
+        region: Region,
         verify: bool,
     ) -> WorkQueue {
         let depth = usize::from(qp.depth());
-        // Generations are unique per queue: target and queue id in the top bits.
-        let gen = ((target as u64) << 48) | (u64::from(qp.qid()) << 40);
+        // Generations are unique per queue: target, controller and queue id in the top bits.
+        let gen = ((tag.target as u64) << 56)
+            | ((tag.controller as u64 & 0xFFF) << 44)
+            | ((u64::from(qp.qid()) & 0xFFF) << 32);
         WorkQueue {
-            target,
-            name,
+            target: tag.target,
+            name: tag.name,
             inflight: vec![None; depth],
             out: Vec::with_capacity(depth),
-            oracle: verify.then(|| Oracle::new(first_lba, blocks)),
+            oracle: verify.then(|| Oracle::new(region.first_lba, region.blocks)),
             qp,
             geo,
-            first_lba,
-            blocks,
-            cursor,
+            first_lba: region.first_lba,
+            blocks: region.blocks,
+            cursor: region.cursor,
             gen,
         }
     }
@@ -95,28 +127,45 @@ impl WorkQueue {
         }
     }
 
-    fn overlaps(&self, lba: u64) -> bool {
-        let n = u64::from(self.geo.io_blocks);
+    fn overlaps(&self, lba: u64, blocks: u32) -> bool {
+        let end = lba + u64::from(blocks);
         self.inflight
             .iter()
             .flatten()
-            .any(|f| lba < f.lba + n && f.lba < lba + n)
+            .any(|f| lba < f.lba + u64::from(f.blocks) && f.lba < end)
     }
 
-    /// The next LBA to use, or None when every candidate overlaps an in-flight verified I/O.
-    fn pick_lba(&mut self, random: bool, rng: &mut StdRng) -> Option<u64> {
-        let n = u64::from(self.geo.io_blocks);
-        let slots = (self.blocks / n).max(1);
+    /// The size of the next I/O in blocks.
+    fn pick_blocks(&self, rng: &mut StdRng) -> u32 {
+        let g = &self.geo;
+        if g.min_blocks == g.max_blocks {
+            return g.max_blocks;
+        }
+        let u = g.granule();
+        u * rng.gen_range(g.min_blocks / u..=g.max_blocks / u)
+    }
+
+    /// The next LBA for an I/O of `blocks`, or None when every candidate overlaps an
+    /// in-flight verified I/O.
+    fn pick_lba(&mut self, blocks: u32, random: bool, rng: &mut StdRng) -> Option<u64> {
+        let n = u64::from(blocks);
+        // Fixed sizes start at multiples of the size; random sizes at 4 KiB units.
+        let step = if self.geo.min_blocks == self.geo.max_blocks {
+            n
+        } else {
+            u64::from(self.geo.granule())
+        };
+        let slots = (self.blocks.saturating_sub(n) / step + 1).max(1);
         for _ in 0..PICK_TRIES {
             let lba = if random {
-                self.first_lba + rng.gen_range(0..slots) * n
+                self.first_lba + rng.gen_range(0..slots) * step
             } else {
                 if self.cursor + n > self.blocks {
                     self.cursor = 0;
                 }
                 self.first_lba + self.cursor
             };
-            if self.oracle.is_none() || !self.overlaps(lba) {
+            if self.oracle.is_none() || !self.overlaps(lba, blocks) {
                 if !random {
                     self.cursor += n;
                 }
@@ -178,7 +227,7 @@ impl Worker {
     ) -> Worker {
         let max = queues
             .iter()
-            .map(|q| q.geo.io_blocks as usize * q.geo.block_size as usize)
+            .map(|q| q.geo.max_blocks as usize * q.geo.block_size as usize)
             .max()
             .unwrap_or(0);
         Worker {
@@ -301,15 +350,16 @@ impl Worker {
             let write = self.read_pct < 100 && self.rng.gen_range(0..100u8) >= self.read_pct;
             let random = self.random;
             let q = &mut self.queues[qi];
-            let Some(lba) = q.pick_lba(random, &mut self.rng) else {
+            let blocks = q.pick_blocks(&mut self.rng);
+            let Some(lba) = q.pick_lba(blocks, random, &mut self.rng) else {
                 return Ok(());
             };
             let bs = q.geo.block_size as usize;
-            let len = q.geo.io_blocks as usize * bs;
+            let len = blocks as usize * bs;
             let cmd = ReadWrite {
                 nsid: q.geo.nsid,
                 slba: lba,
-                nlb: (q.geo.io_blocks - 1) as u16,
+                nlb: (blocks - 1) as u16,
                 ..ReadWrite::default()
             };
             let mut gen = 0;
@@ -330,7 +380,7 @@ impl Worker {
                 Ok(cid) => cid,
                 Err(HostError::QueueFull { .. }) => {
                     if !random {
-                        q.cursor = q.cursor.saturating_sub(u64::from(q.geo.io_blocks));
+                        q.cursor = q.cursor.saturating_sub(u64::from(blocks));
                     }
                     return Ok(());
                 }
@@ -339,6 +389,7 @@ impl Worker {
             q.inflight[usize::from(cid.0)] = Some(Inflight {
                 start: Instant::now(),
                 lba,
+                blocks,
                 write,
                 gen,
             });
@@ -384,7 +435,7 @@ impl Worker {
             }
             if f.write {
                 if let Some(o) = q.oracle.as_mut() {
-                    o.written(f.lba, q.geo.io_blocks, f.gen);
+                    o.written(f.lba, f.blocks, f.gen);
                 }
             } else if let Some(o) = q.oracle.as_ref() {
                 if let Err(mismatch) = o.check_read(q.qp.data(d.cid), bs, f.lba) {
@@ -395,11 +446,11 @@ impl Worker {
                     });
                     break;
                 }
-                counters.verified_blocks += u64::from(q.geo.io_blocks);
+                counters.verified_blocks += u64::from(f.blocks);
             }
             if measured {
                 let lat = now.duration_since(f.start).as_nanos() as u64;
-                let bytes = u64::from(q.geo.io_blocks) * bs as u64;
+                let bytes = u64::from(f.blocks) * bs as u64;
                 counters.record(f.write, bytes, lat, slot);
             }
         }
