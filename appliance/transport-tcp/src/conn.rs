@@ -515,6 +515,9 @@ impl Conn {
             Command::parse(&header[8..]).expect("a validated CapsuleCmd header holds a command");
         let cid = cmd.cid.get();
         if self.cid_map[cid as usize] != 0 {
+            self.reclaim_abandoned_aer(cid, nvmf, cx);
+        }
+        if self.cid_map[cid as usize] != 0 {
             return Err(self.terminate_with(
                 fes::INVALID_HEADER_FIELD,
                 10,
@@ -587,6 +590,22 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// A new command reuses the CID of an outstanding command: if that command is an AER the host
+    /// abandoned (see [`PollGroup::forget_aer`]), free its slot so the new command can go on.
+    fn reclaim_abandoned_aer(&mut self, cid: u16, nvmf: &mut PollGroup, cx: &mut TaskContext) {
+        let slot = self.cid_map[cid as usize] - 1;
+        if self.slots[slot as usize].state != SlotState::Executing {
+            return;
+        }
+        if nvmf.forget_aer(self.id, cid) == Some(slot) {
+            log::info!(
+                "{}: command id {cid} reuses an outstanding AER's: the host abandoned that AER",
+                self.peer
+            );
+            self.release(slot, cx);
+        }
     }
 
     /// Gives a waiting command its buffer: sends the R2T (writes) or executes (reads). False when
