@@ -81,14 +81,18 @@ only() { # ferrited|spdk: let that target run, freeze the other
   if [[ $1 == ferrited ]]; then kill -STOP "$spid"; kill -CONT "$fpid"; else kill -STOP "$fpid"; kill -CONT "$spid"; fi
 }
 
-# Precondition: write each namespace in full (1 GiB sequentially at 128 KiB) so reads touch real
-# pages, not never-written memory.
+# Precondition: write each namespace in full (1 GiB sequentially at 128 KiB, wrapping) so reads
+# touch real pages and writes do not pay first-touch page faults (ferrited's RAM namespace maps its
+# memory lazily, with transparent huge pages; SPDK's malloc bdev sits in preallocated hugepages).
+# On a loaded machine 4 s may cover a quarter of it, so the time follows a measured rate.
 for t in ferrited spdk; do
   only $t
   tid=$tid_f; [[ $t == spdk ]] && tid=$tid_s
-  "$bin/ferrite-perf" -r "$tid" -w write -o 128k -q 16 --cores 1 -t 4 --no-progress >/dev/null
+  "$bin/ferrite-perf" -r "$tid" -w write -o 128k -q 16 --cores 1 -t 2 --no-progress --json "$tmp/pre.json" >/dev/null
+  pre=$(python3 -c 'import json,sys,math; d=json.load(open(sys.argv[1]))["total"]; print(min(300, math.ceil(1.5 * 1024 / max(d["mib_per_sec"], 1))))' "$tmp/pre.json")
+  "$bin/ferrite-perf" -r "$tid" -w write -o 128k -q 16 --cores 1 -t "$pre" --no-progress >/dev/null
+  log "$bin/ferrite-perf -r TID -w write -o 128k -q 16 --cores 1 -t $pre   (precondition of $t: 1.5 GiB at the rate of a 2 s probe)"
 done
-log "$bin/ferrite-perf -r TID -w write -o 128k -q 16 --cores 1 -t 4   (precondition, each target)"
 
 # One run: prints "IOPS avg-latency-µs".
 run_client() { # client target workload size qd
