@@ -34,6 +34,13 @@ have() {
   fi
 }
 
+# The SPDK v25.09 baseline beside the checkout (issue 9's interoperability tests) brings its own
+# script for the runtime libraries it links against.
+spdk=${FERRITE_SPDK_BASELINE:-$(dirname "$0")/../../shared/baseline/spdk-v25.09}
+if [[ -x $spdk/install.sh ]]; then
+  sh "$spdk/install.sh"
+fi
+
 missing=()
 for pair in "${needs[@]}"; do
   check=${pair%%|*}

@@ -821,9 +821,9 @@ fn connect_violations_are_refused() {
             ..base.clone()
         },
         ConnectCase {
-            name: "empty hostnqn",
+            // Any host may use NQN, but this controller belongs to a named host.
+            name: "empty hostnqn on a named host's controller",
             hostnqn: String::new(),
-            ipo: 512,
             ..base.clone()
         },
         ConnectCase {
@@ -859,6 +859,30 @@ fn connect_violations_are_refused() {
         completion(ev, 0, "foreign subsystem").status().code(),
         Status::CONNECT_INVALID_HOST
     );
+    // A host list needs a name: an empty Host NQN is refused there (it is accepted only where
+    // any host may connect).
+    let mut q = ready(&b.t, Digests::default());
+    let ev = q
+        .send_connect(0, 31, CNTLID_DYNAMIC, GOOD_NQN, "", hostid, T)
+        .expect("send");
+    assert_eq!(
+        completion(ev, 0, "empty hostnqn to a host list")
+            .status()
+            .code(),
+        Status::CONNECT_INVALID_HOST
+    );
+    // Where any host may connect, an empty Host NQN (SPDK's initiator without `hostnqn:`) is
+    // accepted and logged.
+    let mut q = ready(&b.t, Digests::default());
+    let ev = q
+        .send_connect(0, 31, CNTLID_DYNAMIC, NQN, "", hostid, T)
+        .expect("send");
+    let cqe = completion(ev, 0, "empty hostnqn, any host allowed");
+    assert!(cqe.status().is_success(), "{}", cqe.status());
+    drop(q);
+    assert!(b.t.log_text().contains("empty Host NQN: accepted"));
+    b.check("empty hostnqn, any host allowed");
+    let mut q = ready(&b.t, Digests::default());
     // Record format 1.
     let mut cmd = ConnectCommand {
         recfmt: 1,

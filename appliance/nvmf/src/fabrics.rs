@@ -139,9 +139,6 @@ impl PollGroup {
         let hostnqn = data
             .hostnqn_str()
             .map_err(|_| invalid(ConnectParamLocation::Data, IPO_HOSTNQN))?;
-        if hostnqn.is_empty() {
-            return Err(invalid(ConnectParamLocation::Data, IPO_HOSTNQN));
-        }
         let cfg = self.target.config();
         let sub = cfg
             .subsystem(subnqn)
@@ -151,6 +148,20 @@ impl PollGroup {
         if !local.is_some_and(|addr| sub.reachable_via(addr)) {
             // The subsystem does not listen on the port this connection came in on.
             return Err(invalid(ConnectParamLocation::Data, IPO_SUBNQN));
+        }
+        if hostnqn.is_empty() {
+            // SPDK's initiator sends an empty Host NQN unless told one; SPDK's and Linux's targets
+            // accept it where any host may connect. A host list needs a name to match.
+            if !sub.allow_any_host {
+                return Err(Refusal {
+                    status: Status::CONNECT_INVALID_HOST,
+                    dw0: connect_invalid_param_dw0(ConnectParamLocation::Data, IPO_HOSTNQN),
+                });
+            }
+            log::info!(
+                "Connect qid {} to {subnqn} with an empty Host NQN: accepted (any host allowed)",
+                params.qid
+            );
         }
         if !sub.allows(hostnqn) {
             return Err(Refusal {

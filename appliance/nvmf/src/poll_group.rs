@@ -178,6 +178,8 @@ pub struct PollGroupStats {
     pub commands: u64,
     pub errors: u64,
     pub backend_queue_full: u64,
+    /// AERs dropped because the host reused their CID (see [`PollGroup::forget_aer`]).
+    pub abandoned_aers: u64,
     pub channels: usize,
 }
 
@@ -294,6 +296,22 @@ impl PollGroup {
         }
         self.deferred = kept;
         self.try_release(conn, cx);
+    }
+
+    /// The host sent a command whose CID belongs to an Asynchronous Event Request still held
+    /// here. By the base specification a CID stays in use until its completion is posted, so the
+    /// host is at fault; but SPDK's initiator completes its own AERs locally when it detaches (no
+    /// Abort is sent) and reuses their CIDs for the shutdown Property Set, and both SPDK's and
+    /// Linux's targets accept that. An abandoned AER has no data and no side effect, so it is
+    /// dropped without a completion. Returns the AER's slot, or None when `cid` is no AER here.
+    pub fn forget_aer(&mut self, conn: ConnId, cid: u16) -> Option<u16> {
+        let qp = self.qpair_mut(conn)?;
+        let pos = qp.aers.iter().position(|&(_, c)| c == cid)?;
+        let (slot, _) = qp.aers.remove(pos);
+        qp.slot_mut(slot).in_use = false;
+        qp.outstanding -= 1;
+        self.stats.abandoned_aers += 1;
+        Some(slot)
     }
 
     /// True when `conn` may be given to `add_qpair` again.

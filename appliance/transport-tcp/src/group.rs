@@ -32,6 +32,8 @@ pub(crate) struct SocketGroup {
     group_events: Vec<GroupEvent>,
     /// Connections with queued output or commands waiting for buffers.
     dirty: Vec<u32>,
+    /// Connections that left complete commands in staging (their read budget ran out).
+    staged: Vec<u32>,
     connections: Arc<AtomicUsize>,
     opts: TcpOptions,
 }
@@ -65,6 +67,7 @@ impl SocketGroup {
             events: Vec::with_capacity(MAX_EVENTS),
             group_events: Vec::new(),
             dirty: Vec::new(),
+            staged: Vec::new(),
             connections,
             opts,
         }
@@ -154,6 +157,12 @@ impl SocketGroup {
             return false;
         }
         let mut busy = false;
+        for id in std::mem::take(&mut self.staged) {
+            if self.conns.get(id as usize).is_some_and(Option::is_some) {
+                busy = true;
+                self.read_conn(id, cx);
+            }
+        }
         for i in 0..self.events.len() {
             let ev = self.events[i];
             let id = ev.data.u64() as u32;
@@ -168,19 +177,27 @@ impl SocketGroup {
                 .intersects(epoll::EventFlags::IN | epoll::EventFlags::HUP | epoll::EventFlags::ERR)
             {
                 busy = true;
-                let conn = self.conns[id as usize].as_mut().expect("checked");
-                match conn.on_readable(&mut self.nvmf, cx) {
-                    Ok(_) => {}
-                    Err(ConnError::Gone(why)) => {
-                        self.close(id, &why, cx);
-                        continue;
-                    }
-                    Err(ConnError::Terminated(_)) => {}
-                }
-                self.mark_dirty(id);
+                self.read_conn(id, cx);
             }
         }
         busy
+    }
+
+    /// Handles what connection `id` has received (staged or on its socket).
+    fn read_conn(&mut self, id: u32, cx: &mut TaskContext) {
+        let conn = self.conns[id as usize].as_mut().expect("caller checked");
+        match conn.on_readable(&mut self.nvmf, cx) {
+            Ok(_) => {}
+            Err(ConnError::Gone(why)) => {
+                self.close(id, &why, cx);
+                return;
+            }
+            Err(ConnError::Terminated(_)) => {}
+        }
+        if conn.has_staged_commands() && !self.staged.contains(&id) {
+            self.staged.push(id);
+        }
+        self.mark_dirty(id);
     }
 
     fn handle_group_events(&mut self, cx: &mut TaskContext) -> bool {
