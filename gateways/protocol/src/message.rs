@@ -446,7 +446,10 @@ fn decode_body(kind: Kind, body: &[u8]) -> Result<Message<'_>> {
                     value: u64::from(w.min_version),
                 });
             }
-            zero("Hello reserved", u64::from(w.reserved) | u64::from(w.reserved2.get()))?;
+            zero(
+                "Hello reserved",
+                u64::from(w.reserved) | u64::from(w.reserved2.get()),
+            )?;
             Message::Hello(Hello {
                 role,
                 min_version: w.min_version,
@@ -676,7 +679,10 @@ impl RecordHeader {
             });
         }
         if self.seq.0 == 0 {
-            return Err(ProtocolError::InvalidField { field: "seq", value: 0 });
+            return Err(ProtocolError::InvalidField {
+                field: "seq",
+                value: 0,
+            });
         }
         if self.nblocks == 0 || self.slba.checked_add(u64::from(self.nblocks)).is_none() {
             return Err(ProtocolError::InvalidField {

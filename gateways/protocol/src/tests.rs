@@ -42,7 +42,10 @@ fn record_roundtrip_and_prefix_encoding() {
     let r = record(&data);
     roundtrip(&Message::Record(r));
     let mut prefix = [0u8; RECORD_PREFIX_LEN];
-    assert_eq!(r.encode_prefix(&mut prefix).expect("prefix"), RECORD_PREFIX_LEN);
+    assert_eq!(
+        r.encode_prefix(&mut prefix).expect("prefix"),
+        RECORD_PREFIX_LEN
+    );
     let mut whole = prefix.to_vec();
     whole.extend_from_slice(&data);
     let (m, _) = decode(&whole).expect("decode").expect("complete");
@@ -53,13 +56,21 @@ fn record_roundtrip_and_prefix_encoding() {
 fn corrupted_data_is_refused_by_checksum() {
     let data = vec![7u8; 512];
     let mut buf = Vec::new();
-    Message::Record(record(&data)).encode_to_vec(&mut buf).expect("encode");
+    Message::Record(record(&data))
+        .encode_to_vec(&mut buf)
+        .expect("encode");
     let last = buf.len() - 1;
     buf[last] ^= 1;
-    assert!(matches!(decode(&buf), Err(ProtocolError::BodyChecksum { .. })));
+    assert!(matches!(
+        decode(&buf),
+        Err(ProtocolError::BodyChecksum { .. })
+    ));
     buf[last] ^= 1;
     buf[8] ^= 1; // body length
-    assert!(matches!(decode(&buf), Err(ProtocolError::HeaderChecksum { .. })));
+    assert!(matches!(
+        decode(&buf),
+        Err(ProtocolError::HeaderChecksum { .. })
+    ));
 }
 
 #[test]
@@ -74,7 +85,10 @@ fn bad_magic_version_kind_are_named() {
     .expect("encode");
     let mut bad = buf.clone();
     bad[0] = b'X';
-    assert!(matches!(decode(&bad[..4]), Err(ProtocolError::BadMagic { .. })));
+    assert!(matches!(
+        decode(&bad[..4]),
+        Err(ProtocolError::BadMagic { .. })
+    ));
     let reheader = |b: &mut Vec<u8>| {
         let crc = crc32c::crc32c(&b[..20]);
         b[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -83,7 +97,10 @@ fn bad_magic_version_kind_are_named() {
     v[4] = 9;
     reheader(&mut v);
     let e = decode(&v).expect_err("version");
-    assert!(e.to_string().contains("unsupported protocol version 9"), "{e}");
+    assert!(
+        e.to_string().contains("unsupported protocol version 9"),
+        "{e}"
+    );
     let mut k = buf.clone();
     k[5] = 200;
     reheader(&mut k);
@@ -91,7 +108,10 @@ fn bad_magic_version_kind_are_named() {
     let mut big = buf;
     big[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
     reheader(&mut big);
-    assert!(matches!(decode(&big), Err(ProtocolError::BodyTooLong { .. })));
+    assert!(matches!(
+        decode(&big),
+        Err(ProtocolError::BodyTooLong { .. })
+    ));
 }
 
 #[test]
@@ -102,7 +122,10 @@ fn record_invariants_are_enforced_on_encode_and_decode() {
     let mut buf = vec![0u8; 2000];
     assert!(matches!(
         Message::Record(r).encode_into(&mut buf),
-        Err(ProtocolError::InvalidField { field: "data_len", .. })
+        Err(ProtocolError::InvalidField {
+            field: "data_len",
+            ..
+        })
     ));
     let z = Record {
         header: RecordHeader {
