@@ -307,7 +307,7 @@ impl<R> GroupApplier<R> {
     /// domain, if it is stamped at or before the limit. Taking it marks it
     /// applied in its domain's [`DomainState`]; the caller writes it to
     /// the image before asking for the next one.
-    pub fn next(&mut self) -> Option<Applied<R>> {
+    pub fn next_to_apply(&mut self) -> Option<Applied<R>> {
         let limit = self.limit();
         let (i, ts) = self
             .domains
@@ -409,14 +409,14 @@ mod tests {
             .heartbeat(ts(10, 1), SeqNo(0))
             .expect("hb");
         assert_eq!(g.limit(), ts(10, 1));
-        assert_eq!(g.next().map(|a| a.item), Some('A'));
-        assert_eq!(g.next(), None);
+        assert_eq!(g.next_to_apply().map(|a| a.item), Some('A'));
+        assert_eq!(g.next_to_apply(), None);
         g.domain_mut(DomainId(2))
             .expect("domain 2")
             .heartbeat(ts(10, 2), SeqNo(0))
             .expect("hb");
-        assert_eq!(g.next().map(|a| a.item), Some('B'));
-        assert_eq!(g.next(), None);
+        assert_eq!(g.next_to_apply().map(|a| a.item), Some('B'));
+        assert_eq!(g.next_to_apply(), None);
     }
 
     #[test]
@@ -510,7 +510,7 @@ mod tests {
             .offer(SeqNo(6), Timestamp(80), ())
             .expect("6");
         assert_eq!(g.limit(), Timestamp(80));
-        assert_eq!(g.next().map(|a| a.seq), Some(SeqNo(6)));
+        assert_eq!(g.next_to_apply().map(|a| a.seq), Some(SeqNo(6)));
         assert_eq!(g.held(), 0);
     }
 }
