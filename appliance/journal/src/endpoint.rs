@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use ferrite_gateway_protocol::{
-    decode, wire::MAX_RECORD_DATA, GroupId, Heartbeat, Hello, JournalStatus, Message, NodeId,
-    ProtocolError, Record, Refuse, RefuseCode, Role, SeqNo,
+    decode, Epoch, GroupId, Heartbeat, Hello, JournalStatus, Message, NodeId, ProtocolError,
+    Record, Refuse, RefuseCode, Role, SeqNo,
 };
 
 use crate::error::JournalError;
@@ -147,6 +147,29 @@ impl Connection {
         }
     }
 
+    /// Runs `f` on the group's reader with this thread's read channel; an
+    /// unknown group or an error from `f` is refused (and closes).
+    fn with_reader<T>(
+        &mut self,
+        group: GroupId,
+        f: impl FnOnce(&mut JournalReader, &mut ReadCtx) -> Result<T, String>,
+    ) -> Result<T, ConnError> {
+        let Some(reader) = self.groups.get(group) else {
+            return Err(self.refuse(
+                RefuseCode::UnknownGroup,
+                &format!("no journal for group {group}"),
+            ));
+        };
+        let mut r = lock(&reader);
+        let cx = match self.cx.entry(group) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(ReadCtx::open(r.journal())?),
+        };
+        let res = f(&mut r, cx);
+        drop(r);
+        res.map_err(|reason| self.refuse(RefuseCode::Protocol, &reason))
+    }
+
     fn run(mut self) -> Result<(), ConnError> {
         let mut hello_seen = false;
         while let Some(n) = self.next_frame()? {
@@ -177,78 +200,48 @@ impl Connection {
                     return Err(self.refuse(RefuseCode::Protocol, "expected Hello first"))
                 }
                 Message::JournalPull(p) => {
-                    let Some(reader) = self.groups.get(p.group) else {
-                        return Err(self.refuse(
-                            RefuseCode::UnknownGroup,
-                            &format!("no journal for group {}", p.group),
-                        ));
-                    };
-                    let mut r = lock(&reader);
-                    let cx = match self.cx.entry(p.group) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(ReadCtx::open(r.journal())?)
-                        }
-                    };
                     let max = p.max_records.clamp(1, MAX_PULL);
-                    let committed = r.journal().committed();
                     let from = p.from_seq.0.max(1);
-                    if from <= r.journal().trimmed() {
+                    let mut tx = std::mem::take(&mut self.tx);
+                    tx.clear();
+                    let status = self.with_reader(p.group, |r, cx| {
                         let trimmed = r.journal().trimmed();
-                        drop(r);
-                        return Err(self.refuse(
-                            RefuseCode::Protocol,
-                            &format!("pull from {from} but the journal is trimmed up to {trimmed}"),
-                        ));
-                    }
-                    let end = committed.min(from + u64::from(max) - 1);
-                    for seq in from..=end {
-                        let rec = r
-                            .read(cx, seq)
-                            .map_err(|e| ConnError::Refused(e.to_string()))?;
-                        debug_assert!(rec.data.len() <= MAX_RECORD_DATA as usize);
-                        let m = Message::Record(Record {
-                            header: rec.header,
-                            data: &rec.data,
-                        });
-                        self.tx.clear();
-                        m.encode_to_vec(&mut self.tx)?;
-                        self.stream.write_all(&self.tx)?;
-                    }
-                    let (ts, last_seq) = r
-                        .heartbeat(cx)
-                        .map_err(|e| ConnError::Refused(e.to_string()))?;
-                    let status = status(&r, p.domain);
-                    drop(r);
-                    self.send(&Message::Heartbeat(Heartbeat {
-                        group: p.group,
-                        domain: p.domain,
-                        epoch: ferrite_gateway_protocol::Epoch(1),
-                        ts,
-                        last_seq,
-                    }))?;
+                        if from <= trimmed {
+                            return Err(format!(
+                                "pull from {from} but the journal is trimmed up to {trimmed}"
+                            ));
+                        }
+                        let end = r.journal().committed().min(from + u64::from(max) - 1);
+                        for seq in from..=end {
+                            let rec = r.read(cx, seq).map_err(|e| e.to_string())?;
+                            Message::Record(Record {
+                                header: rec.header,
+                                data: &rec.data,
+                            })
+                            .encode_to_vec(&mut tx)
+                            .map_err(|e| e.to_string())?;
+                        }
+                        let (ts, last_seq) = r.heartbeat(cx).map_err(|e| e.to_string())?;
+                        Message::Heartbeat(Heartbeat {
+                            group: p.group,
+                            domain: p.domain,
+                            epoch: Epoch(1),
+                            ts,
+                            last_seq,
+                        })
+                        .encode_to_vec(&mut tx)
+                        .map_err(|e| e.to_string())?;
+                        Ok(status(r, p.domain))
+                    })?;
+                    self.stream.write_all(&tx)?;
+                    self.tx = tx;
                     self.send(&Message::JournalStatus(status))?;
                 }
                 Message::JournalTrim(t) => {
-                    let Some(reader) = self.groups.get(t.group) else {
-                        return Err(self.refuse(
-                            RefuseCode::UnknownGroup,
-                            &format!("no journal for group {}", t.group),
-                        ));
-                    };
-                    let mut r = lock(&reader);
-                    let cx = match self.cx.entry(t.group) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(ReadCtx::open(r.journal())?)
-                        }
-                    };
-                    if let Err(e) = r.trim(cx, t.up_to_seq.0) {
-                        drop(r);
-                        return Err(self.refuse(RefuseCode::Protocol, &e.to_string()));
-                    }
-                    let status = status(&r, t.domain);
-                    drop(r);
+                    let status = self.with_reader(t.group, |r, cx| {
+                        r.trim(cx, t.up_to_seq.0).map_err(|e| e.to_string())?;
+                        Ok(status(r, t.domain))
+                    })?;
                     self.send(&Message::JournalStatus(status))?;
                 }
                 other => {
