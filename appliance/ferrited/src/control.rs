@@ -33,6 +33,8 @@ pub struct Control {
     pub(crate) pools: Pools,
     volume_lock: Mutex<()>,
     stats_history: StatsHistory,
+    pub(crate) journals: crate::journals::Journals,
+    journal_socket: Option<PathBuf>,
 }
 
 impl Control {
@@ -54,6 +56,8 @@ impl Control {
             pools: Pools::default(),
             volume_lock: Mutex::new(()),
             stats_history: StatsHistory::default(),
+            journals: crate::journals::Journals::default(),
+            journal_socket: config.journal_socket.clone(),
         }
     }
 
@@ -134,6 +138,8 @@ impl Control {
                 .collect(),
             pools: self.pools.configs(),
             subsystems,
+            journals: self.journals.configs(),
+            journal_socket: self.journal_socket.clone(),
         }
     }
 
@@ -318,5 +324,9 @@ impl Appliance for Control {
 
     fn stats_history(&self) -> &StatsHistory {
         &self.stats_history
+    }
+
+    fn journals(&self) -> Option<&dyn ferrite_rpc::journals::JournalHost> {
+        Some(self)
     }
 }
