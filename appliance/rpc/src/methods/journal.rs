@@ -37,9 +37,12 @@ pub(super) fn create(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let p: Create = params(p)?;
     check_group(p.group)?;
     let slot = p.slot_size.map_or(DEFAULT_SLOT, |s| s.0);
-    if !(4096..=(4 << 20)).contains(&slot) {
+    // A host write is one record: a slot holds the largest write the target accepts.
+    let min = u64::from(ferrite_nvmf::MAX_TRANSFER_BYTES);
+    if !(min..=(4 << 20)).contains(&slot) {
         return Err(RpcError::invalid_params(format!(
-            "slot_size {slot} must be from 4KiB to 4MiB"
+            "slot_size {slot} must be from {} KiB (the target's largest transfer) to 4 MiB",
+            min >> 10
         )));
     }
     let _guard = app.volume_lock();
