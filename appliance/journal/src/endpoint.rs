@@ -6,8 +6,8 @@
 //! control side, off the reactors). A connection starts with the client's
 //! `Hello` (role primary), answered by the endpoint's `Hello` (role
 //! appliance); access is the socket file's permissions. Each pull is
-//! answered with the committed records from `from_seq` (at most
-//! `max_records`), then a `Heartbeat` and a `JournalStatus`. An unknown
+//! answered with the committed records from `from_seq` (0: from the trim
+//! point; at most `max_records`), then a `Heartbeat` and a `JournalStatus`. An unknown
 //! group, a pull below the trim point or a malformed frame is answered
 //! with `Refuse` and the connection is closed.
 
@@ -201,11 +201,13 @@ impl Connection {
                 }
                 Message::JournalPull(p) => {
                     let max = p.max_records.clamp(1, MAX_PULL);
-                    let from = p.from_seq.0.max(1);
+
                     let mut tx = std::mem::take(&mut self.tx);
                     tx.clear();
                     let status = self.with_reader(p.group, |r, cx| {
                         let trimmed = r.journal().trimmed();
+                        // 0: from the trim point (a replicator starting up).
+                        let from = if p.from_seq.0 == 0 { trimmed + 1 } else { p.from_seq.0 };
                         if from <= trimmed {
                             return Err(format!(
                                 "pull from {from} but the journal is trimmed up to {trimmed}"
