@@ -19,6 +19,9 @@ pub const JOURNAL_CHANNEL_DEPTH: usize = 64;
 /// Attempts of one journal record write before the journal is declared
 /// broken.
 const JOURNAL_WRITE_ATTEMPTS: u8 = 3;
+/// How long a write waits for journal space (the replicator trimming)
+/// before it fails with `NoSpace`.
+pub const FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A replicated namespace: `inner` (the volume) with every modifying
 /// request appended to `journal` before it completes.
@@ -116,6 +119,8 @@ impl BlockDevice for JournaledBdev {
                 attempts: 0,
                 journal_kind: None,
                 err: None,
+                record: None,
+                waiting_since: None,
             })
             .collect();
         Ok(Box::new(JournalChannel {
@@ -131,6 +136,7 @@ impl BlockDevice for JournaledBdev {
             retry_inner: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             retry_journal: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             finished: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
+            waiting: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             stats: ChannelStats::default(),
         }))
     }
@@ -147,6 +153,10 @@ struct Op {
     attempts: u8,
     journal_kind: Option<IoKind>,
     err: Option<BdevError>,
+    /// A modifying request waiting for its sequence number.
+    record: Option<(RecordOp, u64, u64)>,
+    /// Since when it waits for journal space.
+    waiting_since: Option<std::time::Instant>,
 }
 
 struct JournalChannel {
@@ -165,6 +175,8 @@ struct JournalChannel {
     retry_journal: VecDeque<u16>,
     /// Ops whose every part completed, handed back by the next poll.
     finished: VecDeque<u16>,
+    /// Modifying requests waiting for journal space, in arrival order.
+    waiting: VecDeque<u16>,
     stats: ChannelStats,
 }
 
@@ -259,6 +271,58 @@ impl JournalChannel {
         }
     }
 
+    /// Numbers the op's record (one compare-and-swap; after it the record
+    /// must be written) and submits both writes. False: the journal is full.
+    fn start_record(&mut self, idx: usize) -> bool {
+        let Some((op, lba, blocks)) = self.ops[idx].record else {
+            return true;
+        };
+        let Some(seq) = self.journal.reserve() else {
+            return false;
+        };
+        self.ops[idx].record = None;
+        self.ops[idx].seq = seq;
+        match self.stage(idx, op, lba, blocks) {
+            Ok(kind) => {
+                self.ops[idx].journal_kind = Some(kind);
+                self.submit_journal(idx);
+            }
+            Err(e) => {
+                // Checked at submit, so this does not happen; if it does, the
+                // journal stops rather than ship something invented.
+                self.journal.mark_failed(seq);
+                finish_part(&mut self.ops[idx], idx, &mut self.finished, Err(e));
+            }
+        }
+        self.submit_inner(idx);
+        true
+    }
+
+    /// Starts waiting requests while there is space; fails those that
+    /// waited longer than [`FULL_WAIT`].
+    fn start_waiting(&mut self) {
+        while let Some(&i) = self.waiting.front() {
+            let i = i as usize;
+            if self.start_record(i) {
+                self.waiting.pop_front();
+                continue;
+            }
+            if self.ops[i]
+                .waiting_since
+                .is_some_and(|t| t.elapsed() >= FULL_WAIT)
+            {
+                self.waiting.pop_front();
+                let o = &mut self.ops[i];
+                o.record = None;
+                o.err = Some(BdevError::NoSpace);
+                o.parts = 0;
+                self.finished.push_back(i as u16);
+                continue;
+            }
+            break;
+        }
+    }
+
     fn inner_blocks(&self) -> u64 {
         self.inner_num_blocks
     }
@@ -332,37 +396,28 @@ impl IoChannel for JournalChannel {
             self.submit_inner(idx);
             return Ok(());
         };
-        // One compare-and-swap; after it the record must be written.
-        let Some(seq) = self.journal.reserve() else {
-            self.free.push(idx as u16);
-            self.stats.rejected += 1;
-            return Err((io, BdevError::NoSpace));
-        };
         let o = &mut self.ops[idx];
         o.tag = io.tag;
         o.io = Some(io);
         o.err = None;
         o.attempts = 0;
-        o.seq = seq;
         o.parts = 2;
+        o.record = Some((op, lba, blocks));
+        o.waiting_since = None;
         self.stats.submitted += 1;
-        match self.stage(idx, op, lba, blocks) {
-            Ok(kind) => {
-                self.ops[idx].journal_kind = Some(kind);
-                self.submit_journal(idx);
-            }
-            Err(e) => {
-                // Checked above, so this does not happen; if it does, the
-                // journal stops rather than ship something invented.
-                self.journal.mark_failed(seq);
-                finish_part(&mut self.ops[idx], idx, &mut self.finished, Err(e));
-            }
+        // Arrival order: nothing overtakes a request waiting for space.
+        if !self.waiting.is_empty() || !self.start_record(idx) {
+            self.journal.note_full();
+            self.ops[idx].waiting_since = Some(std::time::Instant::now());
+            self.waiting.push_back(idx as u16);
         }
-        self.submit_inner(idx);
         Ok(())
     }
 
     fn poll(&mut self, max: usize, done: &mut dyn FnMut(BdevIo, Result<(), BdevError>)) -> usize {
+        if !self.waiting.is_empty() {
+            self.start_waiting();
+        }
         for _ in 0..self.retry_journal.len() {
             let Some(i) = self.retry_journal.pop_front() else {
                 break;

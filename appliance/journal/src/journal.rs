@@ -32,7 +32,7 @@ pub struct JournalStats {
     pub slots: u64,
     /// Data bytes per slot.
     pub slot_data_bytes: u64,
-    /// Writes refused because the journal was full.
+    /// Writes that found the journal full and had to wait for a trim.
     pub full_refusals: u64,
     /// Journal record writes that failed.
     pub write_errors: u64,
@@ -279,7 +279,6 @@ impl Journal {
         let mut cur = self.reserved.load(Ordering::Relaxed);
         loop {
             if cur - self.trimmed.load(Ordering::Acquire) >= self.slots {
-                self.full_refusals.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             match self.reserved.compare_exchange_weak(
@@ -292,6 +291,11 @@ impl Journal {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// A write found the journal full (it waits for a trim).
+    pub(crate) fn note_full(&self) {
+        self.full_refusals.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The journal write of `seq` completed.

@@ -165,7 +165,7 @@ fn writes_are_journaled_in_order_read_back_checked_and_trimmed() {
 }
 
 #[test]
-fn a_full_journal_refuses_writes_until_trimmed() {
+fn a_full_journal_holds_writes_until_trimmed() {
     let jdev = malloc("j", 1 + 8 * 2);
     let journal = Journal::format(jdev, GroupId(1), 512).expect("format");
     let vol = malloc("vol", 64);
@@ -173,11 +173,15 @@ fn a_full_journal_refuses_writes_until_trimmed() {
     let mut ch = bdev.open_channel(&[]).expect("channel");
     let done = run(&mut *ch, (0..8).map(|i| write(i, i as u8 + 1, 1)).collect());
     assert!(done.iter().all(|(_, r)| r.is_ok()));
-    match ch.submit(write(9, 9, 1)) {
-        Err((_, BdevError::NoSpace)) => {}
-        other => panic!("expected NoSpace, got {:?}", other.map_err(|(_, e)| e)),
+    // A full journal holds the write (and any later one) until a trim frees a slot.
+    ch.submit(write(9, 9, 1)).map_err(|(_, e)| e).expect("accepted");
+    ch.submit(write(10, 10, 1)).map_err(|(_, e)| e).expect("accepted");
+    let mut early = 0;
+    for _ in 0..100 {
+        early += ch.poll(64, &mut |_, _| {});
     }
-    assert_eq!(journal.stats().full_refusals, 1);
+    assert_eq!(early, 0, "nothing completes while the journal is full");
+    assert_eq!(ch.in_flight(), 2);
     // Too large for a slot, out of range, and copy are refused without a number.
     assert!(matches!(
         ch.submit(write(0, 1, 2)),
@@ -191,10 +195,16 @@ fn a_full_journal_refuses_writes_until_trimmed() {
     let mut reader = JournalReader::new(journal.clone(), DomainId(1), Epoch(1));
     let mut cx = ReadCtx::open(&journal).expect("ctx");
     reader.trim(&mut cx, 3).expect("trim");
-    let done = run(&mut *ch, vec![write(9, 9, 1)]);
-    assert!(done[0].1.is_ok());
-    assert_eq!(journal.committed(), 9);
+    let mut done = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while done.len() < 2 {
+        ch.poll(64, &mut |io, r| done.push((io.tag, r.is_ok())));
+        assert!(Instant::now() < deadline, "held writes did not complete");
+    }
+    assert_eq!(done, vec![(9, true), (10, true)], "in arrival order");
+    assert_eq!(journal.committed(), 10);
     assert_eq!(reader.read(&mut cx, 9).expect("9").data[0], 9);
+    assert_eq!(reader.read(&mut cx, 10).expect("10").data[0], 10);
     // Too small a device.
     assert!(matches!(
         Journal::format(malloc("tiny", 8), GroupId(1), 512),

@@ -339,8 +339,12 @@ impl Secondary {
                 }
             }
         }
+        // The applier finishes (and records) what it was given before the process exits.
         drop(tx);
-        Ok(())
+        match worker.join() {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("applier panicked")),
+        }
     }
 }
 
