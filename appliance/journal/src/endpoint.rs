@@ -207,7 +207,11 @@ impl Connection {
                     let status = self.with_reader(p.group, |r, cx| {
                         let trimmed = r.journal().trimmed();
                         // 0: from the trim point (a replicator starting up).
-                        let from = if p.from_seq.0 == 0 { trimmed + 1 } else { p.from_seq.0 };
+                        let from = if p.from_seq.0 == 0 {
+                            trimmed + 1
+                        } else {
+                            p.from_seq.0
+                        };
                         if from <= trimmed {
                             return Err(format!(
                                 "pull from {from} but the journal is trimmed up to {trimmed}"

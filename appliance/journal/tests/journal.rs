@@ -174,8 +174,12 @@ fn a_full_journal_holds_writes_until_trimmed() {
     let done = run(&mut *ch, (0..8).map(|i| write(i, i as u8 + 1, 1)).collect());
     assert!(done.iter().all(|(_, r)| r.is_ok()));
     // A full journal holds the write (and any later one) until a trim frees a slot.
-    ch.submit(write(9, 9, 1)).map_err(|(_, e)| e).expect("accepted");
-    ch.submit(write(10, 10, 1)).map_err(|(_, e)| e).expect("accepted");
+    ch.submit(write(9, 9, 1))
+        .map_err(|(_, e)| e)
+        .expect("accepted");
+    ch.submit(write(10, 10, 1))
+        .map_err(|(_, e)| e)
+        .expect("accepted");
     let mut early = 0;
     for _ in 0..100 {
         early += ch.poll(64, &mut |_, _| {});

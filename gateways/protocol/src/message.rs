@@ -259,7 +259,7 @@ pub struct JournalPull {
     pub group: GroupId,
     /// Domain.
     pub domain: DomainId,
-    /// First sequence number wanted (at least 1).
+    /// First sequence number wanted; 0: from the journal's trim point.
     pub from_seq: SeqNo,
     /// Record limit (at least 1).
     pub max_records: u32,
@@ -570,7 +570,7 @@ fn decode_body(kind: Kind, body: &[u8]) -> Result<Message<'_>> {
             Message::JournalPull(JournalPull {
                 group: GroupId(w.group.get()),
                 domain: DomainId(w.domain.get()),
-                from_seq: nonzero_seq("from_seq", w.from_seq.get())?,
+                from_seq: SeqNo(w.from_seq.get()),
                 max_records: w.max_records.get(),
             })
         }
@@ -925,7 +925,6 @@ impl Message<'_> {
                 out,
             ),
             Message::JournalPull(p) => {
-                nonzero_seq("from_seq", p.from_seq.0)?;
                 if p.max_records == 0 {
                     return Err(ProtocolError::InvalidField {
                         field: "max_records",

@@ -264,7 +264,7 @@ fn arb_message(sel: u8, a: u64, b: u64, c: u32) -> Option<Message<'static>> {
         7 => Message::JournalPull(JournalPull {
             group: g,
             domain: d,
-            from_seq: SeqNo(a.max(1)),
+            from_seq: SeqNo(a),
             max_records: c.max(1),
         }),
         8 => Message::JournalTrim(JournalTrim {

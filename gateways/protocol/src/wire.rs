@@ -223,7 +223,7 @@ pub struct JournalPullWire {
     pub max_records: U32,
     /// Sequence domain.
     pub domain: U64,
-    /// First sequence number wanted.
+    /// First sequence number wanted (0: from the trim point).
     pub from_seq: U64,
 }
 const _: () = assert!(size_of::<JournalPullWire>() == 24);

@@ -113,7 +113,7 @@ impl Primary {
             group: self.group,
             domain: DOMAIN,
             from_seq: SeqNo(0),
-            max_records: 0,
+            max_records: 1,
         }))?;
         self.pull_outstanding = true;
         self.journal = Some(f);
