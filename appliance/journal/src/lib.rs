@@ -14,9 +14,10 @@
 //!   (checked, timestamps made strictly increasing in sequence order) and
 //!   trims; [`endpoint`] serves it on a Unix socket in the gateway protocol.
 //!
-//! A full journal refuses new writes with `BdevError::NoSpace` (nothing is
-//! written, nothing is lost from the journal); the delta-resync fallback is
-//! not implemented yet.
+//! When the journal is full, writes wait in arrival order for a trim (the
+//! replicator catching up) and fail with `BdevError::NoSpace` after
+//! [`FULL_WAIT`]; nothing is lost from the journal. The
+//! delta-resync fallback is not implemented yet.
 
 #![forbid(unsafe_code)]
 
@@ -27,7 +28,7 @@ pub mod format;
 mod journal;
 mod reader;
 
-pub use channel::JournaledBdev;
+pub use channel::{JournaledBdev, FULL_WAIT, JOURNAL_CHANNEL_DEPTH};
 pub use error::JournalError;
 pub use journal::{Journal, JournalStats};
 pub use reader::{JournalReader, OwnedRecord, ReadCtx};
