@@ -294,7 +294,7 @@ fn secondary_is_always_a_consistent_prefix_and_catches_up() {
     rpc(
         &psock,
         "journal_create",
-        json!({"group": 1, "pool": "p", "size": "16MiB"}),
+        json!({"group": 1, "pool": "p", "size": "128MiB"}),
     );
     for (i, v) in ["p/v1", "p/v2"].iter().enumerate() {
         let name = rpc(
@@ -374,7 +374,10 @@ fn secondary_is_always_a_consistent_prefix_and_catches_up() {
     let started = Instant::now();
     let mut killed = false;
     let mut restarted = false;
-    while started.elapsed() < Duration::from_secs(10) {
+    // At least 10 s and 6 checks (a loaded machine checks more slowly), at most 90 s.
+    while (started.elapsed() < Duration::from_secs(10) || checks < 6)
+        && started.elapsed() < Duration::from_secs(90)
+    {
         std::thread::sleep(Duration::from_millis(600));
         if !killed && started.elapsed() > Duration::from_secs(3) {
             pri.kill9();
