@@ -27,7 +27,7 @@ fn run(ch: &mut dyn IoChannel, secs: f64, seed: &mut u64) -> f64 {
             b
         })
         .collect();
-    let mut submit = |ch: &mut dyn IoChannel, b: IoBuf, seed: &mut u64| {
+    let submit = |ch: &mut dyn IoChannel, b: IoBuf, seed: &mut u64| {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
