@@ -70,6 +70,12 @@ pub struct Config {
     pub pools: Vec<PoolConfig>,
     #[serde(default, rename = "subsystem", skip_serializing_if = "Vec::is_empty")]
     pub subsystems: Vec<SubsystemConfig>,
+    /// Replication journals (opened after the pools, before the subsystems).
+    #[serde(default, rename = "journal", skip_serializing_if = "Vec::is_empty")]
+    pub journals: Vec<crate::journals::JournalConfig>,
+    /// The journal stream endpoint (default: the RPC socket's path with `.journal` appended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_socket: Option<std::path::PathBuf>,
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -210,6 +216,8 @@ impl Config {
                 latency: None,
             }],
             pools: Vec::new(),
+            journals: Vec::new(),
+            journal_socket: None,
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,

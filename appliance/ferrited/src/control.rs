@@ -37,6 +37,8 @@ pub struct Control {
     pub(crate) pools: Pools,
     volume_lock: Mutex<()>,
     stats_history: StatsHistory,
+    pub(crate) journals: crate::journals::Journals,
+    journal_socket: Option<PathBuf>,
 }
 
 impl Control {
@@ -59,6 +61,8 @@ impl Control {
             pools: Pools::default(),
             volume_lock: Mutex::new(()),
             stats_history: StatsHistory::default(),
+            journals: crate::journals::Journals::default(),
+            journal_socket: config.journal_socket.clone(),
         }
     }
 
@@ -154,6 +158,8 @@ impl Control {
             bdevs: self.bdev_configs(&cfg.bdevs.keys().cloned().collect::<Vec<_>>(), &bdevs),
             pools: self.pools.configs(),
             subsystems,
+            journals: self.journals.configs(),
+            journal_socket: self.journal_socket.clone(),
         }
     }
 
@@ -413,5 +419,9 @@ impl Appliance for Control {
 
     fn stats_history(&self) -> &StatsHistory {
         &self.stats_history
+    }
+
+    fn journals(&self) -> Option<&dyn ferrite_rpc::journals::JournalHost> {
+        Some(self)
     }
 }

@@ -123,6 +123,22 @@ impl Daemon {
                 info.total_clusters
             );
         }
+        // Journals after the pools that hold them, before the subsystems exporting `@journal`
+        // bdevs. The stream endpoint is bound with the first journal.
+        let journal_socket = config.journal_socket.clone().or(match &opts.rpc {
+            RpcSocket::Disabled => None,
+            RpcSocket::Path(p) => Some(journal_socket_of(p)),
+            RpcSocket::Default => Some(journal_socket_of(&ferrite_rpc::default_socket_path())),
+        });
+        if let Some(path) = journal_socket {
+            control.journals.set_endpoint_path(path);
+        }
+        for j in &config.journals {
+            control
+                .journals
+                .open_configured(&target, &control.pools.all(), j)
+                .map_err(|e| anyhow!("journal of group {}: {}", j.group, e.message))?;
+        }
         for s in &config.subsystems {
             target
                 .create_subsystem(SubsystemParams {
@@ -281,6 +297,13 @@ impl Daemon {
     pub fn reactor_stats(&self) -> Vec<ferrite_reactor::ReactorStats> {
         self.runtime.stats()
     }
+}
+
+/// The default journal stream endpoint: the RPC socket's path with `.journal` appended.
+fn journal_socket_of(rpc: &std::path::Path) -> PathBuf {
+    let mut s = rpc.as_os_str().to_owned();
+    s.push(".journal");
+    PathBuf::from(s)
 }
 
 /// Opens the backend `b` describes; a fault-test kind is stacked on `base(name)` and also

@@ -6,6 +6,7 @@
 pub mod config;
 mod control;
 mod daemon;
+pub mod journals;
 mod pools;
 pub mod state;
 

@@ -126,4 +126,9 @@ pub trait Appliance: Send + Sync {
 
     /// The previous `stats_get` sample per volume (rates are averaged since then).
     fn stats_history(&self) -> &StatsHistory;
+
+    /// Replication journals (`journal_*`), when the host has them.
+    fn journals(&self) -> Option<&dyn crate::journals::JournalHost> {
+        None
+    }
 }

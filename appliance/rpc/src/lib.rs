@@ -10,6 +10,7 @@
 
 mod appliance;
 pub mod client;
+pub mod journals;
 pub mod methods;
 pub mod protocol;
 mod server;

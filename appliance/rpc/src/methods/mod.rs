@@ -4,6 +4,7 @@
 //! in sync).
 
 mod bdev;
+mod journal;
 mod nvmf;
 mod pool;
 mod system;
@@ -80,6 +81,11 @@ pub static METHODS: &[Method] = &[
     m("snapshot_list", false, volume::snapshot_list),
     m("snapshot_delete", true, volume::snapshot_delete),
     m("clone_create", true, volume::clone_create),
+    m("journal_create", true, journal::create),
+    m("journal_attach", true, journal::attach),
+    m("journal_detach", true, journal::detach),
+    m("journal_list", false, journal::list),
+    m("journal_delete", true, journal::delete),
     m("stats_get", false, system::stats_get),
     m("save_config", false, system::save_config),
     m("log_set_level", false, system::log_set_level),

@@ -62,6 +62,9 @@ enum Cmd {
     /// Clones of snapshots (clone_create).
     #[command(subcommand)]
     Clone(CloneCmd),
+    /// Replication journals of consistency groups (journal_*).
+    #[command(subcommand)]
+    Journal(JournalCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -252,6 +255,28 @@ enum SnapshotCmd {
     },
     /// Delete a snapshot, also one with clones (snapshot_delete).
     Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalCmd {
+    /// Allocate and format GROUP's journal in POOL (journal_create).
+    Create {
+        group: u32,
+        pool: String,
+        /// Size: bytes or 1GiB, 256M, ...
+        size: String,
+        /// Data bytes per record (the largest write), 128KiB..4MiB (default 128KiB).
+        #[arg(long)]
+        slot_size: Option<String>,
+    },
+    /// Journal BDEV in GROUP as the group's namespace NSID; export BDEV@journal (journal_attach).
+    Attach { group: u32, bdev: String, nsid: u32 },
+    /// Unregister BDEV@journal (journal_detach).
+    Detach { bdev: String },
+    /// Journals with their sequence numbers and fill (journal_list).
+    List,
+    /// Delete GROUP's journal and its volume (journal_delete).
+    Delete { group: u32 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -509,6 +534,25 @@ fn run(args: Args) -> Result<()> {
         Cmd::Clone(CloneCmd::Create { snapshot, name }) => {
             ("clone_create", json!({"snapshot": snapshot, "name": name}))
         }
+        Cmd::Journal(JournalCmd::Create {
+            group,
+            pool,
+            size,
+            slot_size,
+        }) => {
+            let mut p = json!({"group": group, "pool": pool, "size": size_arg(&size)});
+            if let Some(s) = slot_size {
+                p["slot_size"] = size_arg(&s);
+            }
+            ("journal_create", p)
+        }
+        Cmd::Journal(JournalCmd::Attach { group, bdev, nsid }) => (
+            "journal_attach",
+            json!({"group": group, "bdev": bdev, "nsid": nsid}),
+        ),
+        Cmd::Journal(JournalCmd::Detach { bdev }) => ("journal_detach", json!({ "bdev": bdev })),
+        Cmd::Journal(JournalCmd::List) => ("journal_list", Value::Null),
+        Cmd::Journal(JournalCmd::Delete { group }) => ("journal_delete", json!({ "group": group })),
         Cmd::Controllers { nqn } => ("nvmf_get_controllers", opt("nqn", nqn)),
         Cmd::Qpairs { nqn } => ("nvmf_get_qpairs", opt("nqn", nqn)),
         Cmd::SaveConfig => ("save_config", Value::Null),

@@ -1,0 +1,26 @@
+//! `ferrite-replicator`: ordered remote copy of one consistency group between two appliances.
+//!
+//! - **Primary** ([`primary`]): one `mio` event loop. It pulls records from the primary
+//!   `ferrited`'s journal stream endpoint (a Unix socket), keeps the ones not yet acknowledged,
+//!   and ships them over several TCP connections to the secondary replicator at once,
+//!   pipelined and within the secondary's credit, with retransmit on timeout and on a cut
+//!   connection ([`ferrite_ordering::SendWindow`]). A cumulative acknowledgement trims the
+//!   journal. Heartbeats from the journal are forwarded so an idle group keeps advancing.
+//! - **Secondary** ([`secondary`]): one `mio` event loop accepting the primary's connections.
+//!   Records are deduplicated and buffered per domain ([`ferrite_ordering::GroupApplier`]);
+//!   those at or before the limit time go in timestamp order to an applier thread that writes
+//!   them to the secondary `ferrited` over NVMe/TCP (the host library), flushes, records the
+//!   applied point in a state file, and only then lets the loop acknowledge them. The
+//!   secondary image is therefore always a consistent prefix of the primary's writes.
+//!
+//! Not yet: authentication and encryption of the peer link, sync mode, resync, role changes.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+pub mod primary;
+pub mod secondary;
+pub mod status;
+
+pub use config::{Config, Role};
