@@ -37,7 +37,20 @@ pub fn move_medium(transport: u16, source: u16, destination: u16) -> [u8; 12] {
     let t = transport.to_be_bytes();
     let s = source.to_be_bytes();
     let d = destination.to_be_bytes();
-    [opcode::MOVE_MEDIUM, 0, t[0], t[1], s[0], s[1], d[0], d[1], 0, 0, 0, 0]
+    [
+        opcode::MOVE_MEDIUM,
+        0,
+        t[0],
+        t[1],
+        s[0],
+        s[1],
+        d[0],
+        d[1],
+        0,
+        0,
+        0,
+        0,
+    ]
 }
 
 /// Element type codes (SMC-3 table 7).
@@ -171,7 +184,10 @@ pub struct ElementStatus {
 pub fn parse_element_status(b: &[u8]) -> Result<Vec<ElementStatus>, ScsiError> {
     const WHAT: &str = "element status data";
     if b.len() < 8 {
-        return Err(ScsiError::malformed(WHAT, format!("{} bytes, header is 8", b.len())));
+        return Err(ScsiError::malformed(
+            WHAT,
+            format!("{} bytes, header is 8", b.len()),
+        ));
     }
     let report = be24(b, 5) as usize;
     let end = (8 + report).min(b.len());
@@ -185,7 +201,10 @@ pub fn parse_element_status(b: &[u8]) -> Result<Vec<ElementStatus>, ScsiError> {
         let desc_len = be16(b, at + 2) as usize;
         let page_bytes = be24(b, at + 5) as usize;
         if desc_len < 12 {
-            return Err(ScsiError::malformed(WHAT, format!("descriptor length {desc_len}")));
+            return Err(ScsiError::malformed(
+                WHAT,
+                format!("descriptor length {desc_len}"),
+            ));
         }
         at += 8;
         let page_end = (at + page_bytes).min(end);
@@ -290,7 +309,11 @@ impl Sense {
 
 impl fmt::Display for Sense {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "sense key {:?}, asc/ascq {:#04x}/{:#04x}", self.key, self.asc, self.ascq)
+        write!(
+            f,
+            "sense key {:?}, asc/ascq {:#04x}/{:#04x}",
+            self.key, self.asc, self.ascq
+        )
     }
 }
 
@@ -319,10 +342,17 @@ mod tests {
     #[test]
     fn read_element_status_cdb_layout_smc3_table_37() {
         let cdb = read_element_status(Some(ElementKind::Storage), 0x1000, 0x0040, 0x01_2345);
-        assert_eq!(cdb, [0xB8, 0x12, 0x10, 0x00, 0x00, 0x40, 0, 0x01, 0x23, 0x45, 0, 0]);
+        assert_eq!(
+            cdb,
+            [0xB8, 0x12, 0x10, 0x00, 0x00, 0x40, 0, 0x01, 0x23, 0x45, 0, 0]
+        );
         let all = read_element_status(None, 0, 0xffff, u32::MAX);
         assert_eq!(all[1], 0x10, "voltag set, all element types");
-        assert_eq!(&all[7..10], &[0xff, 0xff, 0xff], "24-bit allocation length saturates");
+        assert_eq!(
+            &all[7..10],
+            &[0xff, 0xff, 0xff],
+            "24-bit allocation length saturates"
+        );
     }
 
     fn inquiry_bytes(pdt: u8, vendor: &[u8; 8], product: &[u8; 16]) -> Vec<u8> {
@@ -347,8 +377,8 @@ mod tests {
         assert_eq!(inq.vendor, "STK");
         assert_eq!(inq.product, "L700");
         assert_eq!(inq.revision, "1.0");
-        let tape = Inquiry::parse(&inquiry_bytes(0x01, b"IBM     ", b"ULT3580-TD8     "))
-            .expect("parses");
+        let tape =
+            Inquiry::parse(&inquiry_bytes(0x01, b"IBM     ", b"ULT3580-TD8     ")).expect("parses");
         assert_eq!(tape.device_type, device_type::SEQUENTIAL_ACCESS);
         assert!(Inquiry::parse(&b[..35]).is_err());
     }
@@ -357,7 +387,10 @@ mod tests {
     /// 52-byte descriptors (12 + 36-byte primary volume tag + 4), one drive page without tags.
     fn element_answer() -> Vec<u8> {
         let mut storage = Vec::new();
-        for (addr, full, tag) in [(0x1000u16, true, &b"F00001L8"[..]), (0x1001, false, &b""[..])] {
+        for (addr, full, tag) in [
+            (0x1000u16, true, &b"F00001L8"[..]),
+            (0x1001, false, &b""[..]),
+        ] {
             let mut d = vec![0u8; 52];
             d[0..2].copy_from_slice(&addr.to_be_bytes());
             d[2] = u8::from(full) | 0x08;

@@ -15,10 +15,20 @@ pub enum ScsiError {
     },
     /// The device completed a command with CHECK CONDITION; the sense data says why.
     #[error("{op} on {path}: check condition: {sense}")]
-    CheckCondition { op: &'static str, path: String, sense: Sense },
+    CheckCondition {
+        op: &'static str,
+        path: String,
+        sense: Sense,
+    },
     /// A SCSI status other than GOOD or CHECK CONDITION, or a host/driver error from SG_IO.
     #[error("{op} on {path}: scsi status {status:#04x}, host {host:#06x}, driver {driver:#06x}")]
-    Status { op: &'static str, path: String, status: u8, host: u16, driver: u16 },
+    Status {
+        op: &'static str,
+        path: String,
+        status: u8,
+        host: u16,
+        driver: u16,
+    },
     /// A device answer too short or inconsistent to parse.
     #[error("malformed {what}: {detail}")]
     Malformed { what: &'static str, detail: String },
@@ -26,7 +36,10 @@ pub enum ScsiError {
 
 impl ScsiError {
     pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> ScsiError {
-        ScsiError::Malformed { what, detail: detail.into() }
+        ScsiError::Malformed {
+            what,
+            detail: detail.into(),
+        }
     }
 
     /// The OS error number, if the failure came from a system call.

@@ -35,12 +35,25 @@ impl SgDevice {
             .read(true)
             .write(true)
             .open(path)
-            .map_err(|source| ScsiError::Os { op: "open", path: path.display().to_string(), source })?;
-        Ok(SgDevice { file, path: path.to_path_buf(), timeout_ms: 600_000 })
+            .map_err(|source| ScsiError::Os {
+                op: "open",
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(SgDevice {
+            file,
+            path: path.to_path_buf(),
+            timeout_ms: 600_000,
+        })
     }
 
     /// Runs one CDB; returns the number of bytes transferred.
-    pub fn execute(&self, op: &'static str, cdb: &[u8], data: Data<'_>) -> Result<usize, ScsiError> {
+    pub fn execute(
+        &self,
+        op: &'static str,
+        cdb: &[u8],
+        data: Data<'_>,
+    ) -> Result<usize, ScsiError> {
         let path = || self.path.display().to_string();
         let cmd_len = u8::try_from(cdb.len())
             .map_err(|_| ScsiError::malformed("cdb", format!("{} bytes", cdb.len())))?;
@@ -82,15 +95,27 @@ impl SgDevice {
         // borrowed mutably for FromDevice (written) or shared for ToDevice (only read by the
         // kernel despite the `*mut` field type). SG_IO blocks until the command completes.
         let rc = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), raw::SG_IO as libc::c_ulong, &mut hdr as *mut SgIoHdrRaw)
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                raw::SG_IO as libc::c_ulong,
+                &mut hdr as *mut SgIoHdrRaw,
+            )
         };
         if rc < 0 {
-            return Err(ScsiError::Os { op, path: path(), source: std::io::Error::last_os_error() });
+            return Err(ScsiError::Os {
+                op,
+                path: path(),
+                source: std::io::Error::last_os_error(),
+            });
         }
         if hdr.status == STATUS_CHECK_CONDITION && hdr.sb_len_wr > 0 {
             let n = usize::from(hdr.sb_len_wr).min(sense.len());
             let sense = Sense::parse(&sense[..n])?;
-            return Err(ScsiError::CheckCondition { op, path: path(), sense });
+            return Err(ScsiError::CheckCondition {
+                op,
+                path: path(),
+                sense,
+            });
         }
         if hdr.status != STATUS_GOOD || hdr.host_status != 0 || (hdr.driver_status & 0x0f) != 0 {
             return Err(ScsiError::Status {
@@ -106,24 +131,37 @@ impl SgDevice {
     }
 
     pub fn test_unit_ready(&self) -> Result<(), ScsiError> {
-        self.execute("TEST UNIT READY", &cdb::test_unit_ready(), Data::None).map(|_| ())
+        self.execute("TEST UNIT READY", &cdb::test_unit_ready(), Data::None)
+            .map(|_| ())
     }
 
     pub fn inquiry(&self) -> Result<Inquiry, ScsiError> {
         let mut buf = [0u8; 96];
-        let n = self.execute("INQUIRY", &cdb::inquiry(buf.len() as u16), Data::FromDevice(&mut buf))?;
+        let n = self.execute(
+            "INQUIRY",
+            &cdb::inquiry(buf.len() as u16),
+            Data::FromDevice(&mut buf),
+        )?;
         Inquiry::parse(&buf[..n])
     }
 
     /// All elements (or those of one kind) with barcodes.
-    pub fn read_element_status(&self, kind: Option<ElementKind>) -> Result<Vec<ElementStatus>, ScsiError> {
+    pub fn read_element_status(
+        &self,
+        kind: Option<ElementKind>,
+    ) -> Result<Vec<ElementStatus>, ScsiError> {
         let mut buf = vec![0u8; 256 * 1024];
         let cdb = cdb::read_element_status(kind, 0, 0xffff, buf.len() as u32);
         let n = self.execute("READ ELEMENT STATUS", &cdb, Data::FromDevice(&mut buf))?;
         cdb::parse_element_status(&buf[..n])
     }
 
-    pub fn move_medium(&self, transport: u16, source: u16, destination: u16) -> Result<(), ScsiError> {
+    pub fn move_medium(
+        &self,
+        transport: u16,
+        source: u16,
+        destination: u16,
+    ) -> Result<(), ScsiError> {
         let cdb = cdb::move_medium(transport, source, destination);
         self.execute("MOVE MEDIUM", &cdb, Data::None).map(|_| ())
     }
@@ -144,6 +182,9 @@ mod tests {
         let inq = sg.inquiry().expect("INQUIRY");
         assert_eq!(inq.device_type, cdb::device_type::MEDIUM_CHANGER, "{inq:?}");
         let els = sg.read_element_status(None).expect("READ ELEMENT STATUS");
-        assert!(els.iter().any(|e| e.kind == ElementKind::DataTransfer), "{els:?}");
+        assert!(
+            els.iter().any(|e| e.kind == ElementKind::DataTransfer),
+            "{els:?}"
+        );
     }
 }

@@ -115,8 +115,15 @@ impl TapeDevice {
             .read(true)
             .write(write)
             .open(path)
-            .map_err(|source| ScsiError::Os { op: "open", path: path.display().to_string(), source })?;
-        Ok(TapeDevice { file, path: path.to_path_buf() })
+            .map_err(|source| ScsiError::Os {
+                op: "open",
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(TapeDevice {
+            file,
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -124,7 +131,11 @@ impl TapeDevice {
     }
 
     fn os_err(&self, op: &'static str, source: std::io::Error) -> ScsiError {
-        ScsiError::Os { op, path: self.path.display().to_string(), source }
+        ScsiError::Os {
+            op,
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 
     /// Runs one `MTIOCTOP` operation.
@@ -134,7 +145,11 @@ impl TapeDevice {
         // reads exactly `size_of::<MtopRaw>()` bytes from `arg`, a live, properly laid out
         // `struct mtop` (layout asserted in `raw`), and writes nothing back.
         let rc = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), raw::MTIOCTOP as libc::c_ulong, &arg as *const MtopRaw)
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                raw::MTIOCTOP as libc::c_ulong,
+                &arg as *const MtopRaw,
+            )
         };
         if rc < 0 {
             return Err(self.os_err("MTIOCTOP", std::io::Error::last_os_error()));
@@ -148,7 +163,11 @@ impl TapeDevice {
         // SAFETY: the descriptor is open; MTIOCGET writes one `struct mtget` into `out`, which
         // is exclusively borrowed, sized and aligned as the kernel expects (asserted in `raw`).
         let rc = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), raw::MTIOCGET as libc::c_ulong, &mut out as *mut MtgetRaw)
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                raw::MTIOCGET as libc::c_ulong,
+                &mut out as *mut MtgetRaw,
+            )
         };
         if rc < 0 {
             return Err(self.os_err("MTIOCGET", std::io::Error::last_os_error()));
@@ -162,7 +181,11 @@ impl TapeDevice {
         // SAFETY: the descriptor is open; MTIOCPOS writes one `struct mtpos` (a `long`) into
         // `out`, exclusively borrowed for the call.
         let rc = unsafe {
-            libc::ioctl(self.file.as_raw_fd(), raw::MTIOCPOS as libc::c_ulong, &mut out as *mut MtposRaw)
+            libc::ioctl(
+                self.file.as_raw_fd(),
+                raw::MTIOCPOS as libc::c_ulong,
+                &mut out as *mut MtposRaw,
+            )
         };
         if rc < 0 {
             return Err(self.os_err("MTIOCPOS", std::io::Error::last_os_error()));
@@ -188,13 +211,49 @@ mod tests {
 
     #[test]
     fn ops_encode_to_mtio_codes() {
-        assert_eq!(MtOp::Rewind.to_raw(), MtopRaw { mt_op: 6, mt_count: 1 });
-        assert_eq!(MtOp::WriteFilemarks(2).to_raw(), MtopRaw { mt_op: 5, mt_count: 2 });
-        assert_eq!(MtOp::ForwardFile(3).to_raw(), MtopRaw { mt_op: 1, mt_count: 3 });
-        assert_eq!(MtOp::BackFile(1).to_raw(), MtopRaw { mt_op: 2, mt_count: 1 });
+        assert_eq!(
+            MtOp::Rewind.to_raw(),
+            MtopRaw {
+                mt_op: 6,
+                mt_count: 1
+            }
+        );
+        assert_eq!(
+            MtOp::WriteFilemarks(2).to_raw(),
+            MtopRaw {
+                mt_op: 5,
+                mt_count: 2
+            }
+        );
+        assert_eq!(
+            MtOp::ForwardFile(3).to_raw(),
+            MtopRaw {
+                mt_op: 1,
+                mt_count: 3
+            }
+        );
+        assert_eq!(
+            MtOp::BackFile(1).to_raw(),
+            MtopRaw {
+                mt_op: 2,
+                mt_count: 1
+            }
+        );
         assert_eq!(MtOp::EndOfData.to_raw().mt_op, 12);
-        assert_eq!(MtOp::Seek(4096).to_raw(), MtopRaw { mt_op: 22, mt_count: 4096 });
-        assert_eq!(MtOp::SetBlockSize(0).to_raw(), MtopRaw { mt_op: 20, mt_count: 0 });
+        assert_eq!(
+            MtOp::Seek(4096).to_raw(),
+            MtopRaw {
+                mt_op: 22,
+                mt_count: 4096
+            }
+        );
+        assert_eq!(
+            MtOp::SetBlockSize(0).to_raw(),
+            MtopRaw {
+                mt_op: 20,
+                mt_count: 0
+            }
+        );
         assert_eq!(MtOp::Unload.to_raw().mt_op, 31);
     }
 
@@ -232,7 +291,10 @@ mod tests {
         };
         let t = TapeDevice::open(Path::new(&dev), false).expect("open the tape node");
         let s = t.status().expect("MTIOCGET");
-        assert!(s.online, "a drive with a loaded cartridge reports online: {s:?}");
+        assert!(
+            s.online,
+            "a drive with a loaded cartridge reports online: {s:?}"
+        );
         t.position().expect("MTIOCPOS");
     }
 
