@@ -22,7 +22,7 @@ mod issuer;
 mod read;
 mod write;
 
-pub use drive::{DriveQueue, DriveQueueStats};
+pub use drive::{DriveQueue, DriveQueueStats, WriterError};
 pub use issuer::Issuer;
 pub use read::{ReadAnswer, ReadQueue};
 pub use write::{AckPolicy, Offer, WriteQueue, WriteStats};
