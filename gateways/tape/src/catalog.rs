@@ -3,7 +3,8 @@
 //! cartridges' self-describing blocks.
 //!
 //! Writes are single statements or one transaction each, so a `kill -9` leaves every row either
-//! written or not; a job still `running` when the catalog opens was interrupted and is marked so.
+//! written or not; a job still `running` when the gateway starts was interrupted and is marked so
+//! ([`Catalog::mark_interrupted`]). Jobs and RPCs each open their own connection (WAL mode).
 
 use std::path::Path;
 
@@ -148,13 +149,21 @@ impl Catalog {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
-        conn.execute(
-            "UPDATE jobs SET state = 'interrupted', error = 'the gateway stopped during the job' \
-             WHERE state = 'running'",
-            [],
-        )
-        .map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(err)?;
         Ok(Catalog { conn, path: p })
+    }
+
+    /// At gateway start: jobs still `running` were interrupted by the previous process's end.
+    /// Returns how many.
+    pub fn mark_interrupted(&self) -> Result<usize, CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'interrupted', error = 'the gateway stopped during the job' \
+                 WHERE state = 'running'",
+                [],
+            )
+            .map_err(|e| self.err(e))
     }
 
     fn err(&self, source: rusqlite::Error) -> CatalogError {
@@ -446,6 +455,12 @@ mod tests {
             c.put_job(&job(4, JobState::Done)).expect("job");
         }
         let c = Catalog::open(&p).expect("reopen");
+        assert_eq!(
+            c.job(3).expect("3").state,
+            JobState::Running,
+            "open alone changes nothing"
+        );
+        assert_eq!(c.mark_interrupted().expect("mark"), 1);
         assert_eq!(c.job(3).expect("3").state, JobState::Interrupted);
         assert_eq!(c.job(4).expect("4").state, JobState::Done);
     }

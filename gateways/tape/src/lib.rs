@@ -12,8 +12,10 @@ pub mod backup;
 pub mod catalog;
 mod error;
 pub mod format;
+pub mod gateway;
 pub mod mtqueue;
 pub mod restore;
+pub mod server;
 pub mod source;
 pub mod tapeio;
 
