@@ -72,9 +72,7 @@ fn rpc_err(e: TapeError) -> RpcError {
         TapeError::Busy(_) => protocol::BUSY,
         TapeError::NoWritableCartridge(_) => protocol::NO_SPACE,
         TapeError::Invalid(_) | TapeError::TargetTooSmall { .. } => protocol::INVALID_PARAMS,
-        TapeError::Device(d)
-            if matches!(d, ferrite_tape_device::DeviceError::InvalidBarcode(_)) =>
-        {
+        TapeError::Device(ferrite_tape_device::DeviceError::InvalidBarcode(_)) => {
             protocol::INVALID_PARAMS
         }
         _ => protocol::INTERNAL_ERROR,
