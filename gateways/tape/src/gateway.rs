@@ -177,17 +177,21 @@ impl Gateway {
                 crate::format::MAX_PAYLOAD
             )));
         }
-        let lib = open_library(&config.library)?;
+        // One virtual library instance: the changer, the drives and the import/export
+        // handle must share its state.
+        let (lib, vtl) = match &config.library {
+            LibraryConfig::Virtual(c) => {
+                let vtl = VirtualLibrary::open(c)?;
+                (vtl.clone().into_library()?, Some(vtl))
+            }
+            LibraryConfig::Scsi(_) => (open_library(&config.library)?, None),
+        };
         if config.drive >= lib.drives.len() {
             return Err(TapeError::Invalid(format!(
                 "drive {} does not exist in the library",
                 config.drive
             )));
         }
-        let vtl = match &config.library {
-            LibraryConfig::Virtual(c) => Some(VirtualLibrary::open(c)?),
-            LibraryConfig::Scsi(_) => None,
-        };
         let catalog = Catalog::open(&config.catalog)?;
         let n = catalog.mark_interrupted()?;
         if n > 0 {

@@ -33,14 +33,13 @@ pub struct NvmeTcpEndpoint {
     pub name: Option<String>,
 }
 
-/// Largest transfer per command (the host library's default maximum).
-const MAX_TRANSFER: usize = 1 << 20;
-
 #[derive(Debug)]
 struct NvmeNamespace {
     c: Controller,
     nsid: u32,
     lba: u32,
+    /// Largest transfer per command the queue takes (whole LBAs).
+    max: usize,
 }
 
 impl Endpoint for NvmeTcpEndpoint {
@@ -53,10 +52,12 @@ impl Endpoint for NvmeTcpEndpoint {
         let lba = c
             .block_size(self.nsid)
             .map_err(|e| format!("namespace {}: {e}", self.nsid))?;
+        let max = (c.max_transfer() / lba * lba).max(lba) as usize;
         Ok(Box::new(NvmeNamespace {
             c,
             nsid: self.nsid,
             lba,
+            max,
         }))
     }
 
@@ -92,8 +93,9 @@ impl Namespace for NvmeNamespace {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        for (i, piece) in buf.chunks_mut(MAX_TRANSFER).enumerate() {
-            let (slba, n) = self.lbas(offset + (i * MAX_TRANSFER) as u64, piece.len())?;
+        let max = self.max;
+        for (i, piece) in buf.chunks_mut(max).enumerate() {
+            let (slba, n) = self.lbas(offset + (i * max) as u64, piece.len())?;
             self.c
                 .read(1, self.nsid, slba, n, piece)
                 .map_err(|e| format!("read lba {slba}: {e}"))?;
@@ -102,8 +104,8 @@ impl Namespace for NvmeNamespace {
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
-        for (i, piece) in data.chunks(MAX_TRANSFER).enumerate() {
-            let (slba, _) = self.lbas(offset + (i * MAX_TRANSFER) as u64, piece.len())?;
+        for (i, piece) in data.chunks(self.max).enumerate() {
+            let (slba, _) = self.lbas(offset + (i * self.max) as u64, piece.len())?;
             self.c
                 .write(1, self.nsid, slba, piece, false)
                 .map_err(|e| format!("write lba {slba}: {e}"))?;
