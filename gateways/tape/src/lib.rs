@@ -22,4 +22,6 @@ pub mod tapeio;
 pub use error::TapeError;
 
 #[cfg(test)]
+mod gateway_tests;
+#[cfg(test)]
 mod jobs_tests;
