@@ -277,6 +277,9 @@ fn snapshot_to_tape_and_back_byte_exact() {
         "restored volume differs from the snapshot"
     );
 
+    let v = gw.json(&["job", "verify", &job1.to_string(), "--wait"]);
+    assert_eq!(v["state"], "done", "verify: {v}");
+
     // A target smaller than the backup: refused, nothing written.
     fill(addr, 4, 4 * MIB, 7);
     let mut args = vec![

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::backup::{run_backup, BackupSpec, Progress};
 use crate::catalog::{Catalog, JobState};
 use crate::error::TapeError;
-use crate::restore::{run_restore, scan_cartridge, RestoreSpec};
+use crate::restore::{run_restore, run_verify, scan_cartridge, RestoreSpec};
 use crate::source::NvmeTcpEndpoint;
 use crate::tapeio::{now_secs, LabelState, Mounter};
 
@@ -162,6 +162,7 @@ pub const METHODS: &[&str] = &[
     "tape_cartridge_eject",
     "tape_job_start",
     "tape_restore",
+    "tape_job_verify",
     "tape_job_status",
     "tape_job_cancel",
     "tape_scan",
@@ -241,6 +242,7 @@ impl Gateway {
             "tape_cartridge_eject" => self.cartridge_eject(params(p)?),
             "tape_job_start" => self.job_start(params(p)?),
             "tape_restore" => self.restore(params(p)?),
+            "tape_job_verify" => self.verify(params(p)?),
             "tape_job_status" => self.job_status(params(p)?),
             "tape_job_cancel" => self.job_cancel(params(p)?),
             "tape_scan" => self.scan(params(p)?),
@@ -495,14 +497,7 @@ impl Gateway {
     }
 
     fn restore(self: &Arc<Self>, p: RestoreParams) -> Result<Value, RpcError> {
-        let cat = self.catalog()?;
-        let from = cat.job(p.job).map_err(|e| rpc_err(e.into()))?;
-        if from.state != JobState::Done {
-            return Err(RpcError::invalid_params(format!(
-                "job {} is {:?}, only a finished backup can be restored",
-                p.job, from.state
-            )));
-        }
+        self.finished_backup(p.job)?;
         let progress = self.new_job("restore")?;
         let spec = RestoreSpec {
             job: progress.job,
@@ -522,6 +517,27 @@ impl Gateway {
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_restore(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+    }
+
+    fn finished_backup(&self, job: u64) -> Result<(), RpcError> {
+        let from = self.catalog()?.job(job).map_err(|e| rpc_err(e.into()))?;
+        if from.state != JobState::Done {
+            return Err(RpcError::invalid_params(format!(
+                "job {job} is {:?}, only a finished backup can be read back",
+                from.state
+            )));
+        }
+        Ok(())
+    }
+
+    fn verify(self: &Arc<Self>, p: JobParams) -> Result<Value, RpcError> {
+        self.finished_backup(p.job)?;
+        let progress = self.new_job("verify")?;
+        let (from, drive) = (p.job, self.config.drive);
+        self.spawn_job(progress, move |lib, cat, pr| {
+            run_verify(lib, cat, from, drive, pr)
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
         })
     }
 

@@ -271,3 +271,25 @@ fn a_failing_source_fails_the_job_and_the_next_job_appends_after_it() {
     restore(&mut r, 3, 2, &dst).expect("restore");
     assert!(*dst.data.lock().expect("dst") == *good.data.lock().expect("src"));
 }
+
+#[test]
+fn verify_reads_everything_back_and_finds_a_corrupt_block() {
+    let mut r = rig(&["V00001", "V00002"], 2 << 20);
+    let src = MemoryEndpoint::new(pattern(3 << 20, 8));
+    backup(&mut r, 1, &src, true).expect("backup");
+    let p = Progress::new(2, "verify");
+    let rep = crate::restore::run_verify(&mut r.lib, &r.catalog, 1, 0, &p).expect("verify");
+    assert_eq!(rep.bytes, 3 << 20);
+    assert_eq!(
+        p.done_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        3 << 20
+    );
+    let path = r.vtl.cartridge_path(&Barcode::new("V00002").expect("bc"));
+    let mut bytes = std::fs::read(&path).expect("read");
+    let at = bytes.len() - 200_000;
+    bytes[at] ^= 1;
+    std::fs::write(&path, bytes).expect("corrupt");
+    let e = crate::restore::run_verify(&mut r.lib, &r.catalog, 1, 0, &Progress::new(3, "verify"))
+        .expect_err("corrupt");
+    assert!(e.to_string().contains("V00002"), "{e}");
+}

@@ -349,6 +349,46 @@ pub fn run_restore(
     })
 }
 
+/// Reads every part of a finished backup from tape and checks every block (header and payload
+/// checksums, order, the trailer's index) without writing anywhere.
+pub fn run_verify(
+    lib: &mut Library,
+    catalog: &Catalog,
+    from_job: u64,
+    drive: usize,
+    progress: &Progress,
+) -> Result<RestoreReport, TapeError> {
+    let job = catalog.job(from_job)?;
+    let parts = catalog.parts(from_job)?;
+    check_parts(from_job, &parts, job.total_blocks)?;
+    progress
+        .total_bytes
+        .store(job.source_bytes, Ordering::Relaxed);
+    let t0 = Instant::now();
+    let mut m = Mounter::new(lib, drive)?;
+    let r = parts.iter().try_for_each(|p| {
+        read_part(&mut m, p, |_, _, data| {
+            if progress.cancelled() {
+                return Err(TapeError::Cancelled(progress.job));
+            }
+            progress
+                .done_bytes
+                .fetch_add(data.len() as u64, Ordering::Relaxed);
+            Ok(())
+        })
+        .map(|_| ())
+    });
+    let _ = m.dismount();
+    r?;
+    Ok(RestoreReport {
+        job: progress.job,
+        from_job,
+        bytes: job.source_bytes,
+        blocks: job.total_blocks,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
 /// What scanning one cartridge found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScanReport {

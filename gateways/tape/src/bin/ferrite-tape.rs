@@ -5,7 +5,7 @@
 //! ferrite-tape [--socket S] [--json] library status
 //! ferrite-tape cartridge list | import B | label B [--force] | eject B
 //! ferrite-tape job start --address A --subnqn N --nsid I [--wait]
-//! ferrite-tape job status [JOB] | job cancel JOB
+//! ferrite-tape job status [JOB] | job cancel JOB | job verify JOB [--wait]
 //! ferrite-tape restore --job J --address A --subnqn N --nsid I [--wait]
 //! ferrite-tape scan [BARCODE]
 //! ```
@@ -139,6 +139,12 @@ enum JobCmd {
     Cancel {
         job: u64,
     },
+    /// Read a finished backup back from tape and check every block.
+    Verify {
+        job: u64,
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 fn main() {
@@ -246,6 +252,12 @@ fn run(cli: Cli) -> Result<()> {
                 None => job_line(v),
             });
             Ok(())
+        }
+        Cmd::Job {
+            cmd: JobCmd::Verify { job, wait },
+        } => {
+            let v = call("tape_job_verify", json!({"job": job}))?;
+            finish_job(&call, &cli, v, *wait)
         }
         Cmd::Job {
             cmd: JobCmd::Cancel { job },
