@@ -332,7 +332,15 @@ pub fn binary() -> Result<PathBuf, Error> {
         };
     }
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
+    built_once(&BUILT, build)
+}
+
+/// Builds a binary once per test process and remembers where it is.
+fn built_once(
+    cell: &OnceLock<Mutex<Option<PathBuf>>>,
+    build: impl FnOnce() -> Result<PathBuf, Error>,
+) -> Result<PathBuf, Error> {
+    let mut built = cell
         .get_or_init(|| Mutex::new(None))
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -352,16 +360,7 @@ fn build() -> Result<PathBuf, Error> {
 /// The ferrite-tape gateway binary, next to the running test (built with cargo when missing).
 pub fn tape_binary() -> Result<PathBuf, Error> {
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(|| Mutex::new(None))
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
-    if let Some(path) = built.as_ref() {
-        return Ok(path.clone());
-    }
-    let path = build_bin("ferrite-tape", "ferrite-tape")?;
-    *built = Some(path.clone());
-    Ok(path)
+    built_once(&BUILT, || build_bin("ferrite-tape", "ferrite-tape"))
 }
 
 /// `cargo build -p PACKAGE --bin BIN` into the running test's target directory.

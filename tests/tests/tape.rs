@@ -164,6 +164,18 @@ fn ns_args(addr: SocketAddr, nsid: u32) -> Vec<String> {
     ]
 }
 
+/// `ferrite-tape restore --job JOB ... --nsid NSID --wait`, which must succeed.
+fn restore(gw: &Gateway, job: u64, addr: SocketAddr, nsid: u32) -> Value {
+    let mut args = vec![
+        "restore".to_string(),
+        "--job".into(),
+        job.to_string(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, nsid));
+    gw.json(&strs(&args))
+}
+
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
@@ -263,14 +275,7 @@ fn snapshot_to_tape_and_back_byte_exact() {
     let job1 = done["job"].as_u64().expect("job id");
 
     // Restore to a new volume: byte-exact with the snapshot (not the volume's newer data).
-    let mut args = vec![
-        "restore".to_string(),
-        "--job".into(),
-        job1.to_string(),
-        "--wait".into(),
-    ];
-    args.extend(ns_args(addr, 3));
-    assert_eq!(gw.json(&strs(&args))["state"], "done");
+    assert_eq!(restore(&gw, job1, addr, 3)["state"], "done");
     assert_eq!(
         differs(addr, 3, VOLUME, 1),
         None,
@@ -357,14 +362,7 @@ fn snapshot_to_tape_and_back_byte_exact() {
     let j = gw.json(&["job", "status", &job1.to_string()]);
     assert_eq!(j["state"], "done", "job {job1} after scan: {j}");
     fill(addr, 3, VOLUME, 5);
-    let mut args = vec![
-        "restore".to_string(),
-        "--job".into(),
-        job3.to_string(),
-        "--wait".into(),
-    ];
-    args.extend(ns_args(addr, 3));
-    assert_eq!(gw.json(&strs(&args))["state"], "done");
+    assert_eq!(restore(&gw, job3, addr, 3)["state"], "done");
     assert_eq!(
         differs(addr, 3, VOLUME, 1),
         None,

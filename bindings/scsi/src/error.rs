@@ -34,6 +34,19 @@ pub enum ScsiError {
     Malformed { what: &'static str, detail: String },
 }
 
+/// Opens a device node for reading, and writing if asked; the error names the node.
+pub(crate) fn open_node(path: &std::path::Path, write: bool) -> Result<std::fs::File, ScsiError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(write)
+        .open(path)
+        .map_err(|source| ScsiError::Os {
+            op: "open",
+            path: path.display().to_string(),
+            source,
+        })
+}
+
 impl ScsiError {
     pub(crate) fn malformed(what: &'static str, detail: impl Into<String>) -> ScsiError {
         ScsiError::Malformed {

@@ -1,6 +1,6 @@
 //! A safe handle on a SCSI generic node (`/dev/sgN`) for medium changers: CDBs through `SG_IO`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -31,15 +31,7 @@ pub struct SgDevice {
 
 impl SgDevice {
     pub fn open(path: &Path) -> Result<SgDevice, ScsiError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(|source| ScsiError::Os {
-                op: "open",
-                path: path.display().to_string(),
-                source,
-            })?;
+        let file = crate::error::open_node(path, true)?;
         Ok(SgDevice {
             file,
             path: path.to_path_buf(),

@@ -5,7 +5,7 @@
 //! with `ENOSPC` once the early-warning zone is exhausted (the driver reports early warning
 //! through `GMT_EOT` in [`TapeStatus`]).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -111,15 +111,7 @@ pub struct TapeDevice {
 impl TapeDevice {
     /// Opens `path` (use the non-rewinding `/dev/nstN` node) for reading, and writing if asked.
     pub fn open(path: &Path, write: bool) -> Result<TapeDevice, ScsiError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .open(path)
-            .map_err(|source| ScsiError::Os {
-                op: "open",
-                path: path.display().to_string(),
-                source,
-            })?;
+        let file = crate::error::open_node(path, write)?;
         Ok(TapeDevice {
             file,
             path: path.to_path_buf(),

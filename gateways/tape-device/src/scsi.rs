@@ -232,18 +232,7 @@ impl TapeDrive for ScsiDrive {
     fn status(&mut self) -> Result<DriveStatus, DeviceError> {
         let block_size = self.block_size;
         let Some(dev) = self.dev.as_mut() else {
-            return Ok(DriveStatus {
-                loaded: false,
-                barcode: None,
-                write_protected: false,
-                block_size,
-                position: None,
-                beginning_of_tape: false,
-                end_of_data: false,
-                early_warning: false,
-                capacity_bytes: None,
-                used_bytes: None,
-            });
+            return Ok(DriveStatus::unloaded(None, block_size));
         };
         let s = dev.status()?;
         let logical = dev.position()?;

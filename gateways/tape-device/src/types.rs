@@ -187,3 +187,21 @@ pub struct DriveStatus {
     pub capacity_bytes: Option<u64>,
     pub used_bytes: Option<u64>,
 }
+
+impl DriveStatus {
+    /// A drive with no cartridge threaded (`barcode`: one the changer put there, if known).
+    pub fn unloaded(barcode: Option<Barcode>, block_size: BlockSize) -> DriveStatus {
+        DriveStatus {
+            loaded: false,
+            barcode,
+            write_protected: false,
+            block_size,
+            position: None,
+            beginning_of_tape: false,
+            end_of_data: false,
+            early_warning: false,
+            capacity_bytes: None,
+            used_bytes: None,
+        }
+    }
+}

@@ -98,6 +98,17 @@ struct NamespaceParams {
     name: Option<String>,
 }
 
+impl NamespaceParams {
+    fn endpoint(self) -> NvmeTcpEndpoint {
+        NvmeTcpEndpoint {
+            address: self.address,
+            subnqn: self.subnqn,
+            nsid: self.nsid,
+            name: self.name,
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobStartParams {
@@ -476,16 +487,8 @@ impl Gateway {
         let progress = self.new_job("backup")?;
         let spec = BackupSpec {
             job: progress.job,
-            endpoint: Arc::new(NvmeTcpEndpoint {
-                address: p.source.address,
-                subnqn: p.source.subnqn,
-                nsid: p.source.nsid,
-                name: p.source.name,
-            }),
-            connections: p
-                .connections
-                .unwrap_or(self.config.connections)
-                .clamp(1, 64),
+            endpoint: Arc::new(p.source.endpoint()),
+            connections: self.connections(p.connections),
             chunk_bytes: self.config.chunk_bytes,
             window: self.config.window,
             shuffle: p.shuffle,
@@ -502,22 +505,19 @@ impl Gateway {
         let spec = RestoreSpec {
             job: progress.job,
             from_job: p.job,
-            endpoint: Arc::new(NvmeTcpEndpoint {
-                address: p.target.address,
-                subnqn: p.target.subnqn,
-                nsid: p.target.nsid,
-                name: p.target.name,
-            }),
-            connections: p
-                .connections
-                .unwrap_or(self.config.connections)
-                .clamp(1, 64),
+            endpoint: Arc::new(p.target.endpoint()),
+            connections: self.connections(p.connections),
             window: self.config.window,
             drive: self.config.drive,
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_restore(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
         })
+    }
+
+    /// Connections for a job: the request's, else the configuration's, within 1..=64.
+    fn connections(&self, asked: Option<usize>) -> usize {
+        asked.unwrap_or(self.config.connections).clamp(1, 64)
     }
 
     fn finished_backup(&self, job: u64) -> Result<(), RpcError> {

@@ -413,20 +413,10 @@ impl TapeDrive for VirtualDrive {
         if let Some(c) = &self.cart {
             return Ok(c.status());
         }
-        Ok(DriveStatus {
-            loaded: false,
-            barcode: self.shared.lock().drives[usize::from(self.index)]
-                .barcode
-                .clone(),
-            write_protected: false,
-            block_size: BlockSize::Variable,
-            position: None,
-            beginning_of_tape: false,
-            end_of_data: false,
-            early_warning: false,
-            capacity_bytes: None,
-            used_bytes: None,
-        })
+        let barcode = self.shared.lock().drives[usize::from(self.index)]
+            .barcode
+            .clone();
+        Ok(DriveStatus::unloaded(barcode, BlockSize::Variable))
     }
 
     fn set_block_size(&mut self, size: BlockSize) -> Result<(), DeviceError> {
