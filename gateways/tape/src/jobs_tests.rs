@@ -293,3 +293,30 @@ fn verify_reads_everything_back_and_finds_a_corrupt_block() {
         .expect_err("corrupt");
     assert!(e.to_string().contains("V00002"), "{e}");
 }
+
+#[test]
+fn a_cancelled_backup_ends_cancelled_and_leaves_the_tape_appendable() {
+    let mut r = rig(&["K00001"], 32 << 20);
+    let src = MemoryEndpoint::new(pattern(4 << 20, 12));
+    let spec = BackupSpec {
+        job: 1,
+        endpoint: Arc::new(src.clone()),
+        connections: 2,
+        chunk_bytes: CHUNK,
+        window: 4,
+        shuffle: false,
+        drive: 0,
+    };
+    let p = Progress::new(1, "backup");
+    p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let e = run_backup(&mut r.lib, &r.catalog, &spec, &p).expect_err("cancelled");
+    assert!(matches!(e, TapeError::Cancelled(1)), "{e}");
+    let rep = backup(&mut r, 2, &src, false).expect("next job");
+    assert_eq!(
+        rep.parts[0].file_number, 2,
+        "the cancelled part's file was closed"
+    );
+    let dst = MemoryEndpoint::new(vec![0u8; 4 << 20]);
+    restore(&mut r, 3, 2, &dst).expect("restore");
+    assert!(*dst.data.lock().expect("dst") == *src.data.lock().expect("src"));
+}

@@ -3,7 +3,11 @@
 //! block parser and the record decoders must return an error, never panic, and a parsed
 //! payload stays within the block.
 
-use ferrite_tape::format::{parse_block, parse_record, JobHeader, Kind, Trailer, VolumeLabel, HEADER_LEN};
+#[allow(dead_code)]
+#[path = "../../src/format.rs"]
+mod format;
+
+use format::{parse_block, parse_record, JobHeader, Kind, Trailer, VolumeLabel, HEADER_LEN};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
