@@ -4,7 +4,8 @@
 //! restored to another volume and compared byte for byte. Then: a restore target that is too
 //! small is refused with nothing written; `kill -9` of the gateway mid-job leaves the catalog
 //! consistent and the job restartable; with the catalog deleted, `scan` rebuilds it from the
-//! cartridges and the restore works again.
+//! cartridges and the restore works again. A second test has a real Linux host (QEMU) make an
+//! ext4 file system, back it up through a snapshot and mount the copy restored from tape.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
@@ -13,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use ferrite_e2e::ferrited;
+use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
 use ferrite_e2e::managed::{file_bdev_config, ManagedFerrited};
 use ferrite_host::{ConnectOptions, Controller};
 use serde_json::{json, Value};
@@ -153,6 +155,27 @@ impl Drop for Gateway {
     }
 }
 
+/// Writes a gateway configuration in `dir` (virtual library of 6 slots, cartridges of
+/// `capacity` bytes) and starts the gateway on it.
+fn start_gateway(dir: &Path, capacity: u64) -> Gateway {
+    let socket = dir.join("tape.sock");
+    let config = dir.join("tape.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = {:?}\ncatalog = {:?}\nchunk_bytes = 1048576\nwindow = 16\nconnections = 4\n\n\
+             [library]\nkind = \"virtual\"\ndir = {:?}\nslots = 6\ndrives = 1\nimport_export = 1\n\
+             cartridge_capacity = {capacity}\nearly_warning = {}\n",
+            socket.display().to_string(),
+            dir.join("catalog.db").display().to_string(),
+            dir.join("vtl").display().to_string(),
+            4 * MIB
+        ),
+    )
+    .expect("write tape.toml");
+    Gateway::start(&config, &socket, &dir.join("ferrite-tape.log"))
+}
+
 fn ns_args(addr: SocketAddr, nsid: u32) -> Vec<String> {
     vec![
         "--address".into(),
@@ -222,25 +245,8 @@ fn snapshot_to_tape_and_back_byte_exact() {
     }
 
     let gdir = tempfile::tempdir().expect("gateway dir");
-    let socket = gdir.path().join("tape.sock");
     let catalog = gdir.path().join("catalog.db");
-    let gconfig = gdir.path().join("tape.toml");
-    std::fs::write(
-        &gconfig,
-        format!(
-            "socket = {:?}\ncatalog = {:?}\nchunk_bytes = 1048576\nwindow = 16\nconnections = 4\n\n\
-             [library]\nkind = \"virtual\"\ndir = {:?}\nslots = 6\ndrives = 1\nimport_export = 1\n\
-             cartridge_capacity = {}\nearly_warning = {}\n",
-            socket.display().to_string(),
-            catalog.display().to_string(),
-            gdir.path().join("vtl").display().to_string(),
-            64 * MIB,
-            4 * MIB
-        ),
-    )
-    .expect("write tape.toml");
-    let log = gdir.path().join("ferrite-tape.log");
-    let gw = Gateway::start(&gconfig, &socket, &log);
+    let gw = start_gateway(gdir.path(), 64 * MIB);
     for b in ["TAPE01", "TAPE02", "TAPE03", "TAPE04", "TAPE05"] {
         gw.json(&["cartridge", "import", b]);
     }
@@ -370,4 +376,116 @@ fn snapshot_to_tape_and_back_byte_exact() {
     );
     drop(gw);
     drop(target);
+}
+
+/// The block device of namespace `nsid` on the host, once it appears.
+fn host_device(host: &LinuxHost, nsid: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = host
+            .run(&format!("ls /dev/nvme*n{nsid}"), Duration::from_secs(30))
+            .expect("ls");
+        if let Some(d) = out
+            .stdout
+            .split_whitespace()
+            .next()
+            .filter(|_| out.success())
+        {
+            return d.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host never saw namespace {nsid}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vm_ext4_restored_from_tape_mounts_clean_with_its_files() {
+    const LONG: Duration = Duration::from_secs(300);
+    let port = ferrited::free_port().expect("port");
+    let Some(host) = LinuxHost::boot_or_skip(HostOptions {
+        forward_ports: vec![port],
+        ..HostOptions::default()
+    })
+    .expect("the Linux host boots") else {
+        return;
+    };
+    host.run_ok("modprobe nvme-tcp").expect("nvme-tcp");
+    let data = ferrited::data_dir().expect("data dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = file_bdev_config(dir.path(), &data.path().join("pool.img"), "512MiB", NQN);
+    let target = ManagedFerrited::start(dir.path(), port, Some(&config)).expect("ferrited starts");
+    target.call("pool_create", json!({"name": "pool0", "bdevs": ["disk0"]}));
+    for name in ["fs", "copy"] {
+        target.call(
+            "volume_create",
+            json!({"pool": "pool0", "name": name, "size": 64 * MIB, "thin": true}),
+        );
+    }
+    target.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "pool0/fs", "nsid": 1}}),
+    );
+    let connect = format!(
+        "nvme connect -t tcp -a {} -s {port} -n {NQN}",
+        host.target_addr()
+    );
+    host.run_ok_within(&connect, Duration::from_secs(60))
+        .expect("nvme connect");
+    let dev = host_device(&host, 1);
+    host.run_ok_within(
+        &format!(
+            "set -e; mkfs.ext4 -q -F {dev}; mkdir -p /mnt/fs; mount {dev} /mnt/fs; \
+             head -c 6M /dev/urandom > /mnt/fs/a.bin; mkdir /mnt/fs/d; head -c 300k /dev/urandom > /mnt/fs/d/b.bin; \
+             (cd /mnt/fs && sha256sum a.bin d/b.bin) > /root/files.sha; umount /mnt/fs"
+        ),
+        LONG,
+    )
+    .expect("mkfs, files, umount");
+    host.run_ok(&format!("nvme disconnect -n {NQN}"))
+        .expect("disconnect");
+    target.call(
+        "snapshot_create",
+        json!({"volume": "pool0/fs", "name": "fs-snap"}),
+    );
+    for (bdev, nsid) in [("pool0/fs-snap", 2), ("pool0/copy", 3)] {
+        target.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": bdev, "nsid": nsid}}),
+        );
+    }
+
+    let gdir = tempfile::tempdir().expect("gateway dir");
+    let gw = start_gateway(gdir.path(), 256 * MIB);
+    gw.json(&["cartridge", "import", "EXT401"]);
+    let mut args = vec![
+        "job".to_string(),
+        "start".into(),
+        "--shuffle".into(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, 2));
+    let job = gw.json(&strs(&args))["job"].as_u64().expect("backup job");
+    assert_eq!(restore(&gw, job, addr, 3)["state"], "done");
+
+    // A fresh connection, so the host has no cached blocks of the copy from before the restore.
+    host.run_ok_within(&connect, Duration::from_secs(60))
+        .expect("nvme connect again");
+    let copy = host_device(&host, 3);
+    host.run_ok_within(
+        &format!(
+            "set -e; e2fsck -fn {copy}; mkdir -p /mnt/copy; mount {copy} /mnt/copy; \
+             cd /mnt/copy && sha256sum -c /root/files.sha; cd /; umount /mnt/copy"
+        ),
+        LONG,
+    )
+    .expect("the copy restored from tape checks clean and holds the files");
+    host.run_ok(&format!("nvme disconnect -n {NQN}"))
+        .expect("disconnect");
+    drop(gw);
+    drop(target);
+    host.shutdown().expect("host shuts down");
 }
