@@ -34,6 +34,8 @@ pub enum JobState {
     Failed,
     Cancelled,
     Interrupted,
+    /// A cartridge holding one of its parts was recycled: it can no longer be restored.
+    Expired,
 }
 
 impl JobState {
@@ -44,6 +46,7 @@ impl JobState {
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
             JobState::Interrupted => "interrupted",
+            JobState::Expired => "expired",
         }
     }
 
@@ -53,6 +56,7 @@ impl JobState {
             "done" => JobState::Done,
             "cancelled" => JobState::Cancelled,
             "interrupted" => JobState::Interrupted,
+            "expired" => JobState::Expired,
             _ => JobState::Failed,
         }
     }
@@ -306,6 +310,31 @@ impl Catalog {
                     p.bytes as i64,
                     p.continued,
                 ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+
+    /// The jobs with a part on `barcode`.
+    pub fn jobs_on_cartridge(&self, barcode: &str) -> Result<Vec<JobRow>, CatalogError> {
+        let sql = format!(
+            "SELECT {} FROM jobs WHERE id IN (SELECT job FROM parts WHERE barcode = ?1) ORDER BY id",
+            Self::JOB_COLUMNS
+        );
+        let mut st = self.conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([barcode], Self::job_from_row)
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Marks a job expired (a part of it was erased).
+    pub fn expire_job(&self, id: u64) -> Result<(), CatalogError> {
+        self.conn
+            .execute(
+                "UPDATE jobs SET state = 'expired', error = 'a cartridge holding a part was recycled' \
+                 WHERE id = ?1",
+                [id as i64],
             )
             .map(|_| ())
             .map_err(|e| self.err(e))

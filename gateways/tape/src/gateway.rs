@@ -30,6 +30,9 @@ fn default_window() -> usize {
 fn default_connections() -> usize {
     4
 }
+fn default_retention() -> u64 {
+    30
+}
 
 /// The gateway's configuration file (TOML).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -51,6 +54,10 @@ pub struct Config {
     /// The drive jobs use.
     #[serde(default)]
     pub drive: usize,
+    /// Days a finished job is kept: a cartridge can be recycled once every job with a part on
+    /// it finished longer ago than this (default 30).
+    #[serde(default = "default_retention")]
+    pub retention_days: u64,
     pub library: LibraryConfig,
 }
 
@@ -171,6 +178,7 @@ pub const METHODS: &[&str] = &[
     "tape_cartridge_label",
     "tape_cartridge_import",
     "tape_cartridge_eject",
+    "tape_cartridge_recycle",
     "tape_job_start",
     "tape_restore",
     "tape_job_verify",
@@ -251,6 +259,7 @@ impl Gateway {
             "tape_cartridge_label" => self.cartridge_label(params(p)?),
             "tape_cartridge_import" => self.cartridge_import(params(p)?),
             "tape_cartridge_eject" => self.cartridge_eject(params(p)?),
+            "tape_cartridge_recycle" => self.cartridge_recycle(params(p)?),
             "tape_job_start" => self.job_start(params(p)?),
             "tape_restore" => self.restore(params(p)?),
             "tape_job_verify" => self.verify(params(p)?),
@@ -339,11 +348,58 @@ impl Gateway {
             if let Some(why) = refuse {
                 return Err(TapeError::Invalid(why));
             }
+            let expired = cat.jobs_on_cartridge(b.as_str())?;
             let label = m.write_label(&b, &cat)?;
-            Ok(json!({"barcode": b, "labelled_at": label.labelled_at}))
+            for j in &expired {
+                cat.expire_job(j.id)?;
+            }
+            let ids: Vec<u64> = expired.iter().map(|j| j.id).collect();
+            Ok(json!({"barcode": b, "labelled_at": label.labelled_at, "expired_jobs": ids}))
         })();
         let _ = m.dismount();
         r.map_err(rpc_err)
+    }
+
+    /// Erases and relabels a cartridge whose jobs are all past retention (or `force`); those
+    /// jobs become `expired`.
+    fn cartridge_recycle(&self, p: BarcodeParams) -> Result<Value, RpcError> {
+        let b = Barcode::new(&p.barcode).map_err(|e| rpc_err(e.into()))?;
+        let cat = self.catalog()?;
+        if !cat
+            .is_known_cartridge(b.as_str())
+            .map_err(|e| rpc_err(e.into()))?
+        {
+            return Err(RpcError::not_found(format!(
+                "cartridge {b} is not in the catalog (label it, or scan it first)"
+            )));
+        }
+        let jobs = cat
+            .jobs_on_cartridge(b.as_str())
+            .map_err(|e| rpc_err(e.into()))?;
+        let limit = now_secs().saturating_sub(self.config.retention_days * 86_400);
+        let kept: Vec<String> = jobs
+            .iter()
+            .filter(|j| {
+                j.state == JobState::Running || j.finished_at.unwrap_or(j.started_at) > limit
+            })
+            .map(|j| {
+                format!(
+                    "job {} ({:?}, within {} days)",
+                    j.id, j.state, self.config.retention_days
+                )
+            })
+            .collect();
+        if !kept.is_empty() && !p.force {
+            return Err(RpcError::invalid_params(format!(
+                "cartridge {b} holds parts of {}; force to recycle anyway",
+                kept.join(", ")
+            )));
+        }
+        drop(cat);
+        self.cartridge_label(BarcodeParams {
+            barcode: p.barcode,
+            force: true,
+        })
     }
 
     fn cartridge_import(&self, p: BarcodeParams) -> Result<Value, RpcError> {

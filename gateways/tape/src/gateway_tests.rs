@@ -18,6 +18,7 @@ fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
         window: 8,
         connections: 2,
         drive: 0,
+        retention_days: 30,
         library: LibraryConfig::Virtual(VirtualLibraryConfig {
             dir: dir.path().join("vtl"),
             slots: 3,
@@ -150,4 +151,74 @@ fn import_label_list_and_eject_a_cartridge() {
         .call("tape_scan", json!({}))
         .expect("scan of an empty library");
     assert_eq!(scan, json!([]));
+}
+
+#[test]
+fn recycling_respects_retention_and_expires_the_jobs() {
+    use crate::catalog::{Catalog, JobRow, JobState, PartRow};
+    let d = tempfile::tempdir().expect("tmp");
+    let gw = gateway(&d);
+    for b in ["R00001", "R00002"] {
+        gw.call("tape_cartridge_import", json!({"barcode": b}))
+            .expect("import");
+        gw.call("tape_cartridge_label", json!({"barcode": b}))
+            .expect("label");
+    }
+    let cat = Catalog::open(&d.path().join("catalog.db")).expect("catalog");
+    let now = crate::tapeio::now_secs();
+    for (id, barcode, finished) in [
+        (1u64, "R00001", now - 40 * 86_400),
+        (2, "R00002", now - 86_400),
+    ] {
+        cat.put_job(&JobRow {
+            id,
+            kind: "backup".into(),
+            source: json!({}),
+            state: JobState::Done,
+            total_blocks: 1,
+            source_bytes: 4096,
+            bytes_written: 4096,
+            started_at: finished,
+            finished_at: Some(finished),
+            error: None,
+        })
+        .expect("job");
+        cat.put_part(&PartRow {
+            job: id,
+            part: 1,
+            barcode: barcode.into(),
+            file_number: 1,
+            first_block: 0,
+            blocks: 1,
+            bytes: 4096,
+            continued: false,
+        })
+        .expect("part");
+    }
+    let r = gw
+        .call("tape_cartridge_recycle", json!({"barcode": "R00001"}))
+        .expect("past retention");
+    assert_eq!(r["expired_jobs"], json!([1]));
+    assert_eq!(cat.job(1).expect("job 1").state, JobState::Expired);
+    let e = gw
+        .call("tape_cartridge_recycle", json!({"barcode": "R00002"}))
+        .expect_err("within retention");
+    assert_eq!(e.code, protocol::INVALID_PARAMS);
+    assert!(e.message.contains("job 2"), "{}", e.message);
+    assert_eq!(
+        cat.job(2).expect("job 2").state,
+        JobState::Done,
+        "nothing erased"
+    );
+    gw.call(
+        "tape_cartridge_recycle",
+        json!({"barcode": "R00002", "force": true}),
+    )
+    .expect("forced");
+    assert_eq!(cat.job(2).expect("job 2").state, JobState::Expired);
+    assert!(cat.parts(2).expect("parts").is_empty());
+    let e = gw
+        .call("tape_cartridge_recycle", json!({"barcode": "NOPE99"}))
+        .expect_err("unknown");
+    assert_eq!(e.code, protocol::NOT_FOUND);
 }

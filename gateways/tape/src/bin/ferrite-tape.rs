@@ -3,7 +3,7 @@
 //! ```text
 //! ferrite-tape daemon --config /etc/ferrite/tape.toml
 //! ferrite-tape [--socket S] [--json] library status
-//! ferrite-tape cartridge list | import B | label B [--force] | eject B
+//! ferrite-tape cartridge list | import B | label B [--force] | eject B | recycle B [--force]
 //! ferrite-tape job start --address A --subnqn N --nsid I [--wait]
 //! ferrite-tape job status [JOB] | job cancel JOB | job verify JOB [--wait]
 //! ferrite-tape restore --job J --address A --subnqn N --nsid I [--wait]
@@ -103,6 +103,12 @@ enum CartridgeCmd {
     Eject {
         barcode: String,
     },
+    /// Erase a cartridge whose jobs are all past retention (--force: regardless).
+    Recycle {
+        barcode: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -199,6 +205,10 @@ fn run(cli: Cli) -> Result<()> {
                 CartridgeCmd::Eject { barcode } => {
                     call("tape_cartridge_eject", json!({"barcode": barcode}))?
                 }
+                CartridgeCmd::Recycle { barcode, force } => call(
+                    "tape_cartridge_recycle",
+                    json!({"barcode": barcode, "force": force}),
+                )?,
             };
             out(&v, &|v| {
                 if let Some(rows) = v.as_array() {
