@@ -23,6 +23,8 @@ needs=(
   "mount|mount"
   "dmesg|util-linux"
   "bash|bash"
+  # ferrite-tape's catalog links the system SQLite (rusqlite without the bundled copy)
+  "/usr/lib/*/libsqlite3.so|libsqlite3-dev"
 )
 
 have() {

@@ -332,7 +332,15 @@ pub fn binary() -> Result<PathBuf, Error> {
         };
     }
     static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
+    built_once(&BUILT, build)
+}
+
+/// Builds a binary once per test process and remembers where it is.
+fn built_once(
+    cell: &OnceLock<Mutex<Option<PathBuf>>>,
+    build: impl FnOnce() -> Result<PathBuf, Error>,
+) -> Result<PathBuf, Error> {
+    let mut built = cell
         .get_or_init(|| Mutex::new(None))
         .lock()
         .unwrap_or_else(|p| p.into_inner());
@@ -346,6 +354,17 @@ pub fn binary() -> Result<PathBuf, Error> {
 
 /// `cargo build -p ferrite-daemon --bin ferrited` into the running test's target directory.
 fn build() -> Result<PathBuf, Error> {
+    build_bin("ferrite-daemon", "ferrited")
+}
+
+/// The ferrite-tape gateway binary, next to the running test (built with cargo when missing).
+pub fn tape_binary() -> Result<PathBuf, Error> {
+    static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    built_once(&BUILT, || build_bin("ferrite-tape", "ferrite-tape"))
+}
+
+/// `cargo build -p PACKAGE --bin BIN` into the running test's target directory.
+fn build_bin(package: &str, bin: &str) -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(io("locate the test binary"))?;
     // <target>/<profile>/deps/<test> -> <target>/<profile>
     let profile_dir = exe
@@ -361,30 +380,25 @@ fn build() -> Result<PathBuf, Error> {
         .ok_or_else(|| Error::Binary(format!("unexpected test path {}", exe.display())))?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = Command::new(cargo);
-    cmd.args([
-        "build",
-        "--quiet",
-        "-p",
-        "ferrite-daemon",
-        "--bin",
-        "ferrited",
-    ])
-    .arg("--target-dir")
-    .arg(target_dir)
-    .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args(["build", "--quiet", "-p", package, "--bin", bin])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
     if profile == "release" {
         cmd.arg("--release");
     } else if profile != "debug" {
         cmd.args(["--profile", profile]);
     }
-    let out = cmd.output().map_err(io("run cargo build for ferrited"))?;
+    let out = cmd
+        .output()
+        .map_err(io(format!("run cargo build for {bin}")))?;
     if !out.status.success() {
         return Err(Error::Binary(format!(
-            "cargo build -p ferrite-daemon failed:\n{}",
+            "cargo build -p {package} failed:\n{}",
             String::from_utf8_lossy(&out.stderr)
         )));
     }
-    let path = profile_dir.join("ferrited");
+    let path = profile_dir.join(bin);
     if path.is_file() {
         Ok(path)
     } else {

@@ -1,0 +1,491 @@
+//! ferrite-tape end to end: a real ferrited exports a snapshot of a volume; the ferrite-tape
+//! gateway (a real process with a virtual tape library) backs it up over several NVMe/TCP
+//! connections with deliberately shuffled delivery, spanning two cartridges; the backup is
+//! restored to another volume and compared byte for byte. Then: a restore target that is too
+//! small is refused with nothing written; `kill -9` of the gateway mid-job leaves the catalog
+//! consistent and the job restartable; with the catalog deleted, `scan` rebuilds it from the
+//! cartridges and the restore works again. A second test has a real Linux host (QEMU) make an
+//! ext4 file system, back it up through a snapshot and mount the copy restored from tape.
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferrite_e2e::ferrited;
+use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
+use ferrite_e2e::managed::{file_bdev_config, ManagedFerrited};
+use ferrite_host::{ConnectOptions, Controller};
+use serde_json::{json, Value};
+
+const NQN: &str = "nqn.2026-01.io.ferrite:tape";
+const MIB: u64 = 1 << 20;
+/// The snapshot backed up (kept small: the machine running CI is shared).
+const VOLUME: u64 = 96 * MIB;
+
+fn pattern(offset: u64, len: usize, salt: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len);
+    let mut i = offset / 8;
+    while out.len() < len {
+        let mut x = (i ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        out.extend_from_slice(&x.to_le_bytes());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+fn connect(addr: SocketAddr) -> Controller {
+    let mut o = ConnectOptions::new(addr, NQN);
+    o.timeout = Duration::from_secs(60);
+    Controller::connect(o).expect("connect to ferrited")
+}
+
+fn fill(addr: SocketAddr, nsid: u32, bytes: u64, salt: u64) {
+    let mut c = connect(addr);
+    let step = c.max_transfer().min(MIB as u32) as usize;
+    for off in (0..bytes).step_by(step) {
+        c.write(1, nsid, off / 4096, &pattern(off, step, salt), false)
+            .expect("write");
+    }
+    c.flush(1, nsid).expect("flush");
+}
+
+/// Compares a namespace's first `bytes` with the pattern; returns the first differing MiB.
+fn differs(addr: SocketAddr, nsid: u32, bytes: u64, salt: u64) -> Option<u64> {
+    let mut c = connect(addr);
+    let step = c.max_transfer().min(MIB as u32) as usize;
+    let mut buf = vec![0u8; step];
+    for off in (0..bytes).step_by(step) {
+        c.read(1, nsid, off / 4096, (step / 4096) as u32, &mut buf)
+            .expect("read");
+        if buf != pattern(off, step, salt) {
+            return Some(off);
+        }
+    }
+    None
+}
+
+struct Gateway {
+    child: Child,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Gateway {
+    fn start(config: &Path, socket: &Path, log: &Path) -> Gateway {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log");
+        let child = Command::new(ferrited::tape_binary().expect("ferrite-tape binary"))
+            .args(["daemon", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("spawn ferrite-tape");
+        let mut g = Gateway {
+            child,
+            config: config.into(),
+            socket: socket.into(),
+            log: log.into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(socket).is_err() {
+            if let Ok(Some(st)) = g.child.try_wait() {
+                panic!("ferrite-tape exited with {st}:\n{}", g.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ferrite-tape not listening after 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        g
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        Command::new(ferrited::tape_binary().expect("binary"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("run ferrite-tape")
+    }
+
+    /// Runs a CLI command with --json that must succeed; returns its JSON.
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.cli(&a);
+        assert!(
+            out.status.success(),
+            "ferrite-tape {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    fn kill9(mut self) -> (PathBuf, PathBuf, PathBuf) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.config.clone(), self.socket.clone(), self.log.clone())
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a gateway configuration in `dir` (virtual library of 6 slots, cartridges of
+/// `capacity` bytes) and starts the gateway on it.
+fn start_gateway(dir: &Path, capacity: u64) -> Gateway {
+    let socket = dir.join("tape.sock");
+    let config = dir.join("tape.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "socket = {:?}\ncatalog = {:?}\nchunk_bytes = 1048576\nwindow = 16\nconnections = 4\n\n\
+             [library]\nkind = \"virtual\"\ndir = {:?}\nslots = 6\ndrives = 1\nimport_export = 1\n\
+             cartridge_capacity = {capacity}\nearly_warning = {}\n",
+            socket.display().to_string(),
+            dir.join("catalog.db").display().to_string(),
+            dir.join("vtl").display().to_string(),
+            4 * MIB
+        ),
+    )
+    .expect("write tape.toml");
+    Gateway::start(&config, &socket, &dir.join("ferrite-tape.log"))
+}
+
+fn ns_args(addr: SocketAddr, nsid: u32) -> Vec<String> {
+    vec![
+        "--address".into(),
+        addr.to_string(),
+        "--subnqn".into(),
+        NQN.into(),
+        "--nsid".into(),
+        nsid.to_string(),
+    ]
+}
+
+/// `ferrite-tape restore --job JOB ... --nsid NSID --wait`, which must succeed.
+fn restore(gw: &Gateway, job: u64, addr: SocketAddr, nsid: u32) -> Value {
+    let mut args = vec![
+        "restore".to_string(),
+        "--job".into(),
+        job.to_string(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, nsid));
+    gw.json(&strs(&args))
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn snapshot_to_tape_and_back_byte_exact() {
+    let data = ferrited::data_dir().expect("data dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let port = ferrited::free_port().expect("port");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = file_bdev_config(dir.path(), &data.path().join("pool.img"), "768MiB", NQN);
+    let target = ManagedFerrited::start(dir.path(), port, Some(&config)).expect("ferrited starts");
+    target.call("pool_create", json!({"name": "pool0", "bdevs": ["disk0"]}));
+    for (name, size) in [
+        ("vol0", VOLUME),
+        ("restored", VOLUME + 16 * MIB),
+        ("small", VOLUME / 2),
+    ] {
+        target.call(
+            "volume_create",
+            json!({"pool": "pool0", "name": name, "size": size, "thin": true}),
+        );
+    }
+    target.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "pool0/vol0", "nsid": 1}}),
+    );
+    fill(addr, 1, VOLUME, 1);
+    target.call(
+        "snapshot_create",
+        json!({"volume": "pool0/vol0", "name": "snap1"}),
+    );
+    // The volume moves on after the snapshot; the backup must hold the snapshot's content.
+    fill(addr, 1, 8 * MIB, 99);
+    for (bdev, nsid) in [
+        ("pool0/snap1", 2),
+        ("pool0/restored", 3),
+        ("pool0/small", 4),
+    ] {
+        target.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": bdev, "nsid": nsid}}),
+        );
+    }
+
+    let gdir = tempfile::tempdir().expect("gateway dir");
+    let catalog = gdir.path().join("catalog.db");
+    let gw = start_gateway(gdir.path(), 64 * MIB);
+    for b in ["TAPE01", "TAPE02", "TAPE03", "TAPE04", "TAPE05"] {
+        gw.json(&["cartridge", "import", b]);
+    }
+    let status = gw.json(&["library", "status"]);
+    assert_eq!(
+        status["inventory"]["slots"]
+            .as_array()
+            .map(|s| s.iter().filter(|b| !b.is_null()).count()),
+        Some(5)
+    );
+
+    // Full backup of the snapshot, shuffled across 4 connections, spanning two cartridges.
+    let mut args = vec![
+        "job".to_string(),
+        "start".into(),
+        "--shuffle".into(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, 2));
+    let done = gw.json(&strs(&args));
+    assert_eq!(done["state"], "done", "{done}");
+    let parts = done["parts"].as_array().expect("parts");
+    assert_eq!(
+        parts.len(),
+        2,
+        "96 MiB on 64 MiB cartridges spans two: {done}"
+    );
+    assert!(
+        done["queue"]["queue"]["out_of_order"].as_u64().unwrap_or(0) > 0,
+        "delivery was shuffled: {done}"
+    );
+    let job1 = done["job"].as_u64().expect("job id");
+
+    // Restore to a new volume: byte-exact with the snapshot (not the volume's newer data).
+    assert_eq!(restore(&gw, job1, addr, 3)["state"], "done");
+    assert_eq!(
+        differs(addr, 3, VOLUME, 1),
+        None,
+        "restored volume differs from the snapshot"
+    );
+
+    let v = gw.json(&["job", "verify", &job1.to_string(), "--wait"]);
+    assert_eq!(v["state"], "done", "verify: {v}");
+
+    // A target smaller than the backup: refused, nothing written.
+    fill(addr, 4, 4 * MIB, 7);
+    let mut args = vec![
+        "restore".to_string(),
+        "--job".into(),
+        job1.to_string(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, 4));
+    let out = gw.cli(&strs(&args));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("nothing was written"),
+        "{err}"
+    );
+    assert_eq!(
+        differs(addr, 4, 4 * MIB, 7),
+        None,
+        "the small target was touched"
+    );
+
+    // kill -9 mid-job: the catalog says interrupted, the tape is closed at the next mount, the
+    // job runs again to the end and restores.
+    let mut args = vec![
+        "job".to_string(),
+        "start".into(),
+        "--connections".into(),
+        "2".into(),
+    ];
+    args.extend(ns_args(addr, 2));
+    let started = gw.json(&strs(&args));
+    let job2 = started["job"].as_u64().expect("job");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = gw.json(&["job", "status", &job2.to_string()]);
+        if s["done_bytes"].as_u64().unwrap_or(0) > 0 || s["state"] != "running" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job2} made no progress: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (c, s, l) = gw.kill9();
+    let gw = Gateway::start(&c, &s, &l);
+    let st = gw.json(&["job", "status", &job2.to_string()]);
+    assert!(
+        st["state"] == "interrupted" || st["state"] == "done",
+        "after kill -9: {st}"
+    );
+    let mut args = vec!["job".to_string(), "start".into(), "--wait".into()];
+    args.extend(ns_args(addr, 2));
+    let again = gw.json(&strs(&args));
+    assert_eq!(again["state"], "done", "{again}");
+    let job3 = again["job"].as_u64().expect("job");
+    assert!(job3 > job2);
+
+    // Catalog deleted: scan rebuilds it from the cartridges; the first backup restores again.
+    let (c, s, l) = gw.kill9();
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", catalog.display()));
+    }
+    let gw = Gateway::start(&c, &s, &l);
+    let scanned = gw.json(&["scan"]);
+    let with_parts = scanned.as_array().map_or(0, |a| {
+        a.iter()
+            .filter(|r| r["parts"].as_array().is_some_and(|p| !p.is_empty()))
+            .count()
+    });
+    assert!(
+        with_parts >= 3,
+        "jobs 1 and {job3} span at least three cartridges: {scanned}"
+    );
+    let j = gw.json(&["job", "status", &job1.to_string()]);
+    assert_eq!(j["state"], "done", "job {job1} after scan: {j}");
+    fill(addr, 3, VOLUME, 5);
+    assert_eq!(restore(&gw, job3, addr, 3)["state"], "done");
+    assert_eq!(
+        differs(addr, 3, VOLUME, 1),
+        None,
+        "restore from the scanned catalog differs"
+    );
+    drop(gw);
+    drop(target);
+}
+
+/// The block device of namespace `nsid` on the host, once it appears.
+fn host_device(host: &LinuxHost, nsid: u32) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = host
+            .run(&format!("ls /dev/nvme*n{nsid}"), Duration::from_secs(30))
+            .expect("ls");
+        if let Some(d) = out
+            .stdout
+            .split_whitespace()
+            .next()
+            .filter(|_| out.success())
+        {
+            return d.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the host never saw namespace {nsid}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn vm_ext4_restored_from_tape_mounts_clean_with_its_files() {
+    const LONG: Duration = Duration::from_secs(300);
+    let port = ferrited::free_port().expect("port");
+    let Some(host) = LinuxHost::boot_or_skip(HostOptions {
+        forward_ports: vec![port],
+        ..HostOptions::default()
+    })
+    .expect("the Linux host boots") else {
+        return;
+    };
+    host.run_ok("modprobe nvme-tcp").expect("nvme-tcp");
+    let data = ferrited::data_dir().expect("data dir");
+    let dir = tempfile::tempdir().expect("dir");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let config = file_bdev_config(dir.path(), &data.path().join("pool.img"), "512MiB", NQN);
+    let target = ManagedFerrited::start(dir.path(), port, Some(&config)).expect("ferrited starts");
+    target.call("pool_create", json!({"name": "pool0", "bdevs": ["disk0"]}));
+    for name in ["fs", "copy"] {
+        target.call(
+            "volume_create",
+            json!({"pool": "pool0", "name": name, "size": 64 * MIB, "thin": true}),
+        );
+    }
+    target.call(
+        "nvmf_subsystem_add_ns",
+        json!({"nqn": NQN, "namespace": {"bdev_name": "pool0/fs", "nsid": 1}}),
+    );
+    let connect = format!(
+        "nvme connect -t tcp -a {} -s {port} -n {NQN}",
+        host.target_addr()
+    );
+    host.run_ok_within(&connect, Duration::from_secs(60))
+        .expect("nvme connect");
+    let dev = host_device(&host, 1);
+    host.run_ok_within(
+        &format!(
+            "set -e; mkfs.ext4 -q -F {dev}; mkdir -p /mnt/fs; mount {dev} /mnt/fs; \
+             head -c 6M /dev/urandom > /mnt/fs/a.bin; mkdir /mnt/fs/d; head -c 300k /dev/urandom > /mnt/fs/d/b.bin; \
+             (cd /mnt/fs && sha256sum a.bin d/b.bin) > /root/files.sha; umount /mnt/fs"
+        ),
+        LONG,
+    )
+    .expect("mkfs, files, umount");
+    host.run_ok(&format!("nvme disconnect -n {NQN}"))
+        .expect("disconnect");
+    target.call(
+        "snapshot_create",
+        json!({"volume": "pool0/fs", "name": "fs-snap"}),
+    );
+    for (bdev, nsid) in [("pool0/fs-snap", 2), ("pool0/copy", 3)] {
+        target.call(
+            "nvmf_subsystem_add_ns",
+            json!({"nqn": NQN, "namespace": {"bdev_name": bdev, "nsid": nsid}}),
+        );
+    }
+
+    let gdir = tempfile::tempdir().expect("gateway dir");
+    let gw = start_gateway(gdir.path(), 256 * MIB);
+    gw.json(&["cartridge", "import", "EXT401"]);
+    let mut args = vec![
+        "job".to_string(),
+        "start".into(),
+        "--shuffle".into(),
+        "--wait".into(),
+    ];
+    args.extend(ns_args(addr, 2));
+    let job = gw.json(&strs(&args))["job"].as_u64().expect("backup job");
+    assert_eq!(restore(&gw, job, addr, 3)["state"], "done");
+
+    // A fresh connection, so the host has no cached blocks of the copy from before the restore.
+    host.run_ok_within(&connect, Duration::from_secs(60))
+        .expect("nvme connect again");
+    let copy = host_device(&host, 3);
+    host.run_ok_within(
+        &format!(
+            "set -e; e2fsck -fn {copy}; mkdir -p /mnt/copy; mount {copy} /mnt/copy; \
+             cd /mnt/copy && sha256sum -c /root/files.sha; cd /; umount /mnt/copy"
+        ),
+        LONG,
+    )
+    .expect("the copy restored from tape checks clean and holds the files");
+    host.run_ok(&format!("nvme disconnect -n {NQN}"))
+        .expect("disconnect");
+    drop(gw);
+    drop(target);
+    host.shutdown().expect("host shuts down");
+}
