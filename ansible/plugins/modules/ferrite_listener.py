@@ -150,7 +150,9 @@ def main():
     rpc = connect(module)
     current, bound = state(module, rpc, nqn)
     if current is None:
-        if not module.check_mode or p["state"] == "absent":
+        # Nothing to remove from a subsystem that does not exist; in check mode it may come
+        # from an earlier task of the same play.
+        if p["state"] == "present" and not module.check_mode:
             fail_param(module, "nqn", "no subsystem %s" % nqn)
         current = []
     plan = Plan()

@@ -141,7 +141,9 @@ def main():
     rpc = connect(module)
     current, max_ns = read(module, rpc, nqn)
     if current is None:
-        if not module.check_mode or p["state"] == "absent":
+        # Nothing to remove from a subsystem that does not exist; in check mode it may come
+        # from an earlier task of the same play.
+        if p["state"] == "present" and not module.check_mode:
             fail_param(module, "nqn", "no subsystem %s" % nqn)
         current, max_ns = [], 1024
     bdevs = set(b.get("name") for b in call_or_fail(module, rpc, "bdev_list"))

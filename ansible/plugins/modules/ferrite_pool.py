@@ -163,7 +163,8 @@ def main():
         fail_param(module, "bdevs", "required to create pool %s" % p["name"])
     known = set(b.get("name") for b in call_or_fail(module, rpc, "bdev_list"))
     for i, bdev in enumerate(p["bdevs"]):
-        if bdev not in known:
+        # In check mode the bdev may come from an earlier task of the same play.
+        if bdev not in known and not module.check_mode:
             fail_param(module, "bdevs[%d]" % i, "no bdev %s" % bdev)
     params = {"name": p["name"], "bdevs": p["bdevs"]}
     if cluster is not None:

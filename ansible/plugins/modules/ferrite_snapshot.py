@@ -118,6 +118,9 @@ def main():
         plan.finish(module, rpc, before, before, refresh=refresh, object=before)
 
     source = info(module, rpc, p["volume"])
+    if source is None and module.check_mode:
+        # The volume may come from an earlier task of the same play, which made no change.
+        source = {"kind": "volume"}
     if not source or source.get("kind") == "snapshot":
         fail_param(module, "volume", "no volume %s" % p["volume"])
     plan.add("snapshot_create", {"volume": p["volume"], "name": p["name"]},

@@ -179,19 +179,24 @@ def main():
         plan.finish(module, rpc, before, after, refresh=refresh, object=before)
 
     pools = dict((x.get("name"), x) for x in call_or_fail(module, rpc, "pool_list"))
-    if p["pool"] not in pools:
+    # In check mode the pool (and the snapshot of a clone) may come from an earlier task of the
+    # same play, which made no change: the volume would be created over it.
+    pending = module.check_mode
+    if p["pool"] not in pools and not pending:
         fail_param(module, "pool", "no pool %s" % p["pool"])
-    block = pools[p["pool"]].get("block_size") or 1
+    block = pools.get(p["pool"], {}).get("block_size") or 1
     if size is not None and size % block:
         fail_param(module, "size", "%d is not a multiple of pool %s's block size %d" % (size, p["pool"], block))
     if snapshot is not None:
         snap = info(module, rpc, snapshot)
+        if snap is None and pending:
+            snap = {"kind": "snapshot", "size_bytes": size}
         if not snap or snap.get("kind") != "snapshot":
             fail_param(module, "clone_of", "no snapshot %s" % snapshot)
         plan.add("clone_create", {"snapshot": snapshot, "name": p["name"]},
                  "clone_create %s from %s" % (ref, snapshot))
         after = {"name": ref, "kind": "clone", "size_bytes": snap.get("size_bytes"), "parent": snapshot}
-        if size is not None and size != snap.get("size_bytes"):
+        if size is not None and snap.get("size_bytes") is not None and size != snap.get("size_bytes"):
             plan.add("volume_resize", {"name": ref, "size": size, "force": p["allow_shrink"]},
                      "volume_resize %s %d -> %d" % (ref, snap.get("size_bytes"), size))
             after["size_bytes"] = size
