@@ -113,6 +113,8 @@ def main():
 
     if current:
         origin = current.get("origin")
+        if origin and "/" not in origin:
+            origin = "%s/%s" % (pool, origin)
         if origin and origin != p["volume"]:
             fail_param(module, "volume", "snapshot %s exists of %s, not of %s" % (ref, origin, p["volume"]))
         plan.finish(module, rpc, before, before, refresh=refresh, object=before)
