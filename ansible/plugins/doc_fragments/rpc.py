@@ -35,7 +35,7 @@ attributes:
 options:
   variable_name:
     description:
-      - Name of the role variable this object came from, for example C(ferrite_volumes[2]).
-      - Error messages about a parameter then name C(ferrite_volumes[2].size) instead of C(size).
+      - Name of the role variable this object came from, for example C(volumes_volumes[2]).
+      - Error messages about a parameter then name C(volumes_volumes[2].size) instead of C(size).
     type: str
 """

@@ -132,7 +132,7 @@ def connect(module):
 # ---------------------------------------------------------------- validators
 #
 # Each returns None when the value is valid and an error text otherwise; callers put the
-# variable's name in front, so a message reads "ferrite_volumes[1].size: ...".
+# variable's name in front, so a message reads "volumes_volumes[1].size: ...".
 
 _SIZE_RE = re.compile(r"^\s*([0-9]+)\s*([A-Za-z]*)\s*$")
 _SHIFTS = {

@@ -16,7 +16,7 @@ description:
     C(nvmf_subsystem_remove_listener)), after reading C(nvmf_get_subsystems).
   - A subsystem is reachable, and listed in the discovery log, only on its own listeners. The
     port is bound when the first subsystem adds it and closed when the last one removes it.
-  - Before any change, every new address is checked: one another process already holds fails
+  - Before any change, every new address is checked; one another process already holds fails
     the task naming it, and nothing is changed.
 author: Ferrite contributors
 extends_documentation_fragment:

@@ -14,7 +14,7 @@ version_added: 0.1.0
 description:
   - Checks every object the C(ferrite.storage.volumes) role declares, and the references between
     them and the daemon's current state, and fails naming the variable at fault (for example
-    C(ferrite_volumes[2].size), C(ferrite_subsystems[0].hosts[1])) before any change is made.
+    C(volumes_volumes[2].size), C(volumes_subsystems[0].hosts[1])) before any change is made.
   - Checked are names, NQNs, sizes, block and cluster sizes, NSIDs, UUIDs, listen addresses and
     whether their ports are free (or already ferrited's), references to pools, volumes,
     snapshots and bdevs (declared present, or existing and not declared absent), and objects
@@ -25,27 +25,27 @@ extends_documentation_fragment:
   - ferrite.storage.rpc
 options:
   bdevs:
-    description: The C(ferrite_bdevs) variable.
+    description: The C(volumes_bdevs) variable.
     type: list
     elements: dict
     default: []
   pools:
-    description: The C(ferrite_pools) variable.
+    description: The C(volumes_pools) variable.
     type: list
     elements: dict
     default: []
   volumes:
-    description: The C(ferrite_volumes) variable.
+    description: The C(volumes_volumes) variable.
     type: list
     elements: dict
     default: []
   snapshots:
-    description: The C(ferrite_snapshots) variable.
+    description: The C(volumes_snapshots) variable.
     type: list
     elements: dict
     default: []
   subsystems:
-    description: The C(ferrite_subsystems) variable.
+    description: The C(volumes_subsystems) variable.
     type: list
     elements: dict
     default: []
@@ -54,11 +54,11 @@ options:
 EXAMPLES = r"""
 - name: Check the declaration
   ferrite.storage.ferrite_validate:
-    bdevs: "{{ ferrite_bdevs }}"
-    pools: "{{ ferrite_pools }}"
-    volumes: "{{ ferrite_volumes }}"
-    snapshots: "{{ ferrite_snapshots }}"
-    subsystems: "{{ ferrite_subsystems }}"
+    bdevs: "{{ volumes_bdevs }}"
+    pools: "{{ volumes_pools }}"
+    volumes: "{{ volumes_volumes }}"
+    snapshots: "{{ volumes_snapshots }}"
+    subsystems: "{{ volumes_subsystems }}"
 """
 
 RETURN = r"""
@@ -90,11 +90,11 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
 )
 
 KEYS = {
-    "ferrite_bdevs": ("name", "kind", "path", "size", "block_size", "state"),
-    "ferrite_pools": ("name", "bdevs", "cluster_size", "space_warning", "force", "state"),
-    "ferrite_volumes": ("pool", "name", "size", "thin", "clone_of", "allow_shrink", "state"),
-    "ferrite_snapshots": ("volume", "name", "state"),
-    "ferrite_subsystems": ("nqn", "serial_number", "model_number", "allow_any_host", "max_namespaces",
+    "volumes_bdevs": ("name", "kind", "path", "size", "block_size", "state"),
+    "volumes_pools": ("name", "bdevs", "cluster_size", "space_warning", "force", "state"),
+    "volumes_volumes": ("pool", "name", "size", "thin", "clone_of", "allow_shrink", "state"),
+    "volumes_snapshots": ("volume", "name", "state"),
+    "volumes_subsystems": ("nqn", "serial_number", "model_number", "allow_any_host", "max_namespaces",
                            "hosts", "listeners", "namespaces", "state"),
 }
 
@@ -145,7 +145,7 @@ def validate(p, live):
     """Raises Invalid naming the first bad variable; returns counts."""
     bdev_state = {}
     for i, b in enumerate(p["bdevs"]):
-        where, state = check_keys("ferrite_bdevs", i, b, ("name",))
+        where, state = check_keys("volumes_bdevs", i, b, ("name",))
         err = bdev_name_error(b["name"])
         if err:
             bad(where + ".name", err)
@@ -178,7 +178,7 @@ def validate(p, live):
 
     pool_state = {}
     for i, pool in enumerate(p["pools"]):
-        where, state = check_keys("ferrite_pools", i, pool, ("name",))
+        where, state = check_keys("volumes_pools", i, pool, ("name",))
         err = name_error(pool["name"])
         if err:
             bad(where + ".name", err)
@@ -199,7 +199,7 @@ def validate(p, live):
                     bad(where + ".bdevs", "a list of bdevs is required to create pool %s" % pool["name"])
             for j, member in enumerate(members or []):
                 if not bdev_present(member):
-                    bad("%s.bdevs[%d]" % (where, j), "unknown bdev %s (not in ferrite_bdevs, not in ferrited)" % member)
+                    bad("%s.bdevs[%d]" % (where, j), "unknown bdev %s (not in volumes_bdevs, not in ferrited)" % member)
 
     def pool_present(name):
         state = pool_state.get(name)
@@ -208,7 +208,7 @@ def validate(p, live):
     vol_state = {}
     snap_state = {}
     for i, snap in enumerate(p["snapshots"]):
-        where, state = check_keys("ferrite_snapshots", i, snap, ("volume", "name"))
+        where, state = check_keys("volumes_snapshots", i, snap, ("volume", "name"))
         err = volume_ref_error(snap["volume"])
         if err:
             bad(where + ".volume", err)
@@ -219,7 +219,7 @@ def validate(p, live):
         snap_state[ref] = (state, snap["volume"], where)
 
     for i, vol in enumerate(p["volumes"]):
-        where, state = check_keys("ferrite_volumes", i, vol, ("pool", "name"))
+        where, state = check_keys("volumes_volumes", i, vol, ("pool", "name"))
         for key in ("pool", "name"):
             err = name_error(vol[key])
             if err:
@@ -236,7 +236,7 @@ def validate(p, live):
         if state != "present":
             continue
         if not pool_present(vol["pool"]):
-            bad(where + ".pool", "unknown pool %s (not in ferrite_pools, not in ferrited)" % vol["pool"])
+            bad(where + ".pool", "unknown pool %s (not in volumes_pools, not in ferrited)" % vol["pool"])
         block = live["pools"].get(vol["pool"], {}).get("block_size")
         if size is not None and block and size % block:
             bad(where + ".size", "%d is not a multiple of pool %s's block size %d" % (size, vol["pool"], block))
@@ -248,7 +248,7 @@ def validate(p, live):
                 bad(where + ".clone_of", err)
             declared = snap_state.get(snap)
             if not (declared and declared[0] == "present") and not (declared is None and snap in live["snapshots"]):
-                bad(where + ".clone_of", "unknown snapshot %s (not in ferrite_snapshots, not in ferrited)" % snap)
+                bad(where + ".clone_of", "unknown snapshot %s (not in volumes_snapshots, not in ferrited)" % snap)
         elif size is None and ref not in live["volumes"]:
             bad(where + ".size", "required to create volume %s" % ref)
 
@@ -258,7 +258,7 @@ def validate(p, live):
 
     for ref, (state, volume, where) in snap_state.items():
         if state == "present" and ref not in live["snapshots"] and not volume_present(volume):
-            bad(where + ".volume", "unknown volume %s (not in ferrite_volumes, not in ferrited)" % volume)
+            bad(where + ".volume", "unknown volume %s (not in volumes_volumes, not in ferrited)" % volume)
 
     def exportable(name):
         if name in vol_state or name in snap_state:
@@ -272,7 +272,7 @@ def validate(p, live):
     claimed = {}
     bound = live["bound"]
     for i, sub in enumerate(p["subsystems"]):
-        where, state = check_keys("ferrite_subsystems", i, sub, ("nqn",))
+        where, state = check_keys("volumes_subsystems", i, sub, ("nqn",))
         err = subsystem_nqn_error(sub["nqn"])
         if err:
             bad(where + ".nqn", err)
@@ -332,15 +332,15 @@ def validate(p, live):
     # Objects declared absent that a present declaration still uses.
     for ref, state in vol_state.items():
         if state == "absent" and ref in claimed:
-            bad(claimed[ref] + ".bdev", "%s is declared absent in ferrite_volumes" % ref)
+            bad(claimed[ref] + ".bdev", "%s is declared absent in volumes_volumes" % ref)
     for ref, (state, _, where) in snap_state.items():
         if state == "absent" and ref in claimed:
-            bad(claimed[ref] + ".bdev", "%s is declared absent in ferrite_snapshots" % ref)
+            bad(claimed[ref] + ".bdev", "%s is declared absent in volumes_snapshots" % ref)
     for name, state in pool_state.items():
         if state == "absent":
             for ref, vstate in vol_state.items():
                 if vstate == "present" and ref.split("/")[0] == name:
-                    bad("ferrite_volumes", "%s is declared present but its pool %s is declared absent" % (ref, name))
+                    bad("volumes_volumes", "%s is declared present but its pool %s is declared absent" % (ref, name))
     return dict((k, len(p[k])) for k in ("bdevs", "pools", "volumes", "snapshots", "subsystems"))
 
 
