@@ -16,7 +16,7 @@ description:
     C(bdev_file_create) and C(bdev_delete), after reading C(bdev_list).
   - An existing bdev is never recreated; a declared kind, file or size it does not have fails
     the task naming the parameter.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

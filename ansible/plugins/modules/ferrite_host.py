@@ -17,7 +17,7 @@ description:
     C(nvmf_get_subsystems).
   - A removed host's controllers are failed and their connections closed, unless the
     subsystem allows any host.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

@@ -15,7 +15,7 @@ description:
   - Returns ferrited's bdevs, pools, volumes, snapshots and subsystems
     (C(bdev_list), C(pool_list), C(volume_list), C(snapshot_list), C(nvmf_get_subsystems)) and,
     optionally, its running configuration (C(save_config)).
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
 options:

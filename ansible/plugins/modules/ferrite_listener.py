@@ -18,7 +18,7 @@ description:
     port is bound when the first subsystem adds it and closed when the last one removes it.
   - Before any change, every new address is checked; one another process already holds fails
     the task naming it, and nothing is changed.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable
@@ -159,7 +159,7 @@ def main():
     keys = [w[0] for w in wanted]
     if p["state"] == "absent":
         after = [k for k in current if k not in keys]
-        for key, given, _ in wanted:
+        for key, given, dummy in wanted:
             if key in current:
                 plan.add("nvmf_subsystem_remove_listener", listener_params(nqn, given),
                          "nvmf_subsystem_remove_listener %s %s" % (nqn, show(key)))
@@ -177,7 +177,7 @@ def main():
                     plan.add("nvmf_subsystem_remove_listener",
                              listener_params(nqn, {"traddr": key[1], "trsvcid": key[2]}),
                              "nvmf_subsystem_remove_listener %s %s" % (nqn, show(key)))
-        for key, given, _ in wanted:
+        for key, given, dummy in wanted:
             if key not in current:
                 plan.add("nvmf_subsystem_add_listener", listener_params(nqn, given),
                          "nvmf_subsystem_add_listener %s %s" % (nqn, show(key)))

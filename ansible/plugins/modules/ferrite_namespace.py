@@ -18,7 +18,7 @@ description:
     reconnecting.
   - A namespace is matched by I(nsid) when given, else by its bdev. One whose bdev, UUID or
     NGUID differs from the declaration is removed and added again.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

@@ -16,7 +16,7 @@ description:
     C(transport)), and runs C(nvme connect) only when no controller of the subsystem is connected
     through the address, or C(nvme disconnect -d) for each one that is, with I(state=absent).
   - The kernel's C(nvme-tcp) module must be loaded to connect (the C(nvmeof_host) role loads it).
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc.variable
 options:

@@ -16,7 +16,7 @@ description:
     (C(pool_set_space_warning)) or destroys it (C(pool_delete)), after reading C(pool_list).
   - The members and cluster size of an existing pool cannot change; declaring others fails the
     task naming the parameter.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

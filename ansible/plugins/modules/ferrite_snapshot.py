@@ -15,7 +15,7 @@ description:
   - Takes a read-only snapshot of a live volume (C(snapshot_create)) or deletes one
     (C(snapshot_delete)), after reading C(volume_info).
   - A snapshot is the bdev C(<pool>/<name>); it can be exported write-protected or cloned.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

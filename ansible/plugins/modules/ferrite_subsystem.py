@@ -19,7 +19,7 @@ description:
     M(ferrite.storage.ferrite_host) and M(ferrite.storage.ferrite_listener).
   - Serial number, model number and maximum namespaces are set at creation; declaring other
     values for an existing subsystem fails the task naming the parameter.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable

@@ -20,7 +20,7 @@ description:
     snapshots and bdevs (declared present, or existing and not declared absent), and objects
     declared absent that a present one still uses.
   - Never changes anything.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
 options:
@@ -333,7 +333,7 @@ def validate(p, live):
     for ref, state in vol_state.items():
         if state == "absent" and ref in claimed:
             bad(claimed[ref] + ".bdev", "%s is declared absent in volumes_volumes" % ref)
-    for ref, (state, _, where) in snap_state.items():
+    for ref, (state, dummy, where) in snap_state.items():
         if state == "absent" and ref in claimed:
             bad(claimed[ref] + ".bdev", "%s is declared absent in volumes_snapshots" % ref)
     for name, state in pool_state.items():

@@ -16,7 +16,7 @@ description:
     (C(clone_create)), resizes it online (C(volume_resize)) or deletes it (C(volume_delete)),
     after reading C(volume_list).
   - Every volume is the bdev C(<pool>/<name>), which M(ferrite.storage.ferrite_namespace) exports.
-author: Ferrite contributors
+author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable
