@@ -48,6 +48,10 @@ if [[ -x /bin/busybox ]] && ! (LC_ALL=C file -L /bin/busybox 2>/dev/null || true
   fi
 fi
 
+# The Ansible collection's lint and playbook test: ansible-core and ansible-lint from PyPI in
+# venvs under ~/.cache/ferrite (reused while tests/ansible/requirements.txt is unchanged).
+bash "$(dirname "$0")/ansible/venv.sh"
+
 if ((${#missing[@]} == 0)); then
   echo "install-deps: everything is already installed"
   exit 0
