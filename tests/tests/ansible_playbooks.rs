@@ -31,10 +31,17 @@ fn ensure_ferritectl(bin_dir: &Path) {
     let target_dir = bin_dir.parent().expect("the binary directory has a parent");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "ferrite-daemon", "--bin", "ferritectl"])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd.args([
+        "build",
+        "--quiet",
+        "-p",
+        "ferrite-daemon",
+        "--bin",
+        "ferritectl",
+    ])
+    .arg("--target-dir")
+    .arg(target_dir)
+    .current_dir(env!("CARGO_MANIFEST_DIR"));
     match profile {
         "debug" => {}
         "release" => {
