@@ -387,6 +387,28 @@ def variable_name_spec():
     return dict(variable_name=dict(type="str"))
 
 
+def object_spec(**options):
+    """The argument spec of a module managing one kind of object: its own `options`, the
+    connection options and `variable_name`."""
+    spec = dict(options)
+    spec.update(rpc_argument_spec())
+    spec.update(variable_name_spec())
+    return spec
+
+
+def subsystem_part(module, current):
+    """A subsystem's hosts, listeners or namespaces as read (None: no such subsystem).
+
+    Nothing is removed from a subsystem that does not exist; in check mode a missing one may
+    come from an earlier task of the same play, so it counts as empty. Otherwise the module
+    fails naming `nqn`."""
+    if current is not None:
+        return current
+    if module.params["state"] == "present" and not module.check_mode:
+        fail_param(module, "nqn", "no subsystem %s" % module.params["nqn"])
+    return []
+
+
 def call_or_none(module, rpc, method, params=None):
     """A read-only call whose not-found answer (-19) is None; other errors fail the module."""
     try:

@@ -86,8 +86,7 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     connect,
     fail_param,
     parse_size,
-    rpc_argument_spec,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -97,7 +96,7 @@ def find_bdev(module, rpc, name):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         name=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         kind=dict(type="str", choices=["malloc", "file"], default="file"),
@@ -105,8 +104,6 @@ def main():
         size=dict(type="str"),
         block_size=dict(type="int"),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
 

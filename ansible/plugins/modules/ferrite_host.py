@@ -71,10 +71,10 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     call_or_none,
     connect,
     fail_param,
+    subsystem_part,
     nqn_error,
-    rpc_argument_spec,
     subsystem_nqn_error,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -86,14 +86,12 @@ def allowed(module, rpc, nqn):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         nqn=dict(type="str", required=True),
         hosts=dict(type="list", elements="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         exclusive=dict(type="bool", default=False),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     nqn = p["nqn"]
@@ -108,12 +106,7 @@ def main():
 
     rpc = connect(module)
     current = allowed(module, rpc, nqn)
-    if current is None:
-        # Nothing to remove from a subsystem that does not exist; in check mode it may come
-        # from an earlier task of the same play.
-        if p["state"] == "present" and not module.check_mode:
-            fail_param(module, "nqn", "no subsystem %s" % nqn)
-        current = []
+    current = subsystem_part(module, current)
     plan = Plan()
     wanted = sorted(set(p["hosts"]))
     if p["state"] == "absent":

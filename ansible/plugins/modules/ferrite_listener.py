@@ -88,14 +88,14 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     call_or_fail,
     connect,
     fail_param,
+    subsystem_part,
     ferrited_listen_keys,
     listener_error,
     listener_key,
     listener_params,
     port_in_use_error,
-    rpc_argument_spec,
     subsystem_nqn_error,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -121,14 +121,12 @@ def main():
         traddr=dict(type="str", required=True),
         trsvcid=dict(type="str", required=True),
     )
-    spec = dict(
+    spec = object_spec(
         nqn=dict(type="str", required=True),
         listeners=dict(type="list", elements="dict", required=True, options=listener_spec),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         exclusive=dict(type="bool", default=False),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     nqn = p["nqn"]
@@ -149,12 +147,7 @@ def main():
 
     rpc = connect(module)
     current, bound = state(module, rpc, nqn)
-    if current is None:
-        # Nothing to remove from a subsystem that does not exist; in check mode it may come
-        # from an earlier task of the same play.
-        if p["state"] == "present" and not module.check_mode:
-            fail_param(module, "nqn", "no subsystem %s" % nqn)
-        current = []
+    current = subsystem_part(module, current)
     plan = Plan()
     keys = [w[0] for w in wanted]
     if p["state"] == "absent":

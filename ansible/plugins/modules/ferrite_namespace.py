@@ -90,9 +90,9 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     fail_param,
     hex16_error,
     normalize_hex16,
-    rpc_argument_spec,
+    object_spec,
     subsystem_nqn_error,
-    variable_name_spec,
+    subsystem_part,
 )
 
 
@@ -123,14 +123,12 @@ def main():
         uuid=dict(type="str"),
         nguid=dict(type="str"),
     )
-    spec = dict(
+    spec = object_spec(
         nqn=dict(type="str", required=True),
         namespaces=dict(type="list", elements="dict", required=True, options=ns_spec),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         exclusive=dict(type="bool", default=False),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
     nqn = p["nqn"]
@@ -140,12 +138,7 @@ def main():
         fail_param(module, "nqn", err)
     rpc = connect(module)
     current, max_ns = read(module, rpc, nqn)
-    if current is None:
-        # Nothing to remove from a subsystem that does not exist; in check mode it may come
-        # from an earlier task of the same play.
-        if p["state"] == "present" and not module.check_mode:
-            fail_param(module, "nqn", "no subsystem %s" % nqn)
-        current, max_ns = [], 1024
+    current = subsystem_part(module, current)
     bdevs = set(b.get("name") for b in call_or_fail(module, rpc, "bdev_list"))
 
     wanted = p["namespaces"]

@@ -76,8 +76,7 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     fail_param,
     name_error,
     parse_size,
-    rpc_argument_spec,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -100,7 +99,7 @@ def summary(pool):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         name=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         bdevs=dict(type="list", elements="str"),
@@ -108,8 +107,6 @@ def main():
         space_warning=dict(type="int"),
         force=dict(type="bool", default=False),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
 

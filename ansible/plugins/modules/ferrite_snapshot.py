@@ -61,8 +61,7 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     connect,
     fail_param,
     name_error,
-    rpc_argument_spec,
-    variable_name_spec,
+    object_spec,
     volume_ref_error,
 )
 
@@ -78,13 +77,11 @@ def summary(snap):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         volume=dict(type="str", required=True),
         name=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
 

@@ -74,9 +74,8 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     call_or_none,
     connect,
     fail_param,
-    rpc_argument_spec,
     subsystem_nqn_error,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -98,7 +97,7 @@ def summary(sub):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         nqn=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
         serial_number=dict(type="str"),
@@ -106,8 +105,6 @@ def main():
         allow_any_host=dict(type="bool", default=False),
         max_namespaces=dict(type="int"),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
 

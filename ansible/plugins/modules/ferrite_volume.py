@@ -92,8 +92,7 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     fail_param,
     name_error,
     parse_size,
-    rpc_argument_spec,
-    variable_name_spec,
+    object_spec,
 )
 
 
@@ -114,7 +113,7 @@ def summary(vol):
 
 
 def main():
-    spec = dict(
+    spec = object_spec(
         pool=dict(type="str", required=True),
         name=dict(type="str", required=True),
         state=dict(type="str", choices=["present", "absent"], default="present"),
@@ -123,8 +122,6 @@ def main():
         clone_of=dict(type="str"),
         allow_shrink=dict(type="bool", default=False),
     )
-    spec.update(rpc_argument_spec())
-    spec.update(variable_name_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
 
