@@ -66,6 +66,10 @@ install_cargo_tools() {
   fi
 }
 
+# The Ansible collection's lint and playbook test: ansible-core and ansible-lint from PyPI in
+# venvs under ~/.cache/ferrite (reused while tests/ansible/requirements.txt is unchanged).
+bash "$(dirname "$0")/ansible/venv.sh"
+
 if ((${#missing[@]} == 0)); then
   install_cargo_tools
   echo "install-deps: everything is already installed"
