@@ -105,7 +105,10 @@ impl BlockDevice for JournaledBdev {
         self.inner.allocated_blocks()
     }
 
-    fn open_channel(&self, buffers: &[&[(usize, usize)]]) -> Result<Box<dyn IoChannel>, BdevError> {
+    fn open_channel(
+        &self,
+        buffers: &[&ferrite_bdev::PoolRegions],
+    ) -> Result<Box<dyn IoChannel>, BdevError> {
         let inner = self.inner.open_channel(buffers)?;
         let journal_ch = self.journal.device().open_channel(&[])?;
         let slot_bytes = (self.journal.slot_blocks() * self.journal.block_size()) as usize;
