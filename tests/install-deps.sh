@@ -25,6 +25,8 @@ needs=(
   "bash|bash"
   # ferrite-tape's catalog links the system SQLite (rusqlite without the bundled copy)
   "/usr/lib/*/libsqlite3.so|libsqlite3-dev"
+  # the Ansible collection's checks run from Python venvs (tests/ansible/venv.sh)
+  "/usr/lib/python3*/ensurepip/__init__.py|python3-venv"
 )
 
 have() {
@@ -59,19 +61,18 @@ if [[ -x /bin/busybox ]] && ! (LC_ALL=C file -L /bin/busybox 2>/dev/null || true
   fi
 fi
 
-install_cargo_tools() {
+install_tools() {
   if ! cargo nextest --version >/dev/null 2>&1; then
     echo "install-deps: installing cargo-nextest"
     cargo install cargo-nextest --locked
   fi
+  # The Ansible collection's lint and playbook test: ansible-core and ansible-lint from PyPI in
+  # venvs under ~/.cache/ferrite (reused while tests/ansible/requirements.txt is unchanged).
+  bash "$(dirname "$0")/ansible/venv.sh"
 }
 
-# The Ansible collection's lint and playbook test: ansible-core and ansible-lint from PyPI in
-# venvs under ~/.cache/ferrite (reused while tests/ansible/requirements.txt is unchanged).
-bash "$(dirname "$0")/ansible/venv.sh"
-
 if ((${#missing[@]} == 0)); then
-  install_cargo_tools
+  install_tools
   echo "install-deps: everything is already installed"
   exit 0
 fi
@@ -86,4 +87,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
-install_cargo_tools
+install_tools
