@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{free_port, shared_config, Ferrited, GOOD_HOST, GOOD_NQN, NQN};
 use ferrite_host::{RawConnection, RawEvent};
 use ferrite_nvme::command::opcode;
-use ferrite_nvme::fabrics::{property, PropertyGet, PropertySize};
+use ferrite_nvme::fabrics::{property, Cc, Csts, PropertyGet, PropertySet, PropertySize};
 use ferrite_nvme::Command as NvmeCommand;
 
 const BASELINE: &str = "shared/baseline/spdk-v25.09";
@@ -224,6 +224,43 @@ fn sgl(cmd: NvmeCommand) -> NvmeCommand {
     RawConnection::with_transport_sgl(cmd, 0)
 }
 
+/// Sends a command without data (it carries its cid) and returns its completion.
+fn call(q: &mut RawConnection, cmd: NvmeCommand, t: Duration) -> ferrite_nvme::Completion {
+    let cid = cmd.cid.get();
+    q.send_capsule(&sgl(cmd), &[]).expect("send");
+    match q.recv(t).expect("recv") {
+        RawEvent::Pdu(p) => {
+            let cqe = p
+                .capsule_resp()
+                .unwrap_or_else(|| panic!("cid {cid}: expected a CapsuleResp, got {p:?}"));
+            assert_eq!(cqe.cid(), cid);
+            assert!(cqe.status().is_success(), "cid {cid}: {}", cqe.status());
+            cqe
+        }
+        other => panic!("cid {cid}: expected a CapsuleResp, got {other:?}"),
+    }
+}
+
+/// Sets CC.EN and waits (by deadline) for CSTS.RDY.
+fn enable(q: &mut RawConnection, t: Duration) {
+    let cc = Cc::build(true, 0, 0, 0, 0, 6, 4);
+    let set = PropertySet {
+        size: PropertySize::Four,
+        offset: property::CC,
+        value: u64::from(cc.0),
+    };
+    call(q, set.to_command(1), t);
+    let get = PropertyGet {
+        size: PropertySize::Four,
+        offset: property::CSTS,
+    };
+    let deadline = Instant::now() + t;
+    while !Csts(call(q, get.to_command(2), t).result64() as u32).rdy() {
+        assert!(Instant::now() < deadline, "CSTS.RDY never became 1");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// What SPDK's initiator does at detach, without SPDK: it completes its outstanding AER locally
 /// (no Abort goes out) and reuses that AER's command id for the next admin command. The target
 /// drops the abandoned AER and serves the new command instead of terminating the queue.
@@ -237,6 +274,8 @@ fn a_reused_aer_command_id_replaces_the_abandoned_aer() {
         .connect_admin(NQN, &hostnqn, [0x42; 16], T)
         .expect("admin Connect");
     assert!(cqe.status().is_success(), "{}", cqe.status());
+    // A disabled controller refuses AERs (Command Sequence Error): enable it first, as a host does.
+    enable(&mut q, T);
     // Two AERs outstanding (cids 3 and 4), as SPDK keeps them.
     for cid in [3, 4] {
         q.send_capsule(

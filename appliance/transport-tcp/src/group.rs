@@ -20,6 +20,8 @@ use crate::transport::TcpOptions;
 
 /// Socket events taken per epoll_wait.
 const MAX_EVENTS: usize = 256;
+/// Connections with staged commands kept per poll before the lists grow (they then keep the size).
+const STAGED_CAPACITY: usize = 64;
 
 pub(crate) struct SocketGroup {
     nvmf: PollGroup,
@@ -34,6 +36,8 @@ pub(crate) struct SocketGroup {
     dirty: Vec<u32>,
     /// Connections that left complete commands in staging (their read budget ran out).
     staged: Vec<u32>,
+    /// The list `staged` is swapped with while it is served, so neither is reallocated per poll.
+    staged_serving: Vec<u32>,
     connections: Arc<AtomicUsize>,
     opts: TcpOptions,
 }
@@ -67,7 +71,8 @@ impl SocketGroup {
             events: Vec::with_capacity(MAX_EVENTS),
             group_events: Vec::new(),
             dirty: Vec::new(),
-            staged: Vec::new(),
+            staged: Vec::with_capacity(STAGED_CAPACITY),
+            staged_serving: Vec::with_capacity(STAGED_CAPACITY),
             connections,
             opts,
         }
@@ -157,12 +162,15 @@ impl SocketGroup {
             return false;
         }
         let mut busy = false;
-        for id in std::mem::take(&mut self.staged) {
+        std::mem::swap(&mut self.staged, &mut self.staged_serving);
+        for i in 0..self.staged_serving.len() {
+            let id = self.staged_serving[i];
             if self.conns.get(id as usize).is_some_and(Option::is_some) {
                 busy = true;
                 self.read_conn(id, cx);
             }
         }
+        self.staged_serving.clear();
         for i in 0..self.events.len() {
             let ev = self.events[i];
             let id = ev.data.u64() as u32;
