@@ -212,6 +212,7 @@ fn spdk_identify_and_perf_attach_run_and_detach_cleanly() {
     // connect, and logged.
     let log = t.log_text();
     assert!(log.contains("empty Host NQN: accepted"), "{log}");
+    assert!(log.contains("host (empty Host NQN) connected"), "{log}");
     assert!(
         !log.contains("terminating connection"),
         "ferrited dropped a connection:\n{log}"

@@ -191,8 +191,14 @@ impl PollGroup {
             ctrl.lock().queue_reactors.insert(0, cx.reactor_index());
             ctrl.register_counters(Arc::clone(&self.qpair(conn).expect("live").counters));
             let cntlid = ctrl.cntlid;
+            // An empty Host NQN (SPDK's default) is named as such, not logged as a blank.
+            let host = if hostnqn.is_empty() {
+                "(empty Host NQN)"
+            } else {
+                hostnqn
+            };
             log::info!(
-                "controller {cntlid}: host {hostnqn} connected to {subnqn} (kato {} ms)",
+                "controller {cntlid}: host {host} connected to {subnqn} (kato {} ms)",
                 params.kato
             );
             let qp = self.qpair_mut(conn).expect("live");
