@@ -1,12 +1,14 @@
 //! What a task sees of its reactor while it runs.
 
 use std::os::fd::BorrowedFd;
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::buffer::{BufferPool, IoBuf};
 use crate::error::ReactorError;
 use crate::handle::Spawner;
 use crate::poller::Poller;
+use crate::waker::ReactorWaker;
 
 /// The reactor's context, lent to each task's `poll` and messages. Owned by one reactor.
 #[derive(Debug)]
@@ -122,6 +124,11 @@ impl TaskContext {
     /// closed and pending messages are dropped unrun.
     pub fn request_stop(&mut self) {
         self.stop_requested = true;
+    }
+
+    /// Rings this reactor from any thread (see [`ReactorWaker`]).
+    pub fn waker(&self) -> ReactorWaker {
+        ReactorWaker::new(Arc::clone(&self.spawner.shared()[self.index]))
     }
 
     /// Spawns tasks on any reactor of this runtime.

@@ -65,6 +65,7 @@ mod shared;
 mod slot;
 mod task;
 mod timer;
+mod waker;
 
 pub use buffer::{BufferPool, IoBuf, PoolId, PoolRegions, PoolStats, BUF_ALIGN};
 pub use clock::{Clock, ManualClock, RealClock};
@@ -78,3 +79,4 @@ pub use runtime::{Runtime, RuntimeConfig};
 pub use shared::ReactorStats;
 pub use task::{PollStatus, Task, TaskId};
 pub use timer::{TimerId, Timers};
+pub use waker::ReactorWaker;

@@ -80,7 +80,7 @@ impl<S: Task> AnyTask for TaskSlot<S> {
     }
 
     fn has_mail(&self) -> bool {
-        !self.inbox.queue.is_empty()
+        !self.inbox.queue.is_empty() || self.state.has_pending_work()
     }
 
     fn as_any_mut(&mut self) -> &mut dyn Any {

@@ -15,23 +15,27 @@ use crate::{Provisioning, Volume, VolumeError, VolumeKind};
 const MAX_VOLUME_BYTES: u64 = 1 << 60;
 
 impl Owner {
-    pub(crate) fn command(&mut self, cmd: Cmd) -> Result<Reply, VolumeError> {
+    pub(crate) async fn command(&mut self, cmd: Cmd) -> Result<Reply, VolumeError> {
         match cmd {
             Cmd::Create { name, size, prov } => self
                 .create(&name, size, prov)
+                .await
                 .map(|v| Reply::Volumes(vec![v])),
             Cmd::Resize { name, size, force } => {
-                self.resize(&name, size, force).map(|()| Reply::Done)
+                self.resize(&name, size, force).await.map(|()| Reply::Done)
             }
-            Cmd::Rename { name, new_name } => self.rename(&name, &new_name).map(|()| Reply::Done),
-            Cmd::Delete { name } => self.delete(&name).map(|()| Reply::Done),
-            Cmd::Inflate { name } => self.inflate(&name).map(|()| Reply::Done),
-            Cmd::Snapshot { pairs } => self.snapshot(&pairs).map(Reply::Volumes),
+            Cmd::Rename { name, new_name } => {
+                self.rename(&name, &new_name).await.map(|()| Reply::Done)
+            }
+            Cmd::Delete { name } => self.delete(&name).await.map(|()| Reply::Done),
+            Cmd::Inflate { name } => self.inflate(&name).await.map(|()| Reply::Done),
+            Cmd::Snapshot { pairs } => self.snapshot(&pairs).await.map(Reply::Volumes),
             Cmd::Clone { snapshot, name } => self
                 .clone_snap(&snapshot, &name)
+                .await
                 .map(|v| Reply::Volumes(vec![v])),
             Cmd::Revert { volume, snapshot } => {
-                self.revert(&volume, &snapshot).map(|()| Reply::Done)
+                self.revert(&volume, &snapshot).await.map(|()| Reply::Done)
             }
             Cmd::Info => Ok(Reply::Info(Box::new(self.info()))),
             Cmd::VolumeInfo(id) => self
@@ -100,7 +104,11 @@ impl Owner {
     }
 
     /// MapCluster ops giving every unallocated entry in `range` of `vol` a free cluster.
-    fn thick_fill(&mut self, vol: VolId, range: std::ops::Range<u64>) -> Result<(), VolumeError> {
+    async fn thick_fill(
+        &mut self,
+        vol: VolId,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), VolumeError> {
         let need = range
             .clone()
             .filter(|&vc| self.state.table(vol)[vc as usize] == NONE)
@@ -114,14 +122,14 @@ impl Owner {
             if self.state.table(vol)[vc as usize] != NONE {
                 continue;
             }
-            let Some(pc) = self.take_free()? else {
+            let Some(pc) = self.take_free().await? else {
                 return Err(self.full(need));
             };
             let op = Op::MapCluster { vol, vc, pc };
             self.apply(std::slice::from_ref(&op))?;
             ops.push(op);
         }
-        self.log(&ops)
+        self.log(&ops).await
     }
 
     fn full(&self, needed: u64) -> VolumeError {
@@ -132,7 +140,7 @@ impl Owner {
         }
     }
 
-    fn create(
+    async fn create(
         &mut self,
         name: &str,
         size: u64,
@@ -149,15 +157,15 @@ impl Owner {
         }
         let rec = self.rec(name, VolumeKind::Volume, size, None, None, prov);
         let id = rec.id;
-        self.commit(vec![Op::CreateVolume(rec)])?;
+        self.commit(vec![Op::CreateVolume(rec)]).await?;
         if prov == Provisioning::Thick {
-            self.thick_fill(id, 0..n)?;
+            self.thick_fill(id, 0..n).await?;
         }
         self.space_check();
         Ok(self.make_volume(id))
     }
 
-    fn resize(&mut self, name: &str, size: u64, force: bool) -> Result<(), VolumeError> {
+    async fn resize(&mut self, name: &str, size: u64, force: bool) -> Result<(), VolumeError> {
         let rec = self.find(name)?;
         if rec.kind == VolumeKind::Snapshot {
             return Err(VolumeError::ReadOnly(name.into()));
@@ -185,23 +193,24 @@ impl Owner {
             }
             self.check_refs(need)?;
         }
-        self.commit(vec![Op::Resize { vol: rec.id, size }])?;
+        self.commit(vec![Op::Resize { vol: rec.id, size }]).await?;
         if rec.prov == Provisioning::Thick && n > old_n {
-            self.thick_fill(rec.id, old_n..n)?;
+            self.thick_fill(rec.id, old_n..n).await?;
         }
         self.publish_volume(rec.id);
-        self.drain(&BTreeSet::from([rec.id]))?;
+        self.drain(&BTreeSet::from([rec.id])).await?;
         self.space_check();
         Ok(())
     }
 
-    fn rename(&mut self, name: &str, new_name: &str) -> Result<(), VolumeError> {
+    async fn rename(&mut self, name: &str, new_name: &str) -> Result<(), VolumeError> {
         let rec = self.find(name)?;
         self.new_name(new_name)?;
         self.commit(vec![Op::Rename {
             vol: rec.id,
             name: new_name.into(),
-        }])?;
+        }])
+        .await?;
         let pool = Arc::clone(&self.shared);
         let mut reg = pool.volumes.write().expect("volume registry lock");
         if let Some(old) = reg.remove(name) {
@@ -215,14 +224,14 @@ impl Owner {
         Ok(())
     }
 
-    fn delete(&mut self, name: &str) -> Result<(), VolumeError> {
+    async fn delete(&mut self, name: &str) -> Result<(), VolumeError> {
         let rec = self.find(name)?;
         if let Some(vs) = self.vols.get(&rec.id).cloned() {
             vs.deleted.store(true, Ordering::Release);
             // No request may still use its clusters once they are released.
-            self.drain(&BTreeSet::from([rec.id]))?;
+            self.drain(&BTreeSet::from([rec.id])).await?;
         }
-        self.commit(vec![Op::DeleteVolume { vol: rec.id }])?;
+        self.commit(vec![Op::DeleteVolume { vol: rec.id }]).await?;
         self.forget_volume(rec.id, name);
         // Sharing changed for whoever shared clusters with it.
         let ids: Vec<VolId> = self.state.volumes.keys().copied().collect();
@@ -233,7 +242,7 @@ impl Owner {
         Ok(())
     }
 
-    fn inflate(&mut self, name: &str) -> Result<(), VolumeError> {
+    async fn inflate(&mut self, name: &str) -> Result<(), VolumeError> {
         let rec = self.find(name)?;
         if rec.kind != VolumeKind::Clone {
             return Err(VolumeError::NotAClone(name.into()));
@@ -249,8 +258,8 @@ impl Owner {
         }
         for chunk in shared.chunks(64) {
             let cows: Vec<(VolId, u64)> = chunk.iter().map(|&vc| (rec.id, vc)).collect();
-            let (ops, no_room) = self.copy_on_write(&cows)?;
-            self.log(&ops)?;
+            let (ops, no_room) = self.copy_on_write(&cows).await?;
+            self.log(&ops).await?;
             for &(vol, vc) in &cows {
                 self.publish_entry(vol, vc);
             }
@@ -258,12 +267,15 @@ impl Owner {
                 return Err(self.full(no_room.len() as u64));
             }
         }
-        self.commit(vec![Op::Detach { vol: rec.id }])?;
+        self.commit(vec![Op::Detach { vol: rec.id }]).await?;
         self.space_check();
         Ok(())
     }
 
-    fn snapshot(&mut self, pairs: &[(String, String)]) -> Result<Vec<Arc<Volume>>, VolumeError> {
+    async fn snapshot(
+        &mut self,
+        pairs: &[(String, String)],
+    ) -> Result<Vec<Arc<Volume>>, VolumeError> {
         let mut names = BTreeSet::new();
         let mut srcs = BTreeSet::new();
         let mut added = 0;
@@ -296,9 +308,9 @@ impl Owner {
         for &id in &srcs {
             self.publish_volume(id);
         }
-        self.drain(&srcs)?;
-        self.flush_members()?;
-        self.log(&ops)?;
+        self.drain(&srcs).await?;
+        self.flush_members().await?;
+        self.log(&ops).await?;
         let mut out = Vec::new();
         for op in &ops {
             if let Op::Snapshot { rec, .. } = op {
@@ -308,7 +320,7 @@ impl Owner {
         Ok(out)
     }
 
-    fn clone_snap(&mut self, snapshot: &str, name: &str) -> Result<Arc<Volume>, VolumeError> {
+    async fn clone_snap(&mut self, snapshot: &str, name: &str) -> Result<Arc<Volume>, VolumeError> {
         let snap = self.find(snapshot)?;
         if snap.kind != VolumeKind::Snapshot {
             return Err(VolumeError::NotASnapshot(snapshot.into()));
@@ -324,11 +336,11 @@ impl Owner {
             snap.prov,
         );
         let id = rec.id;
-        self.commit(vec![Op::Clone { snap: snap.id, rec }])?;
+        self.commit(vec![Op::Clone { snap: snap.id, rec }]).await?;
         Ok(self.make_volume(id))
     }
 
-    fn revert(&mut self, volume: &str, snapshot: &str) -> Result<(), VolumeError> {
+    async fn revert(&mut self, volume: &str, snapshot: &str) -> Result<(), VolumeError> {
         let vol = self.find(volume)?;
         let snap = self.find(snapshot)?;
         if snap.kind != VolumeKind::Snapshot {
@@ -355,13 +367,14 @@ impl Owner {
                 );
             }
         }
-        self.drain(&BTreeSet::from([vol.id]))?;
+        self.drain(&BTreeSet::from([vol.id])).await?;
         self.commit(vec![Op::Revert {
             vol: vol.id,
             snap: snap.id,
-        }])?;
+        }])
+        .await?;
         self.publish_volume(vol.id);
-        self.drain(&BTreeSet::from([vol.id]))?;
+        self.drain(&BTreeSet::from([vol.id])).await?;
         Ok(())
     }
 

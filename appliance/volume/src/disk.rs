@@ -1,18 +1,23 @@
-//! Synchronous I/O on the member devices for the owner thread (and `probe`): submit one
-//! request on the thread's own channel and poll until it completes or its deadline passes.
-//! Never used by reactors.
+//! The owner's I/O on the member devices: asynchronous requests on the owner's own channels
+//! (opened on its reactor), each with a deadline. `probe`, which runs on a control thread
+//! before any owner exists, keeps a blocking one-request helper (`run`).
 //!
 //! A member that does not answer within the deadline (`Pool::set_member_timeout`, default
 //! [`MEMBER_TIMEOUT`]) fails the request with ETIMEDOUT and is marked hung: later requests to
 //! it fail at once, and its channel, which still owns the request, is leaked rather than
 //! dropped when the pool stops (dropping may wait for the request forever).
 
+use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use ferrite_bdev::{BdevError, BdevIo, BlockDevice, Capabilities, IoChannel, IoKind};
 use ferrite_reactor::IoBuf;
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
+
+use crate::exec::Hub;
 
 /// Largest single transfer the owner issues (further capped by each member).
 const CHUNK: u64 = 1 << 20;
@@ -33,6 +38,7 @@ pub(crate) struct Disks {
     pub members: Vec<Member>,
     /// Deadline of each member request.
     pub timeout: Duration,
+    pub hub: Rc<Hub>,
 }
 
 impl Drop for Disks {
@@ -57,12 +63,12 @@ impl std::fmt::Debug for Disks {
     }
 }
 
-fn timed_out() -> BdevError {
+pub(crate) fn timed_out() -> BdevError {
     BdevError::Io(std::io::Error::from_raw_os_error(libc::ETIMEDOUT))
 }
 
-/// Runs one request to completion on `ch`; ETIMEDOUT once `timeout` has passed (the request
-/// then stays in the channel).
+/// Runs one request to completion on `ch`, blocking the calling (control) thread in poll(2)
+/// on the channel's wakeup fd; ETIMEDOUT once `timeout` has passed. For `Pool::probe` only.
 pub(crate) fn run(
     ch: &mut dyn IoChannel,
     kind: IoKind,
@@ -70,63 +76,80 @@ pub(crate) fn run(
     timeout: Duration,
 ) -> Result<Option<IoBuf>, BdevError> {
     let deadline = Instant::now() + timeout;
-    let mut io = BdevIo::new(0, kind, buf);
-    loop {
-        match ch.submit(io) {
-            Ok(()) => break,
-            Err((back, BdevError::QueueFull)) => {
-                io = back;
-                ch.poll(16, &mut |_, _| {});
-                if Instant::now() > deadline {
-                    return Err(timed_out());
-                }
-                std::thread::yield_now();
-            }
-            Err((_, e)) => return Err(e),
-        }
+    if let Err((_, e)) = ch.submit(BdevIo::new(0, kind, buf)) {
+        return Err(e);
     }
     let mut out = None;
-    let mut waits = 0u32;
     while out.is_none() {
-        if ch.poll(1, &mut |io, r| out = Some(r.map(|()| io.buf))) == 0 {
-            if Instant::now() > deadline {
-                return Err(timed_out());
+        if ch.poll(1, &mut |io, r| out = Some(r.map(|()| io.buf))) > 0 {
+            break;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        match ch.wakeup_fd() {
+            Some(fd) => {
+                let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
+                let ts =
+                    Timespec::try_from(left.min(Duration::from_millis(10))).unwrap_or(Timespec {
+                        tv_sec: 0,
+                        tv_nsec: 10_000_000,
+                    });
+                let _ = poll(&mut fds, Some(&ts));
             }
-            wait(ch, deadline, &mut waits);
+            // Completes in `poll` itself (memory, fault wrappers): a control thread, once.
+            None => std::thread::sleep(Duration::from_micros(50).min(left)),
         }
     }
     out.expect("loop ends with a completion")
 }
 
-/// Waits for `ch` to have a completion, at most until `deadline`: blocked on its wakeup fd
-/// when it has one (io_uring members: no spinning), else yielding a few times and then
-/// sleeping 50 us at a time (members that complete in `poll` itself).
-fn wait(ch: &dyn IoChannel, deadline: Instant, waits: &mut u32) {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if let Some(fd) = ch.wakeup_fd() {
-        let mut fds = [PollFd::from_borrowed_fd(fd, PollFlags::IN)];
-        let Ok(ts) = Timespec::try_from(left.min(Duration::from_millis(10))) else {
-            return;
-        };
-        if let Ok(n) = poll(&mut fds, Some(&ts)) {
-            if n > 0 {
-                // Reset the eventfd (the channel never reads it).
-                let mut counter = [0u8; 8];
-                let _ = rustix::io::read(fd, &mut counter);
+/// One request on `ch`, asynchronously: submitted, then reaped on the owner's polls until it
+/// completes or `deadline` passes (the request then stays in the channel).
+async fn submit_and_wait(
+    hub: &Hub,
+    ch: &mut dyn IoChannel,
+    io: BdevIo,
+    deadline: Instant,
+) -> Result<Option<IoBuf>, BdevError> {
+    let mut queued = Some(io);
+    let r = poll_fn(|_| {
+        if let Some(io) = queued.take() {
+            match ch.submit(io) {
+                Ok(()) => {}
+                Err((back, BdevError::QueueFull)) => queued = Some(back),
+                Err((_, e)) => return Poll::Ready(Err(e)),
             }
         }
-        return;
+        let mut out = None;
+        if queued.is_none() {
+            ch.poll(1, &mut |io, r| out = Some(r.map(|()| io.buf)));
+        }
+        if let Some(r) = out {
+            return Poll::Ready(r);
+        }
+        if Instant::now() >= deadline {
+            return Poll::Ready(Err(timed_out()));
+        }
+        // A registered wakeup fd rings the reactor on completion; without one the channel
+        // completes in `poll` and must be polled again.
+        if queued.is_some() || ch.wakeup_fd().is_none() {
+            hub.busy();
+        }
+        hub.wake_at(deadline);
+        Poll::Pending
+    })
+    .await;
+    if hub.spend() {
+        hub.yield_now().await;
     }
-    *waits += 1;
-    if *waits < 64 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50).min(left));
-    }
+    r
 }
 
 impl Disks {
-    pub fn open(devs: &[Arc<dyn BlockDevice>]) -> Result<Self, BdevError> {
+    /// Opens a channel on every member (on the owner's reactor: the channels stay there).
+    pub fn open(devs: &[Arc<dyn BlockDevice>], hub: Rc<Hub>) -> Result<Self, BdevError> {
         let members = devs
             .iter()
             .map(|d| {
@@ -142,11 +165,12 @@ impl Disks {
         Ok(Self {
             members,
             timeout: MEMBER_TIMEOUT,
+            hub,
         })
     }
 
     /// Runs one request on member `m` within the deadline.
-    fn run_on(
+    async fn run_on(
         &mut self,
         m: usize,
         kind: IoKind,
@@ -157,7 +181,9 @@ impl Disks {
         if mem.hung {
             return Err(timed_out());
         }
-        let r = run(&mut *mem.ch, kind, buf, timeout);
+        let deadline = Instant::now() + timeout;
+        let io = BdevIo::new(0, kind, buf);
+        let r = submit_and_wait(&self.hub, &mut *mem.ch, io, deadline).await;
         if matches!(&r, Err(BdevError::Io(e)) if e.raw_os_error() == Some(libc::ETIMEDOUT)) {
             log::error!(
                 "member {}: no answer within {timeout:?} to {}",
@@ -174,7 +200,7 @@ impl Disks {
     }
 
     /// Reads `len` bytes at byte `offset` (both block-aligned).
-    pub fn read(&mut self, m: usize, offset: u64, len: u64) -> Result<Vec<u8>, BdevError> {
+    pub async fn read(&mut self, m: usize, offset: u64, len: u64) -> Result<Vec<u8>, BdevError> {
         let mut out = Vec::with_capacity(len as usize);
         let chunk = self.chunk(m);
         let bs = self.members[m].bs;
@@ -186,7 +212,8 @@ impl Disks {
                 blocks: (n / bs) as u32,
             };
             let buf = self
-                .run_on(m, kind, Some(IoBuf::new(n as usize)))?
+                .run_on(m, kind, Some(IoBuf::new(n as usize)))
+                .await?
                 .expect("reads return their buffer");
             out.extend_from_slice(&buf.as_slice()[..n as usize]);
             done += n;
@@ -195,7 +222,7 @@ impl Disks {
     }
 
     /// Writes `data` (a whole number of blocks) at byte `offset`.
-    pub fn write(&mut self, m: usize, offset: u64, data: &[u8]) -> Result<(), BdevError> {
+    pub async fn write(&mut self, m: usize, offset: u64, data: &[u8]) -> Result<(), BdevError> {
         let chunk = self.chunk(m) as usize;
         let bs = self.members[m].bs;
         for (i, part) in data.chunks(chunk).enumerate() {
@@ -207,35 +234,38 @@ impl Disks {
                 blocks: (part.len() as u64 / bs) as u32,
                 fua: false,
             };
-            self.run_on(m, kind, Some(buf))?;
+            self.run_on(m, kind, Some(buf)).await?;
         }
         Ok(())
     }
 
-    pub fn flush(&mut self, m: usize) -> Result<(), BdevError> {
-        self.run_on(m, IoKind::Flush, None).map(|_| ())
+    pub async fn flush(&mut self, m: usize) -> Result<(), BdevError> {
+        self.run_on(m, IoKind::Flush, None).await.map(|_| ())
     }
 
-    pub fn flush_all(&mut self) -> Result<(), BdevError> {
-        (0..self.members.len()).try_for_each(|m| self.flush(m))
+    pub async fn flush_all(&mut self) -> Result<(), BdevError> {
+        for m in 0..self.members.len() {
+            self.flush(m).await?;
+        }
+        Ok(())
     }
 
     /// Makes `len` bytes at `offset` read zero.
-    pub fn zero(&mut self, m: usize, offset: u64, len: u64) -> Result<(), BdevError> {
-        let mem = &mut self.members[m];
+    pub async fn zero(&mut self, m: usize, offset: u64, len: u64) -> Result<(), BdevError> {
+        let mem = &self.members[m];
         if mem.caps.write_zeroes {
             let kind = IoKind::WriteZeroes {
                 lba: offset / mem.bs,
                 blocks: len / mem.bs,
             };
-            return self.run_on(m, kind, None).map(|_| ());
+            return self.run_on(m, kind, None).await.map(|_| ());
         }
         let chunk = self.chunk(m);
         let zeros = vec![0u8; chunk.min(len) as usize];
         let mut done = 0;
         while done < len {
             let n = chunk.min(len - done);
-            self.write(m, offset + done, &zeros[..n as usize])?;
+            self.write(m, offset + done, &zeros[..n as usize]).await?;
             done += n;
         }
         Ok(())
@@ -243,20 +273,20 @@ impl Disks {
 
     /// Copies `len` bytes between members/offsets: the member's Copy when both are on one
     /// member that offers it, else read + write.
-    pub fn copy(
+    pub async fn copy(
         &mut self,
         src: (usize, u64),
         dst: (usize, u64),
         len: u64,
     ) -> Result<(), BdevError> {
         if src.0 == dst.0 && self.members[src.0].caps.copy {
-            let mem = &mut self.members[src.0];
+            let mem = &self.members[src.0];
             let kind = IoKind::Copy {
                 src_lba: src.1 / mem.bs,
                 dst_lba: dst.1 / mem.bs,
                 blocks: len / mem.bs,
             };
-            match self.run_on(src.0, kind, None) {
+            match self.run_on(src.0, kind, None).await {
                 Err(BdevError::Unsupported(_)) => {}
                 other => return other.map(|_| ()),
             }
@@ -265,8 +295,8 @@ impl Disks {
         let mut done = 0;
         while done < len {
             let n = chunk.min(len - done);
-            let data = self.read(src.0, src.1 + done, n)?;
-            self.write(dst.0, dst.1 + done, &data)?;
+            let data = self.read(src.0, src.1 + done, n).await?;
+            self.write(dst.0, dst.1 + done, &data).await?;
             done += n;
         }
         Ok(())

@@ -63,6 +63,10 @@ pub enum VolumeError {
     Inconsistent { pool: String, errors: Vec<String> },
     #[error("pool {pool} is offline")]
     Offline { pool: String },
+    #[error("pool {pool}: too many requests queued for its metadata owner (try again)")]
+    Busy { pool: String },
+    #[error("cannot place the metadata owner on its reactor: {0}")]
+    Placement(#[source] ferrite_reactor::ReactorError),
     #[error("I/O error: {0}")]
     Io(#[from] BdevError),
 }
@@ -72,6 +76,7 @@ impl VolumeError {
     pub fn is_retryable(&self) -> bool {
         match self {
             VolumeError::Io(e) => e.is_retryable(),
+            VolumeError::Busy { .. } => true,
             _ => false,
         }
     }

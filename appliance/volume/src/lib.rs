@@ -10,7 +10,8 @@
 //! - `state`: the metadata state and the `Op`s that change it (one deterministic `apply`);
 //! - `store`: the metadata area on member 0 (checkpoint slots A/B and the log);
 //! - `entry`: the lock-free data-path table the channels read;
-//! - `owner`: the single metadata owner thread (faults, commands, zeroing, drains);
+//! - `owner`: the single metadata owner, a task on a reactor (faults, commands, zeroing,
+//!   drains), with `exec` tying its async code to the reactor;
 //! - `channel`: the per-reactor `IoChannel` of a volume.
 #![deny(unsafe_code)]
 
@@ -20,6 +21,7 @@ mod commands;
 mod disk;
 pub mod entry;
 mod error;
+mod exec;
 pub mod format;
 mod info;
 mod owner;

@@ -1,8 +1,10 @@
-//! The public pool handle: every call is a message to the owner thread.
+//! The public pool handle: every call is a message to the owner task.
 
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
+
+use ferrite_reactor::{CoreList, IdlePolicy, Runtime, RuntimeConfig, SendError, TaskHandle};
 
 use ferrite_bdev::BlockDevice;
 
@@ -12,16 +14,22 @@ use ferrite_reactor::IoBuf;
 use crate::format::label::{LabelError, MemberLabel};
 use crate::format::META_BLOCK;
 use crate::info::{CheckReport, PoolEvent, PoolInfo, PoolOptions};
-use crate::owner::{self, Init};
+use crate::owner::{self, Init, OwnerTask, Placement};
 use crate::shared::{Cmd, Msg, PoolShared, Reply};
 use crate::{Provisioning, Volume, VolumeError};
 
-/// A storage pool. `Send + Sync`; owns the metadata owner thread. Dropping the last handle
-/// without `close` stops the owner at once without a checkpoint (as a crash would; the log
-/// makes that safe).
+/// A storage pool. `Send + Sync`; its metadata owner is a task on a reactor (`create_on`,
+/// `open_on`: the caller's runtime; `create`, `open`: a private one-reactor runtime). Call it
+/// from control threads, not from the owner's reactor. Dropping the last handle without
+/// `close` stops the owner at once without a checkpoint (as a crash would; the log makes
+/// that safe).
 pub struct Pool {
     shared: Arc<PoolShared>,
-    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    owner: TaskHandle<OwnerTask>,
+    /// Disconnects when the owner task has gone (and its member channels with it).
+    done: Mutex<Option<mpsc::Receiver<()>>>,
+    /// The private runtime of a pool opened without one.
+    runtime: Mutex<Option<Runtime>>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -33,32 +41,79 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    fn start(init: Init, members: Vec<Arc<dyn BlockDevice>>) -> Result<Arc<Pool>, VolumeError> {
-        let (shared, thread) = owner::spawn(init, members)?;
+    fn start(
+        init: Init,
+        members: Vec<Arc<dyn BlockDevice>>,
+        place: Option<&Placement>,
+    ) -> Result<Arc<Pool>, VolumeError> {
+        let (runtime, place) = match place {
+            Some(p) => (None, p.clone()),
+            None => {
+                let rt = private_runtime()?;
+                let p = Placement {
+                    spawner: rt.spawner(),
+                    reactor: 0,
+                };
+                (Some(rt), p)
+            }
+        };
+        let (shared, owner, done) = owner::spawn(init, members, &place)?;
         Ok(Arc::new(Pool {
             shared,
-            thread: Mutex::new(Some(thread)),
+            owner,
+            done: Mutex::new(Some(done)),
+            runtime: Mutex::new(runtime),
         }))
     }
 
     /// Creates a pool over blank devices (all with the same block size); zeroes the data area.
+    /// The owner runs on a private one-reactor runtime.
     pub fn create(
         name: &str,
         members: Vec<Arc<dyn BlockDevice>>,
         opts: PoolOptions,
     ) -> Result<Arc<Pool>, VolumeError> {
-        Self::start(
-            Init::Create {
-                name: name.into(),
-                opts,
-            },
-            members,
-        )
+        Self::start(Self::init_create(name, opts), members, None)
     }
 
-    /// Opens an existing pool: `members` in any order (matched by the member labels).
+    /// `create` with the owner on reactor `reactor` of the runtime `spawner` belongs to.
+    pub fn create_on(
+        name: &str,
+        members: Vec<Arc<dyn BlockDevice>>,
+        opts: PoolOptions,
+        spawner: ferrite_reactor::Spawner,
+        reactor: usize,
+    ) -> Result<Arc<Pool>, VolumeError> {
+        let place = Placement { spawner, reactor };
+        Self::start(Self::init_create(name, opts), members, Some(&place))
+    }
+
+    fn init_create(name: &str, opts: PoolOptions) -> Init {
+        Init::Create {
+            name: name.into(),
+            opts,
+        }
+    }
+
+    /// Opens an existing pool: `members` in any order (matched by the member labels). The
+    /// owner runs on a private one-reactor runtime.
     pub fn open(members: Vec<Arc<dyn BlockDevice>>) -> Result<Arc<Pool>, VolumeError> {
-        Self::start(Init::Open, members)
+        Self::start(Init::Open, members, None)
+    }
+
+    /// `open` with the owner on reactor `reactor` of the runtime `spawner` belongs to.
+    pub fn open_on(
+        members: Vec<Arc<dyn BlockDevice>>,
+        spawner: ferrite_reactor::Spawner,
+        reactor: usize,
+    ) -> Result<Arc<Pool>, VolumeError> {
+        let place = Placement { spawner, reactor };
+        Self::start(Init::Open, members, Some(&place))
+    }
+
+    /// Index of the reactor the metadata owner runs on (of its runtime).
+    pub fn owner_reactor(&self) -> usize {
+        self.owner.reactor_index()
     }
 
     /// What is on a device: Ok(None) blank (no label), Ok(Some(label)) a member of a pool,
@@ -103,8 +158,14 @@ impl Pool {
         let offline = || VolumeError::Offline {
             pool: self.shared.name.clone(),
         };
-        if !self.shared.send(Msg::Cmd(cmd, tx)) {
-            return Err(offline());
+        match self.shared.send(Msg::Cmd(cmd, tx)) {
+            Ok(()) => {}
+            Err(SendError::Full) => {
+                return Err(VolumeError::Busy {
+                    pool: self.shared.name.clone(),
+                })
+            }
+            Err(_) => return Err(offline()),
         }
         rx.recv().map_err(|_| offline())?
     }
@@ -167,13 +228,22 @@ impl Pool {
         }
     }
 
+    /// Waits for the owner task to end (its member channels closed), then stops the private
+    /// runtime if there is one.
     fn join(&self) {
-        if let Some(t) = self.thread.lock().expect("thread lock").take() {
-            let _ = t.join();
+        if let Some(done) = self.done.lock().expect("done lock").take() {
+            if !self.shared.waker.is_current() {
+                let _ = done.recv();
+            }
+        }
+        if let Some(rt) = self.runtime.lock().expect("runtime lock").take() {
+            if let Err(e) = rt.shutdown() {
+                log::warn!("pool {}: stopping its reactor: {e}", self.shared.name);
+            }
         }
     }
 
-    /// Writes a checkpoint and stops the owner thread; every volume returns NotReady afterwards.
+    /// Writes a checkpoint and stops the owner task; every volume returns NotReady afterwards.
     pub fn close(&self) -> Result<(), VolumeError> {
         let r = self.call(Cmd::Close).map(|_| ());
         self.join();
@@ -324,7 +394,29 @@ impl Pool {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        self.shared.send(Msg::Stop);
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.waker.wake();
         self.join();
     }
+}
+
+/// The one-reactor runtime of a pool opened without one: unpinned, parking when idle, with
+/// token buffer pools (the owner allocates its own buffers) and a small inbox.
+fn private_runtime() -> Result<Runtime, VolumeError> {
+    let cores = CoreList::first(1).map_err(|e| VolumeError::InvalidConfig(e.to_string()))?;
+    Runtime::start(RuntimeConfig {
+        cores,
+        idle: IdlePolicy::Park {
+            after: Duration::from_micros(100),
+            max: Duration::from_millis(100),
+        },
+        small_buffers: 1,
+        small_buffer_size: 4096,
+        large_buffers: 1,
+        large_buffer_size: 4096,
+        pin: false,
+        inbox_capacity: owner::CONTROL_QUEUE,
+        ..RuntimeConfig::default()
+    })
+    .map_err(VolumeError::Placement)
 }

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, RwLock};
 
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use ferrite_bdev::{BdevError, BlockDevice};
+use ferrite_reactor::{ReactorWaker, SendError, TaskHandle};
 
 use crate::entry::MapTable;
 use crate::info::{CheckReport, PoolEvent, PoolInfo, VolumeInfo, VolumeStats};
+use crate::owner::OwnerTask;
 use crate::types::VolId;
 use crate::{Provisioning, Volume, VolumeError};
 
@@ -34,7 +36,13 @@ pub(crate) struct PoolShared {
     pub members: Vec<MemberMap>,
     pub devs: Vec<Arc<dyn BlockDevice>>,
     pub online: AtomicBool,
-    pub tx: mpsc::Sender<Msg>,
+    /// The owner task: control messages go through its bounded lock-free inbox. Set by
+    /// `Pool` once the owner is running.
+    pub owner: OnceLock<TaskHandle<OwnerTask>>,
+    /// Rings the owner's reactor after a fault or a drain wake-up (no allocation).
+    pub waker: ReactorWaker,
+    /// The last `Pool` handle went without `close`: stop at once, no checkpoint.
+    pub stop: AtomicBool,
     pub volumes: RwLock<BTreeMap<String, Arc<Volume>>>,
     pub events: Mutex<Vec<PoolEvent>>,
     pub warn_percent: AtomicU8,
@@ -48,8 +56,6 @@ pub(crate) struct PoolShared {
     pub kick: AtomicBool,
     /// Deadline of the owner's member requests and of a drain (ns).
     pub member_timeout_ns: AtomicU64,
-    /// The owner thread, unparked by channels when a drain waits on them.
-    pub owner_thread: std::thread::Thread,
     /// A drain waits: channels wake the owner when a request leaves.
     pub drain_waiting: AtomicBool,
 }
@@ -66,23 +72,32 @@ impl PoolShared {
         (0, u64::MAX / 2)
     }
 
-    /// Wakes the owner for new work (after a fault or a message was queued).
+    /// Wakes the owner for new work (after a fault was queued or a drained request left).
     pub fn wake_owner(&self) {
         self.kick.store(true, Ordering::SeqCst);
-        self.owner_thread.unpark();
+        self.waker.wake();
     }
 
-    /// Queues a message for the owner and wakes it; false once the owner is gone.
-    pub fn send(&self, m: Msg) -> bool {
-        let ok = self.tx.send(m).is_ok();
-        self.wake_owner();
-        ok
+    /// Work the owner has not looked at yet: checked by its reactor before it parks.
+    pub fn owner_has_work(&self) -> bool {
+        self.kick.load(Ordering::SeqCst)
+            || self.stop.load(Ordering::SeqCst)
+            || !self.faults.is_empty()
+    }
+
+    /// Queues a message in the owner task's bounded inbox (which wakes its reactor). `Full`
+    /// is backpressure (counted by the reactor); `Closed` means the owner is gone.
+    pub fn send(&self, m: Msg) -> Result<(), SendError> {
+        let Some(owner) = self.owner.get() else {
+            return Err(SendError::Closed);
+        };
+        owner.send(move |t, _| t.deliver(m))
     }
 
     /// Called by a channel after a request left its in-flight count: wakes a waiting drain.
     pub fn request_left(&self) {
         if self.drain_waiting.load(Ordering::SeqCst) {
-            self.owner_thread.unpark();
+            self.wake_owner();
         }
     }
 
@@ -331,11 +346,12 @@ pub(crate) enum Reply {
     Check(CheckReport),
 }
 
+/// Where the owner sends the answer to one command (a one-shot).
+pub(crate) type ReplyTx = mpsc::SyncSender<Result<Reply, VolumeError>>;
+
 #[derive(Debug)]
 pub(crate) enum Msg {
-    Cmd(Cmd, mpsc::SyncSender<Result<Reply, VolumeError>>),
-    /// The last `Pool` handle went without `close`: stop at once, no checkpoint.
-    Stop,
+    Cmd(Cmd, ReplyTx),
     /// A channel's I/O to a member failed (reported at most once per interval per channel,
     /// with the count since the last report) so that the owner raises an event.
     MemberError {

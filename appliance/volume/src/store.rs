@@ -63,20 +63,20 @@ impl Store {
     }
 
     /// Writes the first checkpoint of a new pool and invalidates slot B and the log head.
-    pub fn format(
+    pub async fn format(
         disks: &mut Disks,
         label: &MemberLabel,
         state: &State,
     ) -> Result<Store, VolumeError> {
         let mut s = Store::new(label);
         let zero = vec![0u8; META_BLOCK];
-        disks.write(0, s.slot_offset + s.slot_size, &zero)?;
-        disks.write(0, s.log_offset, &zero)?;
-        s.checkpoint(disks, state)?;
+        disks.write(0, s.slot_offset + s.slot_size, &zero).await?;
+        disks.write(0, s.log_offset, &zero).await?;
+        s.checkpoint(disks, state).await?;
         Ok(s)
     }
 
-    pub fn load(
+    pub async fn load(
         disks: &mut Disks,
         label: &MemberLabel,
         total_clusters: u64,
@@ -86,7 +86,10 @@ impl Store {
         let mut problems = Vec::new();
         for slot in 0..2u64 {
             let at = store.slot_offset + slot * store.slot_size;
-            match store.read_frame(disks, FrameKind::Checkpoint, at, store.slot_size) {
+            match store
+                .read_frame(disks, FrameKind::Checkpoint, at, store.slot_size)
+                .await
+            {
                 Ok(Some((seq, payload))) => match State::decode(&payload, total_clusters) {
                     Ok(state) if best.as_ref().is_none_or(|b| seq > b.0) => {
                         best = Some((seq, slot, state));
@@ -107,12 +110,14 @@ impl Store {
         let mut replayed = 0;
         let mut pos = 0;
         while pos + META_BLOCK as u64 <= store.log_size {
-            let Some((rseq, payload)) = store.read_frame(
-                disks,
-                FrameKind::Record,
-                store.log_offset + pos,
-                store.log_size - pos,
-            )?
+            let Some((rseq, payload)) = store
+                .read_frame(
+                    disks,
+                    FrameKind::Record,
+                    store.log_offset + pos,
+                    store.log_size - pos,
+                )
+                .await?
             else {
                 break;
             };
@@ -141,20 +146,20 @@ impl Store {
     }
 
     /// Reads a frame at `at`; `Ok(None)` when there is no valid one there.
-    fn read_frame(
+    async fn read_frame(
         &self,
         disks: &mut Disks,
         kind: FrameKind,
         at: u64,
         room: u64,
     ) -> Result<Option<(u64, Vec<u8>)>, VolumeError> {
-        let head = disks.read(0, at, META_BLOCK as u64)?;
+        let head = disks.read(0, at, META_BLOCK as u64).await?;
         let total = match frame::peek(kind, &self.pool, &head, room) {
             Ok((_, total)) => total as u64,
             Err(_) => return Ok(None),
         };
         let bytes = if total > META_BLOCK as u64 {
-            disks.read(0, at, total)?
+            disks.read(0, at, total).await?
         } else {
             head
         };
@@ -165,7 +170,7 @@ impl Store {
 
     /// Appends one transaction durably (or a checkpoint covering it when it does not fit).
     /// `state` already has the ops applied.
-    pub fn append(
+    pub async fn append(
         &mut self,
         disks: &mut Disks,
         ops: &[Op],
@@ -177,21 +182,27 @@ impl Store {
         let payload = encode_ops(ops);
         let rec = frame::encode(FrameKind::Record, &self.pool, self.seq + 1, &payload);
         if self.log_used + rec.len() as u64 > self.log_size {
-            return self.checkpoint(disks, state);
+            return self.checkpoint(disks, state).await;
         }
-        disks.write(0, self.log_offset + self.log_used, &rec)?;
-        disks.flush(0)?;
+        disks
+            .write(0, self.log_offset + self.log_used, &rec)
+            .await?;
+        disks.flush(0).await?;
         self.seq += 1;
         self.records += 1;
         self.log_used += rec.len() as u64;
         if self.log_used > self.log_size / 2 {
-            self.checkpoint(disks, state)?;
+            self.checkpoint(disks, state).await?;
         }
         Ok(())
     }
 
     /// Writes the whole state into the older slot, flushes, and restarts the log.
-    pub fn checkpoint(&mut self, disks: &mut Disks, state: &State) -> Result<(), VolumeError> {
+    pub async fn checkpoint(
+        &mut self,
+        disks: &mut Disks,
+        state: &State,
+    ) -> Result<(), VolumeError> {
         let payload = state.encode();
         let seq = self.seq + 1;
         let f = frame::encode(FrameKind::Checkpoint, &self.pool, seq, &payload);
@@ -203,8 +214,10 @@ impl Store {
             });
         }
         let slot = 1 - self.newest_slot;
-        disks.write(0, self.slot_offset + slot * self.slot_size, &f)?;
-        disks.flush(0)?;
+        disks
+            .write(0, self.slot_offset + slot * self.slot_size, &f)
+            .await?;
+        disks.flush(0).await?;
         self.newest_slot = slot;
         self.seq = seq;
         self.log_used = 0;

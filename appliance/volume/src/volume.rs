@@ -39,7 +39,6 @@ impl Volume {
         let asked = self
             .shared
             .pool
-            .tx
             .send(Msg::Cmd(Cmd::VolumeInfo(self.shared.id), tx))
             .is_ok();
         if asked {

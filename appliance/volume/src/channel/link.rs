@@ -39,7 +39,9 @@ impl Core {
 
     pub(super) fn send_member_error(&mut self, member: usize, errors: u64, error: String) {
         self.last_report = Some(Instant::now());
-        self.vol.pool.send(Msg::MemberError {
+        // A full inbox drops this report (the reactor counts it); the next one carries the
+        // count since.
+        let _ = self.vol.pool.send(Msg::MemberError {
             vol: self.vol.id,
             member,
             errors,

@@ -19,7 +19,7 @@ struct Batch {
 }
 
 impl Owner {
-    pub(crate) fn handle_faults(&mut self, faults: Vec<Fault>) -> Result<(), VolumeError> {
+    pub(crate) async fn handle_faults(&mut self, faults: Vec<Fault>) -> Result<(), VolumeError> {
         // Coalesce: one resolution per (volume, cluster, kind), answered to every asker.
         let mut groups: BTreeMap<Key, Vec<Fault>> = BTreeMap::new();
         for f in faults {
@@ -27,9 +27,9 @@ impl Owner {
         }
         let mut b = Batch::default();
         for &key in groups.keys() {
-            self.resolve(&mut b, key)?;
+            self.resolve(&mut b, key).await?;
         }
-        self.commit_batch(&mut b)?;
+        self.commit_batch(&mut b).await?;
         for (key, fs) in groups {
             let result = b
                 .results
@@ -50,7 +50,7 @@ impl Owner {
     }
 
     /// Decides one coalesced fault (applied to the state, not logged yet).
-    fn resolve(&mut self, b: &mut Batch, key: Key) -> Result<(), VolumeError> {
+    async fn resolve(&mut self, b: &mut Batch, key: Key) -> Result<(), VolumeError> {
         let (vol, vc, kind) = key;
         let Some(rec) = self.state.volumes.get(&vol) else {
             b.results.insert(key, Err(ReplyError::NotReady));
@@ -67,7 +67,7 @@ impl Owner {
         }
         let pc = self.state.table(vol)[vc as usize];
         match kind {
-            FaultKind::Write => return self.resolve_write(b, key, pc),
+            FaultKind::Write => return self.resolve_write(b, key, pc).await,
             FaultKind::Unmap => {
                 if pc != NONE {
                     self.apply_into(b, Op::UnmapCluster { vol, vc })?;
@@ -109,10 +109,10 @@ impl Owner {
     }
 
     /// A write needs cluster `pc` (NONE: unallocated) of the key's volume writable.
-    fn resolve_write(&mut self, b: &mut Batch, key: Key, pc: u64) -> Result<(), VolumeError> {
+    async fn resolve_write(&mut self, b: &mut Batch, key: Key, pc: u64) -> Result<(), VolumeError> {
         let (vol, vc, _) = key;
         if pc == NONE {
-            match self.take_free()? {
+            match self.take_free().await? {
                 Some(new) => {
                     let op = Op::MapCluster { vol, vc, pc: new };
                     self.apply(std::slice::from_ref(&op))?;
@@ -136,8 +136,8 @@ impl Owner {
     }
 
     /// Copies the shared clusters, logs the batch in one record, publishes and drains.
-    fn commit_batch(&mut self, b: &mut Batch) -> Result<(), VolumeError> {
-        let (cow_ops, no_room) = self.copy_on_write(&b.cows)?;
+    async fn commit_batch(&mut self, b: &mut Batch) -> Result<(), VolumeError> {
+        let (cow_ops, no_room) = self.copy_on_write(&b.cows).await?;
         for &(vol, vc) in &b.cows {
             let ok = !no_room.contains(&(vol, vc));
             if !ok {
@@ -150,7 +150,7 @@ impl Owner {
             );
         }
         b.ops.extend(cow_ops);
-        self.log(&b.ops)?;
+        self.log(&b.ops).await?;
         for &(vol, vc) in &b.publish {
             self.publish_entry(vol, vc);
         }
@@ -159,7 +159,7 @@ impl Owner {
             self.publish_volume(id);
         }
         if !b.drain.is_empty() {
-            self.drain(&b.drain)?;
+            self.drain(&b.drain).await?;
         }
         if let Some(vol) = b.full_for {
             let volume = self

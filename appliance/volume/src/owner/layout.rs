@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) fn create_layout(
+pub(super) async fn create_layout(
     disks: &mut Disks,
     name: &str,
     opts: PoolOptions,
@@ -20,7 +20,7 @@ pub(super) fn create_layout(
         )));
     }
     for m in 0..disks.members.len() {
-        if let Ok(Some(l)) = read_label(disks, m) {
+        if let Ok(Some(l)) = read_label(disks, m).await {
             return Err(VolumeError::InUse {
                 device: disks.members[m].dev.name().into(),
                 pool: l.pool_name,
@@ -92,16 +92,16 @@ pub(super) fn create_layout(
     }
     // Free clusters always read zero: zero the whole data area once.
     for (m, l) in labels.iter().enumerate() {
-        disks.zero(m, l.data_start, l.data_clusters * cs)?;
+        disks.zero(m, l.data_start, l.data_clusters * cs).await?;
     }
-    disks.flush_all()?;
+    disks.flush_all().await?;
     let state = State::new(cs, first);
-    let store = Store::format(disks, &labels[0], &state)?;
+    let store = Store::format(disks, &labels[0], &state).await?;
     // Labels last: a pool half-created is not a pool.
     for (m, l) in labels.iter().enumerate() {
-        disks.write(m, 0, &l.encode())?;
+        disks.write(m, 0, &l.encode()).await?;
     }
-    disks.flush_all()?;
+    disks.flush_all().await?;
     log::info!(
         "pool {name} created: {} members, {first} clusters of {cs} bytes",
         labels.len()
@@ -109,7 +109,7 @@ pub(super) fn create_layout(
     Ok((labels, state, store))
 }
 
-pub(super) fn open_layout(
+pub(super) async fn open_layout(
     disks: &mut Disks,
 ) -> Result<(Vec<MemberLabel>, State, Store), VolumeError> {
     let mut labels = Vec::new();
@@ -117,7 +117,7 @@ pub(super) fn open_layout(
         let dev = Arc::clone(&disks.members[m].dev);
         let device = dev.name().to_owned();
         let size = dev.num_blocks() * u64::from(dev.block_size());
-        let l = match read_label(disks, m)? {
+        let l = match read_label(disks, m).await? {
             Some(l) => l,
             None => {
                 return Err(VolumeError::DamagedLabel {
@@ -222,7 +222,7 @@ pub(super) fn open_layout(
     }
     let labels: Vec<MemberLabel> = labels.into_iter().map(|(l, _)| l).collect();
     let total: u64 = labels.iter().map(|l| l.data_clusters).sum();
-    let loaded = Store::load(disks, &labels[0], total)?;
+    let loaded = Store::load(disks, &labels[0], total).await?;
     let st = &loaded.state;
     if st.total_clusters != total || st.cluster_size != labels[0].cluster_size {
         return Err(VolumeError::Metadata {

@@ -1,11 +1,16 @@
-//! The metadata owner: one thread per pool that owns the `State`, the metadata store and its
-//! own channels to the members. It answers channel faults (group commit: everything pending
-//! is applied and logged in one record), runs control-plane commands, zeroes freed clusters,
-//! and drains channels (epoch bump + wait) before a cluster stops being usable.
+//! The metadata owner: one task per pool, on a reactor, that owns the `State`, the metadata
+//! store and its own channels to the members. It answers channel faults (group commit:
+//! everything pending is applied and logged in one record), runs control-plane commands,
+//! zeroes freed clusters, and drains channels (epoch bump + wait for the in-flight counts)
+//! before a cluster stops being usable. Its code is async: member I/O and drains are awaited,
+//! so the reactor keeps running its other tasks meanwhile (`task`, `crate::exec`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::poll_fn;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{mpsc, Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -29,8 +34,11 @@ use crate::{Volume, VolumeError, VolumeKind};
 mod faults;
 mod layout;
 mod run;
+mod task;
 
 use layout::{create_layout, open_layout};
+pub use task::OwnerTask;
+pub(crate) use task::{spawn, Placement, CONTROL_QUEUE};
 
 /// Table references per pool cluster the metadata area is sized for.
 pub(crate) const REFS_PER_CLUSTER: u64 = 8;
@@ -60,7 +68,8 @@ pub(crate) struct Owner {
     pub(crate) generation: u8,
     pub(crate) warned: bool,
     pub(crate) max_refs: u64,
-    pub(crate) rx: mpsc::Receiver<Msg>,
+    /// Control messages delivered by the task's inbox, oldest first.
+    pub(crate) inbox: task::Inbox,
     /// Replies that did not fit in their channel's ring, retried every loop.
     pub(crate) stalled: Vec<(Arc<ChannelShared>, FaultReply)>,
     pub(crate) offline: Option<String>,
@@ -73,12 +82,15 @@ fn dev_name(d: &dyn BlockDevice) -> String {
 }
 
 /// Reads and checks the label of `dev` on `disks` member `m`.
-pub(crate) fn read_label(disks: &mut Disks, m: usize) -> Result<Option<MemberLabel>, VolumeError> {
+pub(crate) async fn read_label(
+    disks: &mut Disks,
+    m: usize,
+) -> Result<Option<MemberLabel>, VolumeError> {
     let dev = Arc::clone(&disks.members[m].dev);
     if dev.num_blocks() * u64::from(dev.block_size()) < META_BLOCK as u64 {
         return Ok(None);
     }
-    let block = disks.read(m, 0, META_BLOCK as u64)?;
+    let block = disks.read(m, 0, META_BLOCK as u64).await?;
     match MemberLabel::decode(&block) {
         Ok(l) => Ok(Some(l)),
         Err(LabelError::NotAMember) => Ok(None),
@@ -89,52 +101,16 @@ pub(crate) fn read_label(disks: &mut Disks, m: usize) -> Result<Option<MemberLab
     }
 }
 
-/// Starts the owner thread; returns once the pool is created or opened (or refused).
-pub(crate) fn spawn(
-    init: Init,
-    devs: Vec<Arc<dyn BlockDevice>>,
-) -> Result<(Arc<PoolShared>, std::thread::JoinHandle<()>), VolumeError> {
-    let (tx, rx) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::sync_channel(1);
-    let handle = std::thread::Builder::new()
-        .name("volume-owner".into())
-        .spawn(move || {
-            let owner = match Owner::init(init, devs, tx, rx) {
-                Ok(o) => o,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(Arc::clone(&owner.shared)));
-            owner.run();
-        })
-        .map_err(|source| VolumeError::Spawn {
-            what: "metadata owner thread",
-            source,
-        })?;
-    match ready_rx.recv() {
-        Ok(Ok(shared)) => Ok((shared, handle)),
-        Ok(Err(e)) => {
-            let _ = handle.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = handle.join();
-            Err(VolumeError::InvalidConfig(
-                "the owner thread died while starting".into(),
-            ))
-        }
-    }
-}
-
 impl Owner {
-    pub(crate) fn init(
+    /// Creates or opens the pool over `disks` (channels already open on this reactor).
+    pub(crate) async fn init(
         init: Init,
-        devs: Vec<Arc<dyn BlockDevice>>,
-        tx: mpsc::Sender<Msg>,
-        rx: mpsc::Receiver<Msg>,
+        mut disks: Disks,
+        waker: ferrite_reactor::ReactorWaker,
+        inbox: task::Inbox,
     ) -> Result<Owner, VolumeError> {
+        let devs: Vec<Arc<dyn BlockDevice>> =
+            disks.members.iter().map(|m| Arc::clone(&m.dev)).collect();
         if devs.is_empty() {
             return Err(VolumeError::InvalidConfig(
                 "a pool needs at least one member".into(),
@@ -149,14 +125,13 @@ impl Owner {
                 devs[0].name()
             )));
         }
-        let mut disks = Disks::open(&devs)?;
         let (labels, state, store, fresh) = match init {
             Init::Create { name, opts } => {
-                let (labels, state, store) = create_layout(&mut disks, &name, opts)?;
+                let (labels, state, store) = create_layout(&mut disks, &name, opts).await?;
                 (labels, state, store, true)
             }
             Init::Open => {
-                let (labels, state, store) = open_layout(&mut disks)?;
+                let (labels, state, store) = open_layout(&mut disks).await?;
                 (labels, state, store, false)
             }
         };
@@ -180,14 +155,15 @@ impl Owner {
                 .collect(),
             devs,
             online: AtomicBool::new(true),
-            tx,
+            owner: OnceLock::new(),
+            waker,
+            stop: AtomicBool::new(false),
             volumes: RwLock::new(BTreeMap::new()),
             events: Mutex::new(Vec::new()),
             warn_percent: AtomicU8::new(80),
             last_info: Mutex::new(None),
             hold_timeout_ns: AtomicU64::new(crate::HOLD_TIMEOUT.as_nanos() as u64),
             member_timeout_ns: AtomicU64::new(crate::disk::MEMBER_TIMEOUT.as_nanos() as u64),
-            owner_thread: std::thread::current(),
             drain_waiting: AtomicBool::new(false),
             faults: ArrayQueue::new(crate::shared::FAULT_RING),
             kick: AtomicBool::new(false),
@@ -203,7 +179,7 @@ impl Owner {
             generation: 0,
             warned: false,
             max_refs,
-            rx,
+            inbox,
             stalled: Vec::new(),
             offline: None,
             next_member: 0,
@@ -213,10 +189,12 @@ impl Owner {
             // Reserved copy targets may hold partial copies from before a crash.
             let reserved: Vec<u64> = owner.state.reserved.iter().collect();
             if !reserved.is_empty() {
-                owner.commit(vec![Op::Unreserve { clusters: reserved }])?;
+                owner
+                    .commit(vec![Op::Unreserve { clusters: reserved }])
+                    .await?;
             }
             while !owner.state.needs_zeroing.is_empty() {
-                owner.zero_some()?;
+                owner.zero_some().await?;
             }
         }
         let ids: Vec<VolId> = owner.state.volumes.keys().copied().collect();
@@ -283,32 +261,36 @@ impl Owner {
         }
     }
 
-    /// Bumps the epoch of each volume and waits until no channel has a request in flight
-    /// that started before (and may use entries published before) the bump.
-    /// Waits until no request that could have seen the old entries of `ids` is in flight:
-    /// parked, woken by the channels as their requests leave. A drain that outlasts the member
-    /// timeout (a member that never answers) takes the pool offline instead of hanging it.
-    pub(crate) fn drain(&mut self, ids: &BTreeSet<VolId>) -> Result<(), VolumeError> {
-        let waits: Vec<(Arc<VolumeShared>, usize)> = ids
+    /// Bumps the epoch of each volume, then waits until no request that could have seen the
+    /// old entries of `ids` is in flight: event-driven (channels wake the owner's reactor as
+    /// their requests leave; the reactor runs its other tasks meanwhile). A drain that
+    /// outlasts the member timeout (a member that never answers) takes the pool offline
+    /// instead of hanging it.
+    pub(crate) async fn drain(&mut self, ids: &BTreeSet<VolId>) -> Result<(), VolumeError> {
+        let mut waits: Vec<(Arc<VolumeShared>, usize)> = ids
             .iter()
             .filter_map(|id| self.vols.get(id))
             .map(|vs| (Arc::clone(vs), vs.bump_epoch()))
             .collect();
         let timeout = self.disks.timeout;
         let deadline = Instant::now() + timeout;
-        self.shared.drain_waiting.store(true, Ordering::SeqCst);
-        let mut stuck = None;
-        'volumes: for (vs, parity) in waits {
-            while !vs.drained(parity) {
-                let now = Instant::now();
-                if now >= deadline {
-                    stuck = Some(vs.id);
-                    break 'volumes;
+        let hub = Rc::clone(&self.disks.hub);
+        let shared = Arc::clone(&self.shared);
+        shared.drain_waiting.store(true, Ordering::SeqCst);
+        let stuck = poll_fn(|_| {
+            shared.kick.store(false, Ordering::SeqCst);
+            waits.retain(|(vs, parity)| !vs.drained(*parity));
+            match waits.first() {
+                None => Poll::Ready(None),
+                Some((vs, _)) if Instant::now() >= deadline => Poll::Ready(Some(vs.id)),
+                Some(_) => {
+                    hub.wake_at(deadline);
+                    Poll::Pending
                 }
-                std::thread::park_timeout(deadline - now);
             }
-        }
-        self.shared.drain_waiting.store(false, Ordering::SeqCst);
+        })
+        .await;
+        shared.drain_waiting.store(false, Ordering::SeqCst);
         match stuck {
             Some(id) => Err(self.fatal(format!(
                 "requests to volume {id} still in flight after {timeout:?} (a member does not answer)"
@@ -351,9 +333,9 @@ impl Owner {
 
     /// Applies and logs a transaction. A failure here means memory and disk may disagree:
     /// the pool goes offline.
-    pub(crate) fn commit(&mut self, ops: Vec<Op>) -> Result<(), VolumeError> {
+    pub(crate) async fn commit(&mut self, ops: Vec<Op>) -> Result<(), VolumeError> {
         self.apply(&ops)?;
-        self.log(&ops)
+        self.log(&ops).await
     }
 
     pub(crate) fn apply(&mut self, ops: &[Op]) -> Result<(), VolumeError> {
@@ -365,8 +347,8 @@ impl Owner {
         Ok(())
     }
 
-    pub(crate) fn log(&mut self, ops: &[Op]) -> Result<(), VolumeError> {
-        if let Err(e) = self.store.append(&mut self.disks, ops, &self.state) {
+    pub(crate) async fn log(&mut self, ops: &[Op]) -> Result<(), VolumeError> {
+        if let Err(e) = self.store.append(&mut self.disks, ops, &self.state).await {
             return Err(self.fatal(format!("metadata write failed: {e}")));
         }
         Ok(())
@@ -408,7 +390,7 @@ impl Owner {
     }
 
     /// Zeroes up to `ZERO_BATCH` freed clusters and returns them to the free set.
-    pub(crate) fn zero_some(&mut self) -> Result<(), VolumeError> {
+    pub(crate) async fn zero_some(&mut self) -> Result<(), VolumeError> {
         let batch: Vec<u64> = self.state.needs_zeroing.iter().take(ZERO_BATCH).collect();
         if batch.is_empty() {
             return Ok(());
@@ -416,19 +398,20 @@ impl Owner {
         let mut touched = BTreeSet::new();
         for &pc in &batch {
             let (m, off) = self.cluster_at(pc);
-            self.disks.zero(m, off, self.shared.cluster_size)?;
+            self.disks.zero(m, off, self.shared.cluster_size).await?;
             touched.insert(m);
         }
         for m in touched {
-            self.disks.flush(m)?;
+            self.disks.flush(m).await?;
         }
         self.commit(vec![Op::ClustersZeroed { clusters: batch }])
+            .await
     }
 
     /// A free cluster for a new mapping, zeroing freed ones first if that is all there is.
-    pub(crate) fn take_free(&mut self) -> Result<Option<u64>, VolumeError> {
+    pub(crate) async fn take_free(&mut self) -> Result<Option<u64>, VolumeError> {
         if self.state.free.is_empty() && !self.state.needs_zeroing.is_empty() {
-            self.zero_some()?;
+            self.zero_some().await?;
         }
         Ok(self.pick_free())
     }
@@ -501,7 +484,7 @@ impl Owner {
     }
 
     /// Makes sure `n` copy targets are reserved (durably, before data is copied in).
-    pub(crate) fn reserve(&mut self, n: u64) -> Result<(), VolumeError> {
+    pub(crate) async fn reserve(&mut self, n: u64) -> Result<(), VolumeError> {
         let have = self.state.reserved.len();
         if have >= n {
             return Ok(());
@@ -512,7 +495,7 @@ impl Owner {
             if self.state.free.len() <= clusters.len() as u64
                 && !self.state.needs_zeroing.is_empty()
             {
-                self.zero_some()?;
+                self.zero_some().await?;
             }
             let from = clusters.last().map_or(0, |&c| c + 1);
             match self.state.free.first_from(from) {
@@ -521,13 +504,13 @@ impl Owner {
             }
         }
         if !clusters.is_empty() {
-            self.commit(vec![Op::Reserve { clusters }])?;
+            self.commit(vec![Op::Reserve { clusters }]).await?;
         }
         Ok(())
     }
 
     /// Copies cluster `old` into `target` (data flushed by the caller).
-    pub(crate) fn copy_cluster(
+    pub(crate) async fn copy_cluster(
         &mut self,
         vol: VolId,
         old: u64,
@@ -536,7 +519,8 @@ impl Owner {
         let (sm, so) = self.cluster_at(old);
         let (dm, d_o) = self.cluster_at(target);
         self.disks
-            .copy((sm, so), (dm, d_o), self.shared.cluster_size)?;
+            .copy((sm, so), (dm, d_o), self.shared.cluster_size)
+            .await?;
         if let Some(vs) = self.vols.get(&vol) {
             vs.cow_copies.fetch_add(1, Ordering::Relaxed);
         }
@@ -546,20 +530,20 @@ impl Owner {
     /// Gives each `(vol, vc)` (mapped to a shared cluster) its own copy. Returns the MapCluster
     /// ops (already applied, not yet logged) and the entries that could not be copied (no
     /// space). Data is flushed before returning.
-    pub(crate) fn copy_on_write(
+    pub(crate) async fn copy_on_write(
         &mut self,
         cows: &[(VolId, u64)],
     ) -> Result<(Vec<Op>, Vec<VolCluster>), VolumeError> {
         if cows.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        self.reserve(cows.len() as u64)?;
+        self.reserve(cows.len() as u64).await?;
         let targets: Vec<u64> = self.state.reserved.iter().take(cows.len()).collect();
         let mut touched = BTreeSet::new();
         let mut ops = Vec::new();
         for (&(vol, vc), &target) in cows.iter().zip(&targets) {
             let old = self.state.table(vol)[vc as usize];
-            touched.insert(self.copy_cluster(vol, old, target)?);
+            touched.insert(self.copy_cluster(vol, old, target).await?);
             ops.push(Op::MapCluster {
                 vol,
                 vc,
@@ -567,7 +551,7 @@ impl Owner {
             });
         }
         for m in touched {
-            self.disks.flush(m)?;
+            self.disks.flush(m).await?;
         }
         self.apply(&ops)?;
         Ok((ops, cows[targets.len()..].to_vec()))
@@ -575,8 +559,8 @@ impl Owner {
 }
 
 impl Owner {
-    pub(crate) fn flush_members(&mut self) -> Result<(), VolumeError> {
-        Ok(self.disks.flush_all()?)
+    pub(crate) async fn flush_members(&mut self) -> Result<(), VolumeError> {
+        Ok(self.disks.flush_all().await?)
     }
 
     /// Drops a deleted volume from the registries (handles already given out stay, refusing

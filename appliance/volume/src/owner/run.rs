@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// How long an idle owner waits before zeroing the next batch of freed clusters.
+const ZERO_PAUSE: Duration = Duration::from_millis(50);
+/// How soon replies that found a channel's ring full are tried again.
+const STALLED_RETRY: Duration = Duration::from_millis(1);
+
 impl Owner {
     // ---- the loop ---------------------------------------------------------------------------
 
@@ -20,22 +25,43 @@ impl Owner {
         }
     }
 
-    pub(crate) fn run(mut self) {
+    /// Waits (without blocking the reactor) until there is something to do: a fault, a
+    /// message, a stop, a drained request, or, with freed clusters to zero, `ZERO_PAUSE`.
+    async fn next_work(&self) {
+        let now = Instant::now();
+        let zero_at = (self.offline.is_none() && !self.state.needs_zeroing.is_empty())
+            .then_some(now + ZERO_PAUSE);
+        let retry_at = (!self.stalled.is_empty()).then_some(now + STALLED_RETRY);
+        let hub = Rc::clone(&self.disks.hub);
+        poll_fn(|_| {
+            let s = &self.shared;
+            if s.kick.swap(false, Ordering::SeqCst)
+                || !s.faults.is_empty()
+                || s.stop.load(Ordering::SeqCst)
+                || !self.inbox.borrow().is_empty()
+            {
+                return Poll::Ready(());
+            }
+            let now = Instant::now();
+            for at in [zero_at, retry_at].into_iter().flatten() {
+                if now >= at {
+                    return Poll::Ready(());
+                }
+                hub.wake_at(at);
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    pub(crate) async fn run(mut self) {
         loop {
             self.retry_stalled();
-            // Parked until a channel or a handle queues work (or 50 ms pass: zeroing).
-            if !self.shared.kick.swap(false, Ordering::SeqCst) {
-                std::thread::park_timeout(Duration::from_millis(50));
-                self.shared.kick.store(false, Ordering::SeqCst);
+            self.next_work().await;
+            if self.shared.stop.load(Ordering::SeqCst) {
+                return self.stop();
             }
-            let mut rest = Vec::new();
-            loop {
-                match self.rx.try_recv() {
-                    Ok(m) => rest.push(m),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => return,
-                }
-            }
+            let rest: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
             let mut faults = Vec::new();
             while faults.len() < crate::shared::FAULT_RING {
                 match self.shared.faults.pop() {
@@ -46,9 +72,7 @@ impl Owner {
             self.disks.timeout =
                 Duration::from_nanos(self.shared.member_timeout_ns.load(Ordering::Relaxed));
             if self.offline.is_some() {
-                if self.refuse(faults, rest) {
-                    return self.stop();
-                }
+                self.refuse(faults, rest);
                 continue;
             }
             if !faults.is_empty() {
@@ -56,7 +80,7 @@ impl Owner {
                     .iter()
                     .map(|f| (Arc::clone(&f.chan), f.token))
                     .collect();
-                let r = self.handle_faults(faults);
+                let r = self.handle_faults(faults).await;
                 self.check_hung();
                 if let Err(e) = r {
                     // Nothing was answered yet: fail the held requests, keep serving.
@@ -74,12 +98,12 @@ impl Owner {
             for m in rest {
                 match m {
                     Msg::Cmd(Cmd::Close, reply) => {
-                        let r = self.close();
+                        let r = self.close().await;
                         let _ = reply.send(r.map(|()| Reply::Done));
                         return self.stop();
                     }
                     Msg::Cmd(Cmd::Destroy { force }, reply) => {
-                        let r = self.destroy(force);
+                        let r = self.destroy(force).await;
                         let ok = r.is_ok();
                         let _ = reply.send(r.map(|()| Reply::Done));
                         if ok {
@@ -90,12 +114,11 @@ impl Owner {
                         let r = if self.offline.is_some() {
                             Err(self.offline_err())
                         } else {
-                            self.command(cmd)
+                            self.command(cmd).await
                         };
                         self.check_hung();
                         let _ = reply.send(r);
                     }
-                    Msg::Stop => return self.stop(),
                     Msg::MemberError {
                         vol,
                         member,
@@ -105,7 +128,7 @@ impl Owner {
                 }
             }
             if self.offline.is_none() && !self.state.needs_zeroing.is_empty() {
-                if let Err(e) = self.zero_some() {
+                if let Err(e) = self.zero_some().await {
                     log::error!(
                         "pool {}: zeroing freed clusters failed: {e}",
                         self.shared.name
@@ -142,10 +165,9 @@ impl Owner {
         }
     }
 
-    /// Answers what an offline pool cannot do; true when the pool is told to stop (dropping
-    /// an offline pool must not hang).
-    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) -> bool {
-        let mut stop = false;
+    /// Answers what an offline pool cannot do (it still stops when told: dropping an
+    /// offline pool must not hang).
+    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) {
         for f in faults {
             self.answer(
                 &f.chan,
@@ -169,10 +191,8 @@ impl Owner {
                     errors,
                     error,
                 } => self.member_error(vol, member, errors, error),
-                Msg::Stop => stop = true,
             }
         }
-        stop
     }
 
     /// Stops serving: volumes return NotReady; queued faults are answered NotReady.
@@ -186,25 +206,22 @@ impl Owner {
                 result: Err(ReplyError::NotReady),
             });
         }
-        while let Ok(m) = self.rx.try_recv() {
-            match m {
-                Msg::Cmd(_, reply) => {
-                    let _ = reply.send(Err(VolumeError::Offline {
-                        pool: self.shared.name.clone(),
-                    }));
-                }
-                Msg::Stop | Msg::MemberError { .. } => {}
+        // Messages still in the task's inbox are dropped with it: their callers see Offline.
+        let rest: Vec<Msg> = self.inbox.borrow_mut().drain(..).collect();
+        for m in rest {
+            if let Msg::Cmd(_, reply) = m {
+                let _ = reply.send(Err(self.offline_err()));
             }
         }
         log::info!("pool {}: owner stopped", self.shared.name);
     }
 
-    pub(crate) fn close(&mut self) -> Result<(), VolumeError> {
+    pub(crate) async fn close(&mut self) -> Result<(), VolumeError> {
         while !self.state.needs_zeroing.is_empty() {
-            self.zero_some()?;
+            self.zero_some().await?;
         }
-        self.disks.flush_all()?;
-        self.store.checkpoint(&mut self.disks, &self.state)?;
+        self.disks.flush_all().await?;
+        self.store.checkpoint(&mut self.disks, &self.state).await?;
         log::info!(
             "pool {}: closed at seq {}",
             self.shared.name,
@@ -213,7 +230,7 @@ impl Owner {
         Ok(())
     }
 
-    pub(crate) fn destroy(&mut self, force: bool) -> Result<(), VolumeError> {
+    pub(crate) async fn destroy(&mut self, force: bool) -> Result<(), VolumeError> {
         if !force && !self.state.volumes.is_empty() {
             return Err(VolumeError::NotEmpty {
                 pool: self.shared.name.clone(),
@@ -224,11 +241,11 @@ impl Owner {
             vs.deleted.store(true, Ordering::Release);
         }
         let all: BTreeSet<VolId> = self.vols.keys().copied().collect();
-        self.drain(&all)?;
+        self.drain(&all).await?;
         let zero = vec![0u8; META_BLOCK];
         for m in 0..self.disks.members.len() {
-            self.disks.write(m, 0, &zero)?;
-            self.disks.flush(m)?;
+            self.disks.write(m, 0, &zero).await?;
+            self.disks.flush(m).await?;
         }
         self.shared
             .volumes
