@@ -4,6 +4,7 @@
 //! ```toml
 //! cores = "0,1"            # or a mask "0x3"
 //! idle = "park:1ms:1ms"    # or "poll" (pure polling, for benchmarks)
+//! housekeeping_reactor = 1 # optional: runs the pools' metadata owners (default: the last)
 //! listen = ["127.0.0.1:4420"]
 //!
 //! [[bdev]]
@@ -76,6 +77,10 @@ pub struct Config {
     /// The journal stream endpoint (default: the RPC socket's path with `.journal` appended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_socket: Option<std::path::PathBuf>,
+    /// The reactor (index into `cores`) that runs the pools' metadata owners; default the
+    /// last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub housekeeping_reactor: Option<usize>,
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -218,6 +223,7 @@ impl Config {
             pools: Vec::new(),
             journals: Vec::new(),
             journal_socket: None,
+            housekeeping_reactor: None,
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,

@@ -33,12 +33,22 @@ pub struct Control {
     faults: Mutex<BTreeMap<String, FaultBdev>>,
     cores: Option<String>,
     idle: Option<String>,
+    /// As configured (`None`: the last reactor), for save_config.
+    housekeeping: Option<usize>,
     state: Option<StateDir>,
     pub(crate) pools: Pools,
     volume_lock: Mutex<()>,
     stats_history: StatsHistory,
     pub(crate) journals: crate::journals::Journals,
     journal_socket: Option<PathBuf>,
+}
+
+/// The reactor that runs the pools' metadata owners: as configured (checked at start), else
+/// the last one.
+pub(crate) fn housekeeping_reactor(config: &Config, spawner: &Spawner) -> usize {
+    config
+        .housekeeping_reactor
+        .unwrap_or(spawner.reactor_count().saturating_sub(1))
 }
 
 impl Control {
@@ -52,17 +62,18 @@ impl Control {
         Control {
             target,
             transport,
-            spawner,
+            housekeeping: config.housekeeping_reactor,
             bdevs: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(BTreeMap::new()),
             cores: config.cores.clone(),
             idle: config.idle.clone(),
             state,
-            pools: Pools::default(),
+            pools: Pools::new(spawner.clone(), housekeeping_reactor(config, &spawner)),
             volume_lock: Mutex::new(()),
             stats_history: StatsHistory::default(),
             journals: crate::journals::Journals::default(),
             journal_socket: config.journal_socket.clone(),
+            spawner,
         }
     }
 
@@ -160,6 +171,7 @@ impl Control {
             subsystems,
             journals: self.journals.configs(),
             journal_socket: self.journal_socket.clone(),
+            housekeeping_reactor: self.housekeeping,
         }
     }
 

@@ -86,6 +86,14 @@ impl Daemon {
             "{} reactor(s) on cores {cores}, idle policy {idle}",
             runtime.reactor_count()
         );
+        if let Some(h) = config.housekeeping_reactor {
+            if h >= runtime.reactor_count() {
+                bail!(
+                    "housekeeping_reactor {h}: there are only {} reactors (cores {cores})",
+                    runtime.reactor_count()
+                );
+            }
+        }
         let target = Target::new(TargetOptions::default());
         let transport = Arc::new(TcpTransport::start(
             Arc::clone(&target),
@@ -280,11 +288,11 @@ impl Daemon {
         }
         self.target.fail_all_controllers("target shutting down");
         self.transport.shutdown();
+        // Nothing writes any more: checkpoint every pool (their owners run on the reactors).
+        self.control.pools.close_all();
         self.runtime
             .shutdown()
             .map_err(|e| anyhow!("stopping reactors: {e}"))?;
-        // Nothing writes any more: checkpoint every pool.
-        self.control.pools.close_all();
         for path in self.control.files() {
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
                 log::warn!("sync {}: {e}", path.display());

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrite_bdev::BlockDevice;
 use ferrite_nvmf::Target;
+use ferrite_reactor::Spawner;
 use ferrite_rpc::protocol::{ALREADY_EXISTS, BUSY};
 use ferrite_rpc::RpcError;
 use ferrite_volume::{Pool, PoolOptions, VolumeError};
@@ -39,12 +40,23 @@ struct Entry {
     config: PoolConfig,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Pools {
     map: Mutex<BTreeMap<String, Entry>>,
+    /// Where the pools' metadata owners run: the housekeeping reactor.
+    spawner: Spawner,
+    reactor: usize,
 }
 
 impl Pools {
+    pub(crate) fn new(spawner: Spawner, reactor: usize) -> Pools {
+        Pools {
+            map: Mutex::default(),
+            spawner,
+            reactor,
+        }
+    }
+
     fn map(&self) -> MutexGuard<'_, BTreeMap<String, Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -175,9 +187,10 @@ impl Pools {
                 "pool {name}: members {:?} are blank: creating it",
                 cfg.bdevs
             );
-            Pool::create(name, members, opts).map_err(verr)?
+            Pool::create_on(name, members, opts, self.spawner.clone(), self.reactor)
+                .map_err(verr)?
         } else if blank.is_empty() {
-            Pool::open(members).map_err(verr)?
+            Pool::open_on(members, self.spawner.clone(), self.reactor).map_err(verr)?
         } else {
             return Err(err(format!(
                 "devices {blank:?} are blank but {labelled:?} are members of it: refusing to guess"
@@ -208,7 +221,7 @@ impl Pools {
         for dev in &members {
             Pool::probe(dev.as_ref())?;
         }
-        let pool = Pool::create(name, members, opts)?;
+        let pool = Pool::create_on(name, members, opts, self.spawner.clone(), self.reactor)?;
         log::info!(
             "pool {name} created over {bdevs:?} (cluster {} bytes)",
             opts.cluster_size
@@ -240,7 +253,8 @@ impl Pools {
         Ok(())
     }
 
-    /// Shutdown: a checkpoint per pool (after the transport stopped, so nothing writes).
+    /// Shutdown: a checkpoint per pool (after the transport stopped, so nothing writes; before
+    /// the reactors stop, since the owners run on one).
     pub(crate) fn close_all(&self) {
         let entries: Vec<Arc<Pool>> = std::mem::take(&mut *self.map())
             .into_values()

@@ -97,7 +97,11 @@ impl From<ferrite_volume::VolumeError> for RpcError {
             E::NoSuchVolume(_) => NOT_FOUND,
             E::Exists(_) => ALREADY_EXISTS,
             E::PoolFull { .. } | E::MetadataFull { .. } => NO_SPACE,
-            E::InUse { .. } | E::HasClones { .. } | E::NotEmpty { .. } | E::HasData { .. } => BUSY,
+            E::InUse { .. }
+            | E::HasClones { .. }
+            | E::NotEmpty { .. }
+            | E::HasData { .. }
+            | E::Busy { .. } => BUSY,
             E::TooSmall { .. }
             | E::DamagedLabel { .. }
             | E::NotASnapshot(_)

@@ -63,6 +63,14 @@ pub enum VolumeError {
     Inconsistent { pool: String, errors: Vec<String> },
     #[error("pool {pool} is offline")]
     Offline { pool: String },
+    #[error(
+        "pool {pool}: member {device} did not answer within {timeout:?} (the pool is offline)"
+    )]
+    MemberTimeout {
+        pool: String,
+        device: String,
+        timeout: std::time::Duration,
+    },
     #[error("pool {pool}: too many requests queued for its metadata owner (try again)")]
     Busy { pool: String },
     #[error("cannot place the metadata owner on its reactor: {0}")]

@@ -72,7 +72,9 @@ impl Owner {
             self.disks.timeout =
                 Duration::from_nanos(self.shared.member_timeout_ns.load(Ordering::Relaxed));
             if self.offline.is_some() {
-                self.refuse(faults, rest);
+                if self.refuse(faults, rest) {
+                    return self.stop();
+                }
                 continue;
             }
             if !faults.is_empty() {
@@ -116,6 +118,7 @@ impl Owner {
                         } else {
                             self.command(cmd).await
                         };
+                        let r = r.map_err(|e| self.name_hung_member(e));
                         self.check_hung();
                         let _ = reply.send(r);
                     }
@@ -135,6 +138,20 @@ impl Owner {
                     );
                 }
             }
+        }
+    }
+
+    /// An operation that failed because a member did not answer says which member.
+    fn name_hung_member(&self, e: VolumeError) -> VolumeError {
+        let timed_out = matches!(&e, VolumeError::Io(ferrite_bdev::BdevError::Io(io))
+            if io.raw_os_error() == Some(libc::ETIMEDOUT));
+        match self.disks.members.iter().find(|m| m.hung) {
+            Some(m) if timed_out => VolumeError::MemberTimeout {
+                pool: self.shared.name.clone(),
+                device: m.dev.name().to_owned(),
+                timeout: self.disks.timeout,
+            },
+            _ => e,
         }
     }
 
@@ -167,7 +184,10 @@ impl Owner {
 
     /// Answers what an offline pool cannot do (it still stops when told: dropping an
     /// offline pool must not hang).
-    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) {
+    /// Returns true after a `close` (refused: no checkpoint of a pool that may disagree with
+    /// its disks; the owner stops all the same).
+    pub(crate) fn refuse(&mut self, faults: Vec<Fault>, rest: Vec<Msg>) -> bool {
+        let mut stop = false;
         for f in faults {
             self.answer(
                 &f.chan,
@@ -182,6 +202,10 @@ impl Owner {
                 Msg::Cmd(Cmd::Info, reply) => {
                     let _ = reply.send(Ok(Reply::Info(Box::new(self.info()))));
                 }
+                Msg::Cmd(Cmd::Close, reply) => {
+                    let _ = reply.send(Err(self.offline_err()));
+                    stop = true;
+                }
                 Msg::Cmd(_, reply) => {
                     let _ = reply.send(Err(self.offline_err()));
                 }
@@ -193,6 +217,7 @@ impl Owner {
                 } => self.member_error(vol, member, errors, error),
             }
         }
+        stop
     }
 
     /// Stops serving: volumes return NotReady; queued faults are answered NotReady.
