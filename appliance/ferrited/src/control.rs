@@ -14,8 +14,8 @@ use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError, StatsHistory};
 use ferrite_transport_tcp::TcpTransport;
 use ferrite_volume::{Pool, PoolOptions};
 
+use crate::backends::open_bdev;
 use crate::config::{format_size, BdevConfig, Config, NamespaceConfig, SubsystemConfig};
-use crate::daemon::open_bdev;
 use crate::pools::Pools;
 use crate::state::StateDir;
 use anyhow::Context as _;
