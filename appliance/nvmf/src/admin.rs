@@ -8,6 +8,7 @@ use ferrite_nvme::identify::{self as id, IDENTIFY_DATA_SIZE};
 use ferrite_nvme::{Command, Status};
 use ferrite_reactor::{IoBuf, TaskContext};
 
+use crate::admin_result::AdminResult;
 use crate::controller::Controller;
 use crate::identify;
 use crate::logpage;
@@ -33,40 +34,6 @@ mod fid {
 const FEATURE_CHANGEABLE: u32 = 1 << 2;
 /// Set/Get Features SV (save) bit.
 const SAVE: u32 = 1 << 31;
-
-/// Outcome of a handler that produced data or a plain status.
-pub(crate) struct AdminResult {
-    pub status: Status,
-    pub dw0: u32,
-    /// Bytes of the command's buffer that go to the host.
-    pub data_len: u32,
-}
-
-impl AdminResult {
-    fn status(status: Status) -> AdminResult {
-        AdminResult {
-            status,
-            dw0: 0,
-            data_len: 0,
-        }
-    }
-
-    fn ok(dw0: u32) -> AdminResult {
-        AdminResult {
-            status: Status::SUCCESS,
-            dw0,
-            data_len: 0,
-        }
-    }
-
-    fn data(len: u32) -> AdminResult {
-        AdminResult {
-            status: Status::SUCCESS,
-            dw0: 0,
-            data_len: len,
-        }
-    }
-}
 
 impl PollGroup {
     pub(crate) fn execute_admin(

@@ -25,7 +25,7 @@ use ferrite_nvme::io::{CopyCommand, CopyRangeError};
 use ferrite_nvme::Status;
 use ferrite_reactor::{IoBuf, TaskContext};
 
-use crate::io::status_of;
+use crate::bdev_status::status_of;
 use crate::poll_group::{ConnId, Exec, NsInfo, PollGroup, QpairState};
 use crate::request::{DataPlan, Request, Response};
 use crate::MAX_TRANSFER_BYTES;

@@ -9,6 +9,7 @@ use ferrite_nvme::command::opcode::io as op;
 use ferrite_nvme::Status;
 use ferrite_reactor::{IoBuf, TaskContext};
 
+use crate::bdev_status::status_of;
 use crate::poll_group::NsInfo;
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request, Response};
@@ -423,26 +424,4 @@ fn lba_of(req: &Request) -> u64 {
         op::READ | op::WRITE | op::COMPARE | op::WRITE_ZEROES | op::COPY => lba_of_cmd(&req.cmd),
         _ => 0,
     }
-}
-
-/// The status a host sees for a backend failure.
-pub(crate) fn status_of(e: &BdevError, is_read: bool) -> Status {
-    match e {
-        BdevError::OutOfRange { .. } => Status::LBA_OUT_OF_RANGE,
-        BdevError::Unsupported(_) => Status::INVALID_OPCODE,
-        BdevError::ReadOnly => Status::NAMESPACE_WRITE_PROTECTED,
-        BdevError::NoSpace => Status::CAPACITY_EXCEEDED,
-        BdevError::NotReady(_) => Status::NAMESPACE_NOT_READY,
-        BdevError::Io(err) if err.raw_os_error() == Some(libc_enospc()) => {
-            Status::CAPACITY_EXCEEDED
-        }
-        BdevError::Io(_) if is_read => Status::UNRECOVERED_READ_ERROR,
-        BdevError::Io(_) => Status::WRITE_FAULT,
-        _ => Status::INTERNAL_ERROR,
-    }
-}
-
-/// ENOSPC on Linux.
-const fn libc_enospc() -> i32 {
-    28
 }

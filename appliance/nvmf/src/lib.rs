@@ -9,6 +9,8 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod admin_result;
+mod bdev_status;
 mod controller;
 mod copy;
 mod error;

@@ -13,7 +13,7 @@ use ferrite_nvme::Command;
 use ferrite_nvme::Status;
 use zerocopy::{FromZeros, IntoBytes};
 
-use crate::admin::AdminResult;
+use crate::admin_result::AdminResult;
 use crate::controller::{AsyncEvent, Controller};
 use crate::target::{Subsystem, Target};
 use crate::{ERROR_LOG_ENTRIES, FIRMWARE_REVISION};
