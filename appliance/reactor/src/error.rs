@@ -68,23 +68,6 @@ impl SendError {
     }
 }
 
-/// Errors of parsing a core list such as `0-3,6` or `0xf`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CoreListError {
-    #[error("empty core list")]
-    Empty,
-    #[error("invalid core number {0:?} (expected a decimal number such as 3)")]
-    BadNumber(String),
-    #[error("invalid core range {0:?}: start is after end")]
-    ReversedRange(String),
-    #[error("core {0} is listed twice")]
-    Duplicate(usize),
-    #[error("invalid core mask {0:?} (expected hex digits after 0x, with at least one bit set)")]
-    BadMask(String),
-    #[error("core {core} is beyond the highest supported core {max}")]
-    TooLarge { core: usize, max: usize },
-}
-
 /// Errors of parsing an idle policy such as `poll` or `park:200us:1ms`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdlePolicyError {

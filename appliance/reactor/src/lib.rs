@@ -52,6 +52,7 @@
 
 pub mod buffer;
 mod clock;
+mod config;
 mod context;
 mod cores;
 mod error;
@@ -69,13 +70,14 @@ mod waker;
 
 pub use buffer::{BufferPool, IoBuf, PoolId, PoolRegions, PoolStats, BUF_ALIGN};
 pub use clock::{Clock, ManualClock, RealClock};
+pub use config::RuntimeConfig;
 pub use context::TaskContext;
-pub use cores::{CoreId, CoreList, MAX_CORE};
-pub use error::{CoreListError, IdlePolicyError, ReactorError, SendError};
+pub use cores::{CoreId, CoreList, CoreListError, MAX_CORE};
+pub use error::{IdlePolicyError, ReactorError, SendError};
 pub use handle::{Spawner, TaskHandle, DEFAULT_INBOX_CAPACITY};
 pub use idle::{format_duration, parse_duration, IdlePolicy};
 pub use local::LocalExecutor;
-pub use runtime::{Runtime, RuntimeConfig};
+pub use runtime::Runtime;
 pub use shared::ReactorStats;
 pub use task::{PollStatus, Task, TaskId};
 pub use timer::{TimerId, Timers};

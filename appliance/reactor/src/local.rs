@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::clock::{Clock, ManualClock};
+use crate::config::RuntimeConfig;
 use crate::context::TaskContext;
 use crate::error::ReactorError;
 use crate::handle::{Spawner, TaskHandle};
 use crate::reactor::ReactorCore;
-use crate::runtime::RuntimeConfig;
 use crate::shared::{CurrentGuard, ReactorShared, ReactorStats};
 use crate::slot::TaskSlot;
 use crate::task::Task;

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use crate::buffer::BufferPool;
 use crate::clock::Clock;
+use crate::config::RuntimeConfig;
 use crate::context::TaskContext;
 use crate::error::ReactorError;
 use crate::handle::Spawner;
 use crate::poller::Poller;
-use crate::runtime::RuntimeConfig;
 use crate::shared::{CurrentGuard, ReactorShared};
 use crate::slot::AnyTask;
 use crate::task::TaskId;

@@ -60,7 +60,7 @@ pub trait Task: 'static {
     }
 
     /// Work waits outside the inbox (a lock-free ring the task drains itself, whose producers
-    /// ring the reactor with a [`ReactorWaker`](crate::ReactorWaker)): checked by a reactor
+    /// ring the reactor with a `ReactorWaker`): checked by a reactor
     /// about to park, after it announced the park, so a push racing with the park is not slept
     /// through. Must be cheap and must not block.
     fn has_pending_work(&self) -> bool {
