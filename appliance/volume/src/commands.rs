@@ -1,4 +1,4 @@
-//! Control-plane commands run by the owner thread.
+//! Control-plane commands run by the metadata owner task.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;

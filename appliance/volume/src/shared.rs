@@ -1,4 +1,4 @@
-//! State shared between the owner thread, the public handles and the channels, and the
+//! State shared between the owner task, the public handles and the channels, and the
 //! messages between them.
 
 use std::collections::BTreeMap;

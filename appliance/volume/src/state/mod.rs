@@ -1,4 +1,4 @@
-//! The metadata state (pure data, owned by the pool's owner thread) and the operations that
+//! The metadata state (pure data, owned by the pool's owner task) and the operations that
 //! change it. Every change is an [`Op`] applied by one deterministic [`State::apply`], both live
 //! and when the log is replayed; [`State::check`] verifies the invariants (`pool check`).
 
