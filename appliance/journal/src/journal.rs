@@ -12,6 +12,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::error::JournalError;
 use crate::format::{RecordHeaderWire, SuperblockWire, RECORD_MAGIC, SUPER_MAGIC, VERSION};
+use crate::sync::{SyncCtl, SyncPolicy, SyncState, SyncStats};
 
 /// Fewest slots a journal may have.
 pub const MIN_SLOTS: u64 = 8;
@@ -62,6 +63,8 @@ pub struct Journal {
     write_errors: AtomicU64,
     lost_after_hole: u64,
     broken: AtomicBool,
+    /// Sync mode: what the secondary acknowledged and the lost-link policy.
+    sync: SyncCtl,
 }
 
 /// Wall-clock nanoseconds (the group clock's source).
@@ -237,6 +240,7 @@ impl Journal {
             write_errors: AtomicU64::new(0),
             lost_after_hole: lost,
             broken: AtomicBool::new(false),
+            sync: SyncCtl::new(trimmed),
             dev,
         }))
     }
@@ -371,6 +375,50 @@ impl Journal {
         self.trimmed_ts.store(ts, Ordering::Release);
         self.trimmed.store(seq, Ordering::Release);
         Ok(())
+    }
+
+    /// Sets the group's replication mode and lost-link policy (takes effect for writes that
+    /// complete from now on).
+    pub fn set_sync_policy(&self, p: SyncPolicy) {
+        self.sync.set(p, self.reserved());
+        log::info!(
+            "journal of group {}: {:?} mode, lost link: {:?}, timeout {:?} ({})",
+            self.group,
+            p.mode,
+            p.link_policy,
+            p.timeout,
+            self.sync.state().as_str()
+        );
+    }
+
+    /// The group's replication mode and lost-link policy.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.policy()
+    }
+
+    /// Async, sync, or sync degraded to async.
+    pub fn sync_state(&self) -> SyncState {
+        self.sync.state()
+    }
+
+    /// Counters of sync mode.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.sync.stats()
+    }
+
+    /// The secondary holds every record up to `seq` durably (the replicator's cumulative
+    /// acknowledgement): sync writes up to it may complete.
+    pub fn ack_remote(&self, seq: u64) {
+        if self.sync.ack(seq, self.reserved()) {
+            log::warn!(
+                "journal of group {}: the secondary caught up (record {seq}); writes are synchronous again",
+                self.group
+            );
+        }
+    }
+
+    pub(crate) fn sync_ctl(&self) -> &SyncCtl {
+        &self.sync
     }
 
     /// Counters.

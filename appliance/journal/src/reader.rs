@@ -209,6 +209,9 @@ impl JournalReader {
         if seq > committed {
             return Err(JournalError::TrimBeyondCommitted { seq, committed });
         }
+        // A trim is the secondary's durable acknowledgement: sync writes may complete now,
+        // before the superblock write.
+        self.journal.ack_remote(seq);
         let ts = self.shipped_ts(cx, seq)?;
         self.journal.persist_trim(&mut *cx.ch, seq, ts)?;
         self.ts.drain(..(seq - trimmed) as usize);
