@@ -235,6 +235,7 @@ impl JournalChannel {
         h.nblocks = U32::new(nblocks32);
         h.data_len = U32::new(data.len() as u32);
         h.data_crc = U32::new(crc32c::crc32c(data));
+        self.journal.note_appended_bytes(data.len() as u64);
         h.header_crc = U32::new(h.compute_crc());
         let staging = self.ops[idx]
             .staging

@@ -193,3 +193,38 @@ fn degrade_policy_runs_async_with_an_alert_and_returns_to_sync_after_catch_up() 
     assert!(took >= Duration::from_millis(100), "{took:?}");
     assert_eq!(journal.sync_stats().degrades, 2);
 }
+
+#[test]
+fn lag_bytes_count_unacknowledged_data_and_survive_a_reopen() {
+    let jdev = malloc("j", 1 + 64 * 9);
+    let journal = Journal::format(jdev.clone(), GroupId(2), 4096).expect("format");
+    let bdev = JournaledBdev::new(malloc("vol", 256), journal.clone(), Nsid(1)).expect("wrap");
+    let mut ch = bdev.open_channel(&[]).expect("channel");
+    for t in 0..5 {
+        complete_one(&mut *ch, write(t, t)).0.expect("write");
+    }
+    assert_eq!(journal.lag_bytes(), 5 * u64::from(BS));
+    let mut r = JournalReader::new(
+        journal.clone(),
+        ferrite_gateway_protocol::DomainId(1),
+        ferrite_gateway_protocol::Epoch(1),
+    );
+    let mut cx = ReadCtx::open(&journal).expect("ctx");
+    r.trim(&mut cx, 3).expect("trim");
+    assert_eq!(journal.lag_bytes(), 2 * u64::from(BS));
+    assert_eq!(journal.trimmed_bytes(), 3 * u64::from(BS));
+    assert_eq!(
+        journal.sync_stats().remote_acked,
+        3,
+        "a trim is the remote ack"
+    );
+    assert!(journal.acked_ts() > 0);
+    drop((ch, bdev, r, cx));
+    let reopened = Journal::open(jdev, GroupId(2)).expect("open");
+    assert_eq!(
+        reopened.lag_bytes(),
+        2 * u64::from(BS),
+        "held records counted"
+    );
+    assert_eq!(reopened.sync_stats().remote_acked, 3);
+}
