@@ -38,6 +38,10 @@ pub struct Config {
     /// Primary: TCP connections to the secondary.
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// Primary: pause between pulls when the journal had nothing new, in microseconds (in
+    /// sync mode it adds up to this much to a write's latency).
+    #[serde(default = "default_idle_pull")]
+    pub idle_pull_us: u64,
     /// Primary: retransmit timeout in milliseconds.
     #[serde(default = "default_rto")]
     pub rto_ms: u64,
@@ -64,6 +68,10 @@ fn default_window() -> u64 {
 
 fn default_connections() -> usize {
     2
+}
+
+fn default_idle_pull() -> u64 {
+    1000
 }
 
 fn default_rto() -> u64 {
@@ -107,6 +115,10 @@ impl Config {
                 need(c.secondary.is_some(), "secondary")?;
                 need((1..=64).contains(&c.connections), "connections in 1..=64")?;
                 need(c.rto_ms > 0, "rto_ms > 0")?;
+                need(
+                    (50..=1_000_000).contains(&c.idle_pull_us),
+                    "idle_pull_us in 50..=1000000",
+                )?;
             }
             Role::Secondary => {
                 need(c.listen.is_some(), "listen")?;

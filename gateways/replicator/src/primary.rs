@@ -22,8 +22,6 @@ use crate::status::Shared;
 
 const JOURNAL: Token = Token(0);
 const PEER0: usize = 16;
-/// Pause between pulls when the journal had nothing new.
-const IDLE_PULL: Duration = Duration::from_millis(5);
 const RECONNECT: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(5);
 const DOMAIN: DomainId = DomainId(1);
@@ -48,6 +46,8 @@ pub struct Primary {
     cache: BTreeMap<u64, Vec<u8>>,
     pulled: u64,
     pull_outstanding: bool,
+    /// Records the outstanding pull brought.
+    pull_records: u64,
     next_pull: Instant,
     trim_sent: u64,
     last_heartbeat: Option<Vec<u8>>,
@@ -85,6 +85,7 @@ impl Primary {
             cache: BTreeMap::new(),
             pulled: 0,
             pull_outstanding: false,
+            pull_records: 0,
             next_pull: now,
             trim_sent: 0,
             last_heartbeat: None,
@@ -199,6 +200,7 @@ impl Primary {
                     anyhow::bail!("the journal sent a record of group {}", r.header.group);
                 }
                 self.pulled = self.pulled.max(r.header.seq.0);
+                self.pull_records += 1;
                 self.cache
                     .entry(r.header.seq.0)
                     .or_insert_with(|| frame.to_vec());
@@ -229,10 +231,13 @@ impl Primary {
                         self.group
                     );
                 }
-                self.next_pull = if st.head_seq.0 > self.pulled {
+                // Pull again at once while records come (a paused journal sends none).
+                let more = st.head_seq.0 > self.pulled && self.pull_records > 0;
+                self.pull_records = 0;
+                self.next_pull = if more {
                     Instant::now()
                 } else {
-                    Instant::now() + IDLE_PULL
+                    Instant::now() + Duration::from_micros(self.cfg.idle_pull_us)
                 };
             }
             Message::Refuse(r) => anyhow::bail!("the journal refused: {}", r.reason),
