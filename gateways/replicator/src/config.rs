@@ -26,6 +26,11 @@ pub struct Config {
     /// Unix socket serving the status as JSON.
     #[serde(default)]
     pub status_socket: Option<PathBuf>,
+    /// A file holding the link's pre-shared key (64 hex digits, the same on both sides): the
+    /// peers authenticate each other and every frame is encrypted. Without it the link is in
+    /// the clear and unauthenticated.
+    #[serde(default)]
+    pub psk_file: Option<PathBuf>,
     /// Records in flight (the credit the secondary gives).
     #[serde(default = "default_window")]
     pub window: u64,
@@ -128,6 +133,18 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// The link key from `psk_file`, if set.
+    pub fn psk(&self) -> Result<Option<ferrite_link_crypto::Psk>, ConfigError> {
+        let Some(p) = &self.psk_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| ConfigError::Invalid(format!("psk_file {}: {e}", p.display())))?;
+        ferrite_link_crypto::Psk::from_hex(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("psk_file {}: {e}", p.display())))
     }
 
     /// The target namespace of a group namespace.
