@@ -1,5 +1,6 @@
 //! Sync mode end to end: two real `ferrited` and two `ferrite-replicator`s on loopback, group 1
-//! a `sync` replication pair (`replication_create`, link policy `fail`). Several host threads
+//! a `sync` replication pair (`replication_create`, link policy `fail`), the link sealed with a
+//! pre-shared key. Several host threads
 //! write ferrite-perf `--verify` stamps (`ferrite_perf::verify`) to two namespaces of the group,
 //! each thread its own blocks, and record every write the primary acknowledged. The primary
 //! site (its `ferrited` and its replicator) is killed with SIGKILL in the middle of the load.
@@ -91,23 +92,28 @@ fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
     let mut journal_sock = psock.clone().into_os_string();
     journal_sock.push(".journal");
     let rport = port();
+    // The link is sealed with a pre-shared key.
+    let key = dir.join("link.key");
+    std::fs::write(&key, "0123456789abcdef".repeat(4)).expect("key file");
     let sec_status = dir.join("sec.status");
     let _sec = replicator(
         dir,
         "sec-repl",
         &format!(
-            "role = \"secondary\"\ngroup = 1\nlisten = \"127.0.0.1:{rport}\"\ntarget = \"127.0.0.1:{sport}\"\nnqn = \"{NQN_S}\"\nstate_file = \"{}\"\nstatus_socket = \"{}\"\n",
+            "role = \"secondary\"\ngroup = 1\nlisten = \"127.0.0.1:{rport}\"\ntarget = \"127.0.0.1:{sport}\"\nnqn = \"{NQN_S}\"\nstate_file = \"{}\"\nstatus_socket = \"{}\"\npsk_file = \"{}\"\n",
             dir.join("sec.state").display(),
-            sec_status.display()
+            sec_status.display(),
+            key.display()
         ),
     );
     let mut pri = replicator(
         dir,
         "pri-repl",
         &format!(
-            "role = \"primary\"\ngroup = 1\njournal_socket = \"{}\"\nsecondary = \"127.0.0.1:{rport}\"\nconnections = 2\nidle_pull_us = 200\nstatus_socket = \"{}\"\n",
+            "role = \"primary\"\ngroup = 1\njournal_socket = \"{}\"\nsecondary = \"127.0.0.1:{rport}\"\nconnections = 2\nidle_pull_us = 200\nstatus_socket = \"{}\"\npsk_file = \"{}\"\n",
             PathBuf::from(&journal_sock).display(),
-            pri_status.display()
+            pri_status.display(),
+            key.display()
         ),
     );
 
