@@ -344,7 +344,7 @@ impl JournalChannel {
             };
             let op = &mut self.ops[i as usize];
             if sync.must_wait(op.seq) {
-                if !op.sync_since.is_some_and(|t| t.elapsed() >= timeout) {
+                if op.sync_since.is_none_or(|t| t.elapsed() < timeout) {
                     self.sync_wait.push_back(i);
                     continue;
                 }
