@@ -134,23 +134,33 @@ fn endpoint(d: &CtlDaemon) -> PathBuf {
 fn connect(d: &CtlDaemon) -> Controller {
     let mut opts = ConnectOptions::new(d.addr, NQN);
     opts.io_queues = 1;
+    // Sync writes wait for the (test's) secondary: on a loaded machine a journal trim's
+    // synchronous superblock write can stall the acknowledgements for seconds.
+    opts.timeout = Duration::from_secs(60);
+    opts.kato_ms = 0;
     Controller::connect(opts).unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_text()))
+}
+
+/// A daemon with a state directory, pool p0 on f0 and its volume v1.
+fn start_with_pool(dir: &Path) -> (CtlDaemon, u16, PathBuf) {
+    let state = dir.join("state");
+    let port = free_port();
+    let d = start_with_config(
+        dir,
+        &config(dir, port),
+        port,
+        &["--state-dir", state.to_str().expect("utf-8")],
+    );
+    d.ok(&["pool", "create", "p0", "f0", "--cluster-size", "64KiB"]);
+    d.ok(&["volume", "create", "p0", "v1", "8MiB"]);
+    (d, port, state)
 }
 
 #[test]
 fn host_writes_are_journaled_pulled_in_order_trimmed_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let port = free_port();
+    let (d, port, state) = start_with_pool(dir.path());
     let state_arg = state.to_str().expect("utf-8");
-    let d = start_with_config(
-        dir.path(),
-        &config(dir.path(), port),
-        port,
-        &["--state-dir", state_arg],
-    );
-    d.ok(&["pool", "create", "p0", "f0", "--cluster-size", "64KiB"]);
-    d.ok(&["volume", "create", "p0", "v1", "8MiB"]);
     d.ok(&["volume", "create", "p0", "v2", "8MiB"]);
     d.fails(
         &["journal", "create", "1", "p0", "4MiB", "--slot-size", "64K"],
@@ -310,17 +320,8 @@ fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let port = free_port();
+    let (d, port, state) = start_with_pool(dir.path());
     let state_arg = state.to_str().expect("utf-8");
-    let d = start_with_config(
-        dir.path(),
-        &config(dir.path(), port),
-        port,
-        &["--state-dir", state_arg],
-    );
-    d.ok(&["pool", "create", "p0", "f0", "--cluster-size", "64KiB"]);
-    d.ok(&["volume", "create", "p0", "v1", "8MiB"]);
     d.fails(&["replication", "create", "1"], &["group 1 has no journal"]);
     d.ok(&["journal", "create", "1", "p0", "4MiB"]);
     d.ok(&["journal", "attach", "1", "p0/v1", "1"]);
@@ -366,15 +367,27 @@ fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
         "{s}"
     );
 
-    // With a secondary acknowledging, sync writes complete.
+    // With a secondary acknowledging, sync writes complete (a long timeout: a loaded machine
+    // may starve the acknowledging thread).
+    d.ok(&[
+        "replication",
+        "set-mode",
+        "1",
+        "--mode",
+        "sync",
+        "--sync-timeout-ms",
+        "20000",
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let a = {
         let (p, stop) = (endpoint(&d), Arc::clone(&stop));
         std::thread::spawn(move || acker(p, stop))
     };
     for i in 0..5 {
+        let t = Instant::now();
         c.write(1, 1, i, &pattern(i, 1, BS, i + 2), false)
             .expect("acknowledged sync write");
+        eprintln!("sync write {i}: {:?}", t.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
     a.join().expect("acker");

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::journal::check_group;
 use super::params;
 use crate::appliance::Appliance;
 use crate::protocol::RpcError;
@@ -17,13 +18,6 @@ const DEFAULT_RPO_S: u64 = 60;
 fn host(app: &dyn Appliance) -> Result<&dyn ReplicationHost, RpcError> {
     app.replication()
         .ok_or_else(|| RpcError::internal("this process has no replication pairs"))
-}
-
-fn check_group(group: u32) -> Result<(), RpcError> {
-    if group == 0 {
-        return Err(RpcError::invalid_params("group must be at least 1"));
-    }
-    Ok(())
 }
 
 #[derive(Debug, Deserialize)]
