@@ -436,4 +436,8 @@ impl Appliance for Control {
     fn journals(&self) -> Option<&dyn ferrite_rpc::journals::JournalHost> {
         Some(self)
     }
+
+    fn replication(&self) -> Option<&dyn ferrite_rpc::replication::ReplicationHost> {
+        Some(self)
+    }
 }

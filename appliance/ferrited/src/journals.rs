@@ -36,6 +36,9 @@ pub struct JournalConfig {
     pub volume: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<JournaledConfig>,
+    /// The group's replication pair (`replication_create`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<crate::replication::ReplicationConfig>,
 }
 
 /// A bdev journaled in a group (exported as `<bdev>@journal`).
@@ -47,9 +50,11 @@ pub struct JournaledConfig {
 }
 
 #[derive(Debug)]
-struct Entry {
-    journal: Arc<Journal>,
-    config: JournalConfig,
+pub(crate) struct Entry {
+    pub(crate) journal: Arc<Journal>,
+    pub(crate) config: JournalConfig,
+    /// The previous throughput sample of the pair: (when, bytes acknowledged).
+    pub(crate) sample: Option<(std::time::Instant, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -62,7 +67,7 @@ pub(crate) struct Journals {
 }
 
 impl Journals {
-    fn map(&self) -> MutexGuard<'_, BTreeMap<u32, Entry>> {
+    pub(crate) fn map(&self) -> MutexGuard<'_, BTreeMap<u32, Entry>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -115,7 +120,14 @@ impl Journals {
             DomainId(1),
             Epoch(1),
         ));
-        self.map().insert(config.group, Entry { journal, config });
+        self.map().insert(
+            config.group,
+            Entry {
+                journal,
+                config,
+                sample: None,
+            },
+        );
         self.serve();
     }
 
@@ -131,6 +143,10 @@ impl Journals {
         let journal = Journal::open(vol, GroupId(cfg.group))
             .map_err(|e| RpcError::internal(format!("group {}: {e}", cfg.group)))?;
         let _ = target.remove_bdev(&cfg.volume);
+        if let Some(r) = &cfg.replication {
+            crate::replication::apply(&journal, r)
+                .map_err(|e| RpcError::invalid_params(format!("group {}: {e}", cfg.group)))?;
+        }
         for ns in &cfg.namespaces {
             attach(target, &journal, &ns.bdev, ns.nsid)?;
         }
@@ -240,6 +256,7 @@ impl JournalHost for Control {
                 group: p.group,
                 volume: bdev_name,
                 namespaces: Vec::new(),
+                replication: None,
             },
         );
         let map = self.journals.map();
@@ -321,6 +338,12 @@ impl JournalHost for Control {
         let e = map
             .get(&group)
             .ok_or_else(|| RpcError::not_found(format!("group {group} has no journal")))?;
+        if e.config.replication.is_some() {
+            return Err(RpcError::new(
+                BUSY,
+                format!("group {group} is a replication pair (replication_delete first)"),
+            ));
+        }
         if let Some(n) = e.config.namespaces.first() {
             return Err(RpcError::new(
                 BUSY,

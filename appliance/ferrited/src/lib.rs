@@ -9,6 +9,7 @@ mod control;
 mod daemon;
 pub mod journals;
 mod pools;
+pub mod replication;
 pub mod state;
 
 pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, PoolConfig, SubsystemConfig};

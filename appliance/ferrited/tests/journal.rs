@@ -134,23 +134,33 @@ fn endpoint(d: &CtlDaemon) -> PathBuf {
 fn connect(d: &CtlDaemon) -> Controller {
     let mut opts = ConnectOptions::new(d.addr, NQN);
     opts.io_queues = 1;
+    // Sync writes wait for the (test's) secondary: on a loaded machine a journal trim's
+    // synchronous superblock write can stall the acknowledgements for seconds.
+    opts.timeout = Duration::from_secs(60);
+    opts.kato_ms = 0;
     Controller::connect(opts).unwrap_or_else(|e| panic!("connect: {e}\n{}", d.log_text()))
+}
+
+/// A daemon with a state directory, pool p0 on f0 and its volume v1.
+fn start_with_pool(dir: &Path) -> (CtlDaemon, u16, PathBuf) {
+    let state = dir.join("state");
+    let port = free_port();
+    let d = start_with_config(
+        dir,
+        &config(dir, port),
+        port,
+        &["--state-dir", state.to_str().expect("utf-8")],
+    );
+    d.ok(&["pool", "create", "p0", "f0", "--cluster-size", "64KiB"]);
+    d.ok(&["volume", "create", "p0", "v1", "8MiB"]);
+    (d, port, state)
 }
 
 #[test]
 fn host_writes_are_journaled_pulled_in_order_trimmed_and_survive_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = dir.path().join("state");
-    let port = free_port();
+    let (d, port, state) = start_with_pool(dir.path());
     let state_arg = state.to_str().expect("utf-8");
-    let d = start_with_config(
-        dir.path(),
-        &config(dir.path(), port),
-        port,
-        &["--state-dir", state_arg],
-    );
-    d.ok(&["pool", "create", "p0", "f0", "--cluster-size", "64KiB"]);
-    d.ok(&["volume", "create", "p0", "v1", "8MiB"]);
     d.ok(&["volume", "create", "p0", "v2", "8MiB"]);
     d.fails(
         &["journal", "create", "1", "p0", "4MiB", "--slot-size", "64K"],
@@ -282,5 +292,183 @@ fn host_writes_are_journaled_pulled_in_order_trimmed_and_survive_a_restart() {
     d.ok(&["ns", "remove", NQN, "1"]);
     d.ok(&["journal", "detach", "p0/v1@journal"]);
     d.fails(&["journal", "delete", "1"], &["still journals bdev p0/v2"]);
+    d.stop();
+}
+
+/// Pulls and trims everything committed (what the primary replicator does when the secondary
+/// acknowledges at once) until `stop`.
+fn acker(path: PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    let mut st = Stream::connect(&path);
+    let mut next = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (_, recs) = st.pull(next, 64);
+        if let Some(last) = recs.last() {
+            next = last.0 + 1;
+            st.send(Message::JournalTrim(JournalTrim {
+                group: GroupId(1),
+                domain: DomainId(1),
+                up_to_seq: SeqNo(last.0),
+            }));
+            st.until_status_or_refuse(false);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (d, port, state) = start_with_pool(dir.path());
+    let state_arg = state.to_str().expect("utf-8");
+    d.fails(&["replication", "create", "1"], &["group 1 has no journal"]);
+    d.ok(&["journal", "create", "1", "p0", "4MiB"]);
+    d.ok(&["journal", "attach", "1", "p0/v1", "1"]);
+    d.ok(&["ns", "add", NQN, "p0/v1@journal", "--nsid", "1"]);
+    d.fails(
+        &["replication", "create", "1", "--mode", "semi"],
+        &["mode \"semi\" must be"],
+    );
+    d.fails(
+        &["replication", "create", "1", "--link-policy", "x"],
+        &["link_policy \"x\" must be"],
+    );
+    d.fails(&["replication", "status", "1"], &["not a replication pair"]);
+    let s = d.json(&[
+        "replication",
+        "create",
+        "1",
+        "--mode",
+        "sync",
+        "--sync-timeout-ms",
+        "300",
+    ]);
+    assert_eq!(
+        (s["state"].as_str(), s["sync_state"].as_str()),
+        (Some("replicating"), Some("sync")),
+        "{s}"
+    );
+    d.fails(
+        &["replication", "create", "1"],
+        &["already a replication pair"],
+    );
+    d.fails(&["journal", "delete", "1"], &["replication pair"]);
+
+    // Sync, fail policy, nobody acknowledges: the host's write fails after the timeout.
+    let mut c = connect(&d);
+    let t = Instant::now();
+    assert!(c.write(1, 1, 0, &pattern(0, 1, BS, 1), false).is_err());
+    assert!(t.elapsed() >= Duration::from_millis(300));
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        (s["sync"]["timeouts"].as_u64(), s["sync_state"].as_str()),
+        (Some(1), Some("sync")),
+        "{s}"
+    );
+
+    // With a secondary acknowledging, sync writes complete (a long timeout: a loaded machine
+    // may starve the acknowledging thread).
+    d.ok(&[
+        "replication",
+        "set-mode",
+        "1",
+        "--mode",
+        "sync",
+        "--sync-timeout-ms",
+        "20000",
+    ]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let a = {
+        let (p, stop) = (endpoint(&d), Arc::clone(&stop));
+        std::thread::spawn(move || acker(p, stop))
+    };
+    for i in 0..5 {
+        let t = Instant::now();
+        c.write(1, 1, i, &pattern(i, 1, BS, i + 2), false)
+            .expect("acknowledged sync write");
+        eprintln!("sync write {i}: {:?}", t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    a.join().expect("acker");
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        (s["lag_records"].as_u64(), s["lag_seconds"].as_f64()),
+        (Some(0), Some(0.0)),
+        "{s}"
+    );
+    assert!(s["sync"]["waits"].as_u64() >= Some(5), "{s}");
+
+    // Paused and async: writes complete, nothing ships, the lag shows.
+    d.ok(&["replication", "pause", "1"]);
+    d.ok(&["replication", "set-mode", "1", "--mode", "async"]);
+    c.write(1, 1, 10, &pattern(10, 4, BS, 9), false)
+        .expect("async write");
+    let mut st = Stream::connect(&endpoint(&d));
+    assert!(
+        st.pull(0, 10).1.is_empty(),
+        "a paused journal ships nothing"
+    );
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        (
+            s["state"].as_str(),
+            s["lag_records"].as_u64(),
+            s["lag_bytes"].as_u64()
+        ),
+        (Some("paused"), Some(1), Some(4 * BS as u64)),
+        "{s}"
+    );
+    assert!(s["lag_seconds"].as_f64().is_some_and(|x| x >= 0.0), "{s}");
+    let stats = d.json(&["stats", "--interval", "0"]);
+    let r = &stats["replication"][0];
+    assert_eq!(
+        (r["group"].as_u64(), r["state"].as_str()),
+        (Some(1), Some("paused")),
+        "{stats}"
+    );
+    d.ok(&["replication", "resume", "1"]);
+    let (_, recs) = st.pull(0, 10);
+    assert_eq!(recs.last().map(|r| (r.3, r.4)), Some((10, 4)));
+    drop(st);
+
+    // Sync with degrade: the unacknowledged write completes after the timeout, degraded.
+    d.ok(&[
+        "replication",
+        "set-mode",
+        "1",
+        "--mode",
+        "sync",
+        "--link-policy",
+        "degrade",
+        "--sync-timeout-ms",
+        "200",
+    ]);
+    // The backlog of one record is within the catch-up slack: sync at once.
+    c.write(1, 1, 20, &pattern(20, 1, BS, 30), false)
+        .expect("degraded write");
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        (s["state"].as_str(), s["sync"]["degrades"].as_u64()),
+        (Some("degraded"), Some(1)),
+        "{s}"
+    );
+    drop(c);
+    d.stop();
+
+    // The pair survives a restart.
+    let d = CtlDaemon::start(dir.path(), port, &["--state-dir", state_arg]);
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        (
+            s["mode"].as_str(),
+            s["link_policy"].as_str(),
+            s["sync_timeout_ms"].as_u64()
+        ),
+        (Some("sync"), Some("degrade"), Some(200)),
+        "{s}"
+    );
+    d.ok(&["replication", "delete", "1"]);
+    d.fails(&["replication", "status", "1"], &["not a replication pair"]);
     d.stop();
 }

@@ -124,6 +124,7 @@ impl BlockDevice for JournaledBdev {
                 err: None,
                 record: None,
                 waiting_since: None,
+                sync_since: None,
             })
             .collect();
         Ok(Box::new(JournalChannel {
@@ -140,6 +141,7 @@ impl BlockDevice for JournaledBdev {
             retry_journal: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             finished: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             waiting: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
+            sync_wait: VecDeque::with_capacity(JOURNAL_CHANNEL_DEPTH),
             stats: ChannelStats::default(),
         }))
     }
@@ -160,6 +162,8 @@ struct Op {
     record: Option<(RecordOp, u64, u64)>,
     /// Since when it waits for journal space.
     waiting_since: Option<std::time::Instant>,
+    /// Sync mode: since when the completed request waits for the secondary's ack.
+    sync_since: Option<std::time::Instant>,
 }
 
 struct JournalChannel {
@@ -180,6 +184,8 @@ struct JournalChannel {
     finished: VecDeque<u16>,
     /// Modifying requests waiting for journal space, in arrival order.
     waiting: VecDeque<u16>,
+    /// Sync mode: completed records waiting for the secondary's acknowledgement.
+    sync_wait: VecDeque<u16>,
     stats: ChannelStats,
 }
 
@@ -229,6 +235,7 @@ impl JournalChannel {
         h.nblocks = U32::new(nblocks32);
         h.data_len = U32::new(data.len() as u32);
         h.data_crc = U32::new(crc32c::crc32c(data));
+        self.journal.note_appended_bytes(data.len() as u64);
         h.header_crc = U32::new(h.compute_crc());
         let staging = self.ops[idx]
             .staging
@@ -326,6 +333,38 @@ impl JournalChannel {
         }
     }
 
+    /// Moves sync-waiting requests the secondary acknowledged (or whose wait is overdue, by
+    /// the lost-link policy) to `finished`.
+    fn release_synced(&mut self) {
+        let sync = self.journal.sync_ctl();
+        let timeout = sync.timeout();
+        for _ in 0..self.sync_wait.len() {
+            let Some(i) = self.sync_wait.pop_front() else {
+                break;
+            };
+            let op = &mut self.ops[i as usize];
+            if sync.must_wait(op.seq) {
+                if op.sync_since.is_none_or(|t| t.elapsed() < timeout) {
+                    self.sync_wait.push_back(i);
+                    continue;
+                }
+                let (r, degraded) = sync.overdue(self.journal.reserved());
+                if degraded {
+                    log::warn!(
+                        "ALERT journal of group {}: no acknowledgement of record {} from the secondary in {timeout:?}; \
+                         sync replication degraded to async until the secondary catches up",
+                        self.journal.group(),
+                        op.seq
+                    );
+                }
+                if let Err(e) = r {
+                    op.err = Some(e);
+                }
+            }
+            self.finished.push_back(i);
+        }
+    }
+
     fn inner_blocks(&self) -> u64 {
         self.inner_num_blocks
     }
@@ -404,6 +443,7 @@ impl IoChannel for JournalChannel {
         o.io = Some(io);
         o.err = None;
         o.attempts = 0;
+        o.journal_kind = None;
         o.parts = 2;
         o.record = Some((op, lba, blocks));
         o.waiting_since = None;
@@ -467,12 +507,29 @@ impl IoChannel for JournalChannel {
                 finish_part(op, idx, finished, r);
             });
         }
+        if !self.sync_wait.is_empty() {
+            self.release_synced();
+        }
         let mut n = 0;
         while n < max {
             let Some(idx) = self.finished.pop_front() else {
                 break;
             };
             let op = &mut self.ops[idx as usize];
+            if op.io.is_none() {
+                continue;
+            }
+            // Sync mode: a journaled write completes once the secondary holds its record.
+            if op.sync_since.take().is_none()
+                && op.err.is_none()
+                && op.journal_kind.is_some()
+                && self.journal.sync_ctl().must_wait(op.seq)
+            {
+                self.journal.sync_ctl().note_wait();
+                op.sync_since = Some(std::time::Instant::now());
+                self.sync_wait.push_back(idx);
+                continue;
+            }
             let Some(mut io) = op.io.take() else {
                 continue;
             };

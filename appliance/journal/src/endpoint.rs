@@ -217,7 +217,12 @@ impl Connection {
                                 "pull from {from} but the journal is trimmed up to {trimmed}"
                             ));
                         }
-                        let end = r.journal().committed().min(from + u64::from(max) - 1);
+                        // Paused: nothing is shipped (the status still tells the head).
+                        let end = if r.journal().is_paused() {
+                            from - 1
+                        } else {
+                            r.journal().committed().min(from + u64::from(max) - 1)
+                        };
                         for seq in from..=end {
                             let rec = r.read(cx, seq).map_err(|e| e.to_string())?;
                             Message::Record(Record {

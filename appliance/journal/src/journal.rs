@@ -12,6 +12,7 @@ use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use crate::error::JournalError;
 use crate::format::{RecordHeaderWire, SuperblockWire, RECORD_MAGIC, SUPER_MAGIC, VERSION};
+use crate::sync::{SyncCtl, SyncPolicy, SyncState, SyncStats};
 
 /// Fewest slots a journal may have.
 pub const MIN_SLOTS: u64 = 8;
@@ -62,6 +63,14 @@ pub struct Journal {
     write_errors: AtomicU64,
     lost_after_hole: u64,
     broken: AtomicBool,
+    /// Sync mode: what the secondary acknowledged and the lost-link policy.
+    sync: SyncCtl,
+    /// Data bytes of records appended (since open, plus those held at open) and trimmed
+    /// (since open): their difference is the replication lag in bytes.
+    appended_bytes: AtomicU64,
+    trimmed_bytes: AtomicU64,
+    /// Shipping paused (`replication_pause`): pulls get no records.
+    paused: AtomicBool,
 }
 
 /// Wall-clock nanoseconds (the group clock's source).
@@ -174,7 +183,7 @@ impl Journal {
         let trimmed = sb.trimmed.get();
         // Recovery: read every slot header; the committed prefix continues
         // from the trim point; valid records beyond a hole are counted.
-        let mut found = Vec::new();
+        let mut found: Vec<(u64, u32)> = Vec::new();
         let mut buf = buf;
         for i in 0..slots {
             buf = sync_io(
@@ -193,18 +202,19 @@ impl Journal {
                     && seq > trimmed
                     && (seq - 1) % slots == i
                 {
-                    found.push(seq);
+                    found.push((seq, h.data_len.get()));
                 }
             }
         }
         found.sort_unstable();
-        let mut head = trimmed;
-        for &s in &found {
+        let (mut head, mut held_bytes) = (trimmed, 0u64);
+        for &(s, len) in &found {
             if s == head + 1 {
                 head = s;
+                held_bytes += u64::from(len);
             }
         }
-        let lost = found.iter().filter(|&&s| s > head).count() as u64;
+        let lost = found.iter().filter(|&&(s, _)| s > head).count() as u64;
         if lost > 0 {
             log::warn!(
                 "journal {} (group {}): {lost} records after a hole at {} are dropped; their ranges need a resync",
@@ -237,6 +247,10 @@ impl Journal {
             write_errors: AtomicU64::new(0),
             lost_after_hole: lost,
             broken: AtomicBool::new(false),
+            sync: SyncCtl::new(trimmed),
+            appended_bytes: AtomicU64::new(held_bytes),
+            trimmed_bytes: AtomicU64::new(0),
+            paused: AtomicBool::new(false),
             dev,
         }))
     }
@@ -371,6 +385,88 @@ impl Journal {
         self.trimmed_ts.store(ts, Ordering::Release);
         self.trimmed.store(seq, Ordering::Release);
         Ok(())
+    }
+
+    /// Sets the group's replication mode and lost-link policy (takes effect for writes that
+    /// complete from now on).
+    pub fn set_sync_policy(&self, p: SyncPolicy) {
+        self.sync.set(p, self.reserved());
+        log::info!(
+            "journal of group {}: {:?} mode, lost link: {:?}, timeout {:?} ({})",
+            self.group,
+            p.mode,
+            p.link_policy,
+            p.timeout,
+            self.sync.state().as_str()
+        );
+    }
+
+    /// The group's replication mode and lost-link policy.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync.policy()
+    }
+
+    /// Async, sync, or sync degraded to async.
+    pub fn sync_state(&self) -> SyncState {
+        self.sync.state()
+    }
+
+    /// Counters of sync mode.
+    pub fn sync_stats(&self) -> SyncStats {
+        self.sync.stats()
+    }
+
+    /// The secondary holds every record up to `seq` durably (the replicator's cumulative
+    /// acknowledgement): sync writes up to it may complete.
+    pub fn ack_remote(&self, seq: u64) {
+        if self.sync.ack(seq, self.reserved()) {
+            log::warn!(
+                "journal of group {}: the secondary caught up (record {seq}); writes are synchronous again",
+                self.group
+            );
+        }
+    }
+
+    /// Data bytes of records not yet acknowledged by the secondary.
+    pub fn lag_bytes(&self) -> u64 {
+        self.appended_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.trimmed_bytes.load(Ordering::Relaxed))
+    }
+
+    /// Data bytes acknowledged by the secondary since the journal was opened.
+    pub fn trimmed_bytes(&self) -> u64 {
+        self.trimmed_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Timestamp (ns since the epoch) of the last record the secondary acknowledged (0: none
+    /// yet).
+    pub fn acked_ts(&self) -> u64 {
+        self.trimmed_ts()
+    }
+
+    pub(crate) fn note_appended_bytes(&self, bytes: u64) {
+        self.appended_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn note_trimmed_bytes(&self, bytes: u64) {
+        self.trimmed_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Pauses or resumes shipping: while paused the stream endpoint answers pulls without
+    /// records (writes are still journaled; in sync mode they wait, then follow the lost-link
+    /// policy).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Release);
+    }
+
+    /// Whether shipping is paused.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn sync_ctl(&self) -> &SyncCtl {
+        &self.sync
     }
 
     /// Counters.

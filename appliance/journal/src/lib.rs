@@ -14,6 +14,11 @@
 //!   (checked, timestamps made strictly increasing in sequence order) and
 //!   trims; [`endpoint`] serves it on a Unix socket in the gateway protocol.
 //!
+//! - [`sync`](SyncPolicy): in sync mode a write completes only once the
+//!   secondary acknowledged its record (the trim the replicator sends), with
+//!   a lost-link policy: fail the write, or degrade to async until the
+//!   secondary catches up.
+//!
 //! When the journal is full, writes wait in arrival order for a trim (the
 //! replicator catching up) and fail with `BdevError::NoSpace` after
 //! [`FULL_WAIT`]; nothing is lost from the journal. The
@@ -27,8 +32,12 @@ mod error;
 pub mod format;
 mod journal;
 mod reader;
+mod sync;
 
 pub use channel::{JournaledBdev, FULL_WAIT, JOURNAL_CHANNEL_DEPTH};
 pub use error::JournalError;
 pub use journal::{Journal, JournalStats};
 pub use reader::{JournalReader, OwnedRecord, ReadCtx};
+pub use sync::{
+    LinkPolicy, Mode, SyncPolicy, SyncState, SyncStats, CATCHUP_SLACK, DEFAULT_SYNC_TIMEOUT,
+};

@@ -56,8 +56,8 @@ impl ReadCtx {
 /// the superblock.
 pub struct JournalReader {
     journal: Arc<Journal>,
-    /// Shipped timestamps of records trimmed+1 ..= trimmed+len.
-    ts: VecDeque<u64>,
+    /// Shipped timestamps and data lengths of records trimmed+1 ..= trimmed+len.
+    ts: VecDeque<(u64, u32)>,
     domain: DomainId,
     epoch: Epoch,
 }
@@ -139,11 +139,15 @@ impl JournalReader {
         let trimmed = self.journal.trimmed();
         while (self.ts.len() as u64) < seq - trimmed {
             let s = trimmed + self.ts.len() as u64 + 1;
-            let prev = self.ts.back().copied().unwrap_or(self.journal.trimmed_ts());
-            let raw = self.read_slot(cx, s, false)?.0.raw_ts.get();
-            self.ts.push_back(raw.max(prev + 1));
+            let prev = self
+                .ts
+                .back()
+                .map_or(self.journal.trimmed_ts(), |&(t, _)| t);
+            let h = self.read_slot(cx, s, false)?.0;
+            self.ts
+                .push_back((h.raw_ts.get().max(prev + 1), h.data_len.get()));
         }
-        Ok(self.ts[(seq - trimmed - 1) as usize])
+        Ok(self.ts[(seq - trimmed - 1) as usize].0)
     }
 
     fn check_range(&self, seq: u64) -> Result<(), JournalError> {
@@ -209,9 +213,17 @@ impl JournalReader {
         if seq > committed {
             return Err(JournalError::TrimBeyondCommitted { seq, committed });
         }
+        // A trim is the secondary's durable acknowledgement: sync writes may complete now,
+        // before the superblock write.
+        self.journal.ack_remote(seq);
         let ts = self.shipped_ts(cx, seq)?;
         self.journal.persist_trim(&mut *cx.ch, seq, ts)?;
-        self.ts.drain(..(seq - trimmed) as usize);
+        let bytes: u64 = self
+            .ts
+            .drain(..(seq - trimmed) as usize)
+            .map(|(_, len)| u64::from(len))
+            .sum();
+        self.journal.note_trimmed_bytes(bytes);
         Ok(())
     }
 }

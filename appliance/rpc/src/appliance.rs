@@ -131,4 +131,9 @@ pub trait Appliance: Send + Sync {
     fn journals(&self) -> Option<&dyn crate::journals::JournalHost> {
         None
     }
+
+    /// Replication pairs (`replication_*`), when the host has them.
+    fn replication(&self) -> Option<&dyn crate::replication::ReplicationHost> {
+        None
+    }
 }

@@ -13,6 +13,7 @@ pub mod client;
 pub mod journals;
 pub mod methods;
 pub mod protocol;
+pub mod replication;
 mod server;
 mod stats;
 pub mod volumes;

@@ -116,6 +116,7 @@ pub(crate) fn collect(app: &dyn Appliance) -> Result<Value, RpcError> {
         "reactors": reactors,
         "volumes": volumes(app, &pools),
         "pools": pools.iter().map(|p| pool_space(p)).collect::<Vec<_>>(),
+        "replication": app.replication().map_or(json!([]), |r| r.replication_summary()),
     }))
 }
 

@@ -26,6 +26,11 @@ pub struct Config {
     /// Unix socket serving the status as JSON.
     #[serde(default)]
     pub status_socket: Option<PathBuf>,
+    /// A file holding the link's pre-shared key (64 hex digits, the same on both sides): the
+    /// peers authenticate each other and every frame is encrypted. Without it the link is in
+    /// the clear and unauthenticated.
+    #[serde(default)]
+    pub psk_file: Option<PathBuf>,
     /// Records in flight (the credit the secondary gives).
     #[serde(default = "default_window")]
     pub window: u64,
@@ -38,6 +43,10 @@ pub struct Config {
     /// Primary: TCP connections to the secondary.
     #[serde(default = "default_connections")]
     pub connections: usize,
+    /// Primary: pause between pulls when the journal had nothing new, in microseconds (in
+    /// sync mode it adds up to this much to a write's latency).
+    #[serde(default = "default_idle_pull")]
+    pub idle_pull_us: u64,
     /// Primary: retransmit timeout in milliseconds.
     #[serde(default = "default_rto")]
     pub rto_ms: u64,
@@ -64,6 +73,10 @@ fn default_window() -> u64 {
 
 fn default_connections() -> usize {
     2
+}
+
+fn default_idle_pull() -> u64 {
+    1000
 }
 
 fn default_rto() -> u64 {
@@ -107,6 +120,10 @@ impl Config {
                 need(c.secondary.is_some(), "secondary")?;
                 need((1..=64).contains(&c.connections), "connections in 1..=64")?;
                 need(c.rto_ms > 0, "rto_ms > 0")?;
+                need(
+                    (50..=1_000_000).contains(&c.idle_pull_us),
+                    "idle_pull_us in 50..=1000000",
+                )?;
             }
             Role::Secondary => {
                 need(c.listen.is_some(), "listen")?;
@@ -116,6 +133,18 @@ impl Config {
             }
         }
         Ok(c)
+    }
+
+    /// The link key from `psk_file`, if set.
+    pub fn psk(&self) -> Result<Option<ferrite_link_crypto::Psk>, ConfigError> {
+        let Some(p) = &self.psk_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| ConfigError::Invalid(format!("psk_file {}: {e}", p.display())))?;
+        ferrite_link_crypto::Psk::from_hex(&text)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid(format!("psk_file {}: {e}", p.display())))
     }
 
     /// The target namespace of a group namespace.

@@ -13,7 +13,8 @@
 //!   applied point in a state file, and only then lets the loop acknowledge them. The
 //!   secondary image is therefore always a consistent prefix of the primary's writes.
 //!
-//! Not yet: authentication and encryption of the peer link, sync mode, resync, role changes.
+//! The peer link is sealed with a pre-shared key when `psk_file` is set ([`ferrite_link_crypto`]).
+//! Not yet: initial copy, resync, role changes.
 
 #![forbid(unsafe_code)]
 

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use ferrite_gateway_protocol::{
     decode, DomainId, GroupId, Hello, JournalPull, JournalTrim, Message, NodeId, Role, SeqNo,
 };
+use ferrite_link_crypto::{Psk, Side};
 use ferrite_ordering::SendWindow;
 use mio::net::{TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
@@ -22,8 +23,6 @@ use crate::status::Shared;
 
 const JOURNAL: Token = Token(0);
 const PEER0: usize = 16;
-/// Pause between pulls when the journal had nothing new.
-const IDLE_PULL: Duration = Duration::from_millis(5);
 const RECONNECT: Duration = Duration::from_millis(100);
 const TICK: Duration = Duration::from_millis(5);
 const DOMAIN: DomainId = DomainId(1);
@@ -48,6 +47,8 @@ pub struct Primary {
     cache: BTreeMap<u64, Vec<u8>>,
     pulled: u64,
     pull_outstanding: bool,
+    /// Records the outstanding pull brought.
+    pull_records: u64,
     next_pull: Instant,
     trim_sent: u64,
     last_heartbeat: Option<Vec<u8>>,
@@ -57,6 +58,8 @@ pub struct Primary {
     journal_head: u64,
     status: Shared,
     stop: Arc<AtomicBool>,
+    /// The link's pre-shared key, if configured.
+    psk: Option<Psk>,
 }
 
 fn peer_token(i: usize) -> Token {
@@ -68,6 +71,7 @@ impl Primary {
     pub fn new(cfg: Config, status: Shared, stop: Arc<AtomicBool>) -> Result<Primary> {
         let journal_path = cfg.journal_socket.clone().context("journal_socket")?;
         let secondary = cfg.secondary.context("secondary")?;
+        let psk = cfg.psk()?;
         let now = Instant::now();
         Ok(Primary {
             group: GroupId(cfg.group),
@@ -85,6 +89,7 @@ impl Primary {
             cache: BTreeMap::new(),
             pulled: 0,
             pull_outstanding: false,
+            pull_records: 0,
             next_pull: now,
             trim_sent: 0,
             last_heartbeat: None,
@@ -94,6 +99,7 @@ impl Primary {
             journal_head: 0,
             status,
             stop,
+            psk,
             cfg,
         })
     }
@@ -106,8 +112,8 @@ impl Primary {
         self.poll
             .registry()
             .register(&mut s, JOURNAL, Interest::READABLE | Interest::WRITABLE)?;
-        let mut f = Framed::new(s);
-        f.queue(&Message::Hello(hello(Role::Primary)))?;
+        let mut f = Framed::new(s, None);
+        f.queue_hello(&Message::Hello(hello(Role::Primary, [0; 32])))?;
         // From the trim point: the first answer tells where the journal starts.
         f.queue(&Message::JournalPull(JournalPull {
             group: self.group,
@@ -145,8 +151,8 @@ impl Primary {
                     {
                         continue;
                     }
-                    let mut f = Framed::new(s);
-                    let _ = f.queue(&Message::Hello(hello(Role::Primary)));
+                    let mut f = Framed::new(s, self.psk.as_ref().map(|k| (k, Side::Primary)));
+                    let _ = f.queue_hello(&Message::Hello(hello(Role::Primary, f.hello_nonce())));
                     if let Some(hb) = &self.last_heartbeat {
                         f.queue_bytes(hb);
                     }
@@ -180,7 +186,7 @@ impl Primary {
         let n = self.peers.len();
         for k in 0..n {
             let i = (self.rr + k) % n;
-            if self.peers[i].conn.is_some() {
+            if self.peers[i].conn.as_ref().is_some_and(|c| c.established()) {
                 self.rr = i + 1;
                 return Some(i);
             }
@@ -199,6 +205,7 @@ impl Primary {
                     anyhow::bail!("the journal sent a record of group {}", r.header.group);
                 }
                 self.pulled = self.pulled.max(r.header.seq.0);
+                self.pull_records += 1;
                 self.cache
                     .entry(r.header.seq.0)
                     .or_insert_with(|| frame.to_vec());
@@ -229,10 +236,13 @@ impl Primary {
                         self.group
                     );
                 }
-                self.next_pull = if st.head_seq.0 > self.pulled {
+                // Pull again at once while records come (a paused journal sends none).
+                let more = st.head_seq.0 > self.pulled && self.pull_records > 0;
+                self.pull_records = 0;
+                self.next_pull = if more {
                     Instant::now()
                 } else {
-                    Instant::now() + IDLE_PULL
+                    Instant::now() + Duration::from_micros(self.cfg.idle_pull_us)
                 };
             }
             Message::Refuse(r) => anyhow::bail!("the journal refused: {}", r.reason),
@@ -303,7 +313,11 @@ impl Primary {
         }
         // Send new records and due retransmits, spread over the connections.
         let mut to_send = Vec::new();
-        if self.peers.iter().any(|p| p.conn.is_some()) {
+        if self
+            .peers
+            .iter()
+            .any(|p| p.conn.as_ref().is_some_and(|c| c.established()))
+        {
             let w = self.window.as_mut().expect("checked above");
             w.due(now_ns, 256, &mut to_send);
             while w.can_send_new() && w.next_new().0 <= self.pulled {
@@ -422,13 +436,13 @@ impl Primary {
     }
 }
 
-pub(crate) fn hello(role: Role) -> Hello {
+pub(crate) fn hello(role: Role, nonce: [u8; 32]) -> Hello {
     Hello {
         role,
         min_version: ferrite_gateway_protocol::wire::MIN_VERSION,
         max_version: ferrite_gateway_protocol::wire::VERSION,
         node: NodeId(0),
-        nonce: [0; 32],
+        nonce,
     }
 }
 

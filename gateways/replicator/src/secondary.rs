@@ -14,6 +14,7 @@ use ferrite_gateway_protocol::{
     RefuseCode, Role, SeqNo, Timestamp,
 };
 use ferrite_host::{ConnectOptions, Controller};
+use ferrite_link_crypto::Side;
 use ferrite_ordering::{DomainState, GroupApplier, OrderingError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::conn::Framed;
+use crate::conn::{ConnError, Framed};
 use crate::primary::hello;
 use crate::status::Shared;
 
@@ -163,6 +164,7 @@ impl Secondary {
             Timestamp(state.limit),
             self.cfg.window * 4,
         );
+        let psk = self.cfg.psk()?;
         let mut poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel::<Item>();
@@ -199,6 +201,7 @@ impl Secondary {
         let mut queued = state.applied;
         let mut received: u64 = 0;
         let mut refused: u64 = 0;
+        let mut auth_failures: u64 = 0;
         let mut events = Events::with_capacity(256);
         let window = self.cfg.window;
         let ack = |f: &mut Framed<TcpStream>, a: &AppliedState, group: GroupId| {
@@ -247,6 +250,8 @@ impl Secondary {
                     "received": received,
                     "duplicates": d.duplicates(),
                     "refused": refused,
+                    "auth_failures": auth_failures,
+                    "sealed": psk.is_some(),
                     "connections": conns.iter().filter(|c| c.is_some()).count(),
                 });
             }
@@ -279,8 +284,12 @@ impl Secondary {
                                     Token(CONN0 + i),
                                     Interest::READABLE | Interest::WRITABLE,
                                 )?;
-                                let mut f = Framed::new(s);
-                                let _ = f.queue(&Message::Hello(hello(Role::Secondary)));
+                                let mut f =
+                                    Framed::new(s, psk.as_ref().map(|k| (k, Side::Secondary)));
+                                let _ = f.queue_hello(&Message::Hello(hello(
+                                    Role::Secondary,
+                                    f.hello_nonce(),
+                                )));
                                 ack(&mut f, &applied, self.group);
                                 log::info!("primary connected from {peer}");
                                 conns[i] = Some(f);
@@ -311,6 +320,11 @@ impl Secondary {
                                 Ok(Some(fr)) => fr,
                                 Ok(None) => break,
                                 Err(e) => {
+                                    if let ConnError::Auth(_) = e {
+                                        // A peer without our key (or a tampered stream).
+                                        auth_failures += 1;
+                                        log::warn!("connection {i} refused: {e}");
+                                    }
                                     close = Some(e.to_string());
                                     break;
                                 }

@@ -16,7 +16,7 @@ fn host(app: &dyn Appliance) -> Result<&dyn JournalHost, RpcError> {
         .ok_or_else(|| RpcError::internal("this process has no replication journals"))
 }
 
-fn check_group(group: u32) -> Result<(), RpcError> {
+pub(super) fn check_group(group: u32) -> Result<(), RpcError> {
     if group == 0 {
         return Err(RpcError::invalid_params("group must be at least 1"));
     }

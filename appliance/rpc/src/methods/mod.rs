@@ -7,6 +7,7 @@ mod bdev;
 mod journal;
 mod nvmf;
 mod pool;
+mod replication;
 mod system;
 mod volume;
 
@@ -86,6 +87,12 @@ pub static METHODS: &[Method] = &[
     m("journal_detach", true, journal::detach),
     m("journal_list", false, journal::list),
     m("journal_delete", true, journal::delete),
+    m("replication_create", true, replication::create),
+    m("replication_set_mode", true, replication::set_mode),
+    m("replication_status", false, replication::status),
+    m("replication_pause", true, replication::pause),
+    m("replication_resume", true, replication::resume),
+    m("replication_delete", true, replication::delete),
     m("stats_get", false, system::stats_get),
     m("save_config", false, system::save_config),
     m("log_set_level", false, system::log_set_level),

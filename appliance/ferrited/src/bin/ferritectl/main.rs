@@ -3,6 +3,7 @@
 
 mod client;
 mod human;
+mod replication;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ enum Cmd {
     /// Replication journals of consistency groups (journal_*).
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// Replication pairs: mode, pause, status with lag (replication_*).
+    #[command(subcommand)]
+    Replication(replication::ReplicationCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -553,6 +557,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Journal(JournalCmd::Detach { bdev }) => ("journal_detach", json!({ "bdev": bdev })),
         Cmd::Journal(JournalCmd::List) => ("journal_list", Value::Null),
         Cmd::Journal(JournalCmd::Delete { group }) => ("journal_delete", json!({ "group": group })),
+        Cmd::Replication(r) => replication::request(&r),
         Cmd::Controllers { nqn } => ("nvmf_get_controllers", opt("nqn", nqn)),
         Cmd::Qpairs { nqn } => ("nvmf_get_qpairs", opt("nqn", nqn)),
         Cmd::SaveConfig => ("save_config", Value::Null),

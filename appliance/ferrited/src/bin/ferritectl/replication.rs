@@ -1,0 +1,85 @@
+//! `ferritectl replication ...`: the replication_* methods.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReplicationCmd {
+    /// Make GROUP (which has a journal) a replication pair (replication_create).
+    Create {
+        group: u32,
+        #[command(flatten)]
+        settings: Settings,
+        /// The primary ferrite-replicator's status socket, read for status.
+        #[arg(long)]
+        replicator_status: Option<String>,
+    },
+    /// Change a pair's mode, lost-link policy, timeout or RPO (replication_set_mode).
+    SetMode {
+        group: u32,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// State, mode, lag (records, bytes, seconds), throughput (replication_status).
+    Status { group: Option<u32> },
+    /// Stop shipping GROUP's journal (replication_pause).
+    Pause { group: u32 },
+    /// Resume shipping (replication_resume).
+    Resume { group: u32 },
+    /// End the pair; the journal stays (replication_delete).
+    Delete { group: u32 },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct Settings {
+    /// async or sync.
+    #[arg(long, default_value = "async")]
+    mode: String,
+    /// Sync mode, lost link: fail (writes fail) or degrade (async until caught up).
+    #[arg(long, default_value = "fail")]
+    link_policy: String,
+    /// Sync mode: how long a write waits for the secondary, in milliseconds.
+    #[arg(long)]
+    sync_timeout_ms: Option<u64>,
+    /// Async mode: recovery point objective in seconds.
+    #[arg(long)]
+    rpo_s: Option<u64>,
+}
+
+fn settings_json(group: u32, s: &Settings) -> Value {
+    let mut p = json!({"group": group, "mode": s.mode, "link_policy": s.link_policy});
+    if let Some(t) = s.sync_timeout_ms {
+        p["sync_timeout_ms"] = json!(t);
+    }
+    if let Some(r) = s.rpo_s {
+        p["rpo_s"] = json!(r);
+    }
+    p
+}
+
+/// The method and parameters of a replication subcommand.
+pub(crate) fn request(cmd: &ReplicationCmd) -> (&'static str, Value) {
+    match cmd {
+        ReplicationCmd::Create {
+            group,
+            settings,
+            replicator_status,
+        } => {
+            let mut p = settings_json(*group, settings);
+            if let Some(s) = replicator_status {
+                p["replicator_status_socket"] = json!(s);
+            }
+            ("replication_create", p)
+        }
+        ReplicationCmd::SetMode { group, settings } => {
+            ("replication_set_mode", settings_json(*group, settings))
+        }
+        ReplicationCmd::Status { group } => (
+            "replication_status",
+            group.map_or(Value::Null, |g| json!({ "group": g })),
+        ),
+        ReplicationCmd::Pause { group } => ("replication_pause", json!({ "group": group })),
+        ReplicationCmd::Resume { group } => ("replication_resume", json!({ "group": group })),
+        ReplicationCmd::Delete { group } => ("replication_delete", json!({ "group": group })),
+    }
+}
