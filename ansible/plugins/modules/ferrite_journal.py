@@ -67,6 +67,12 @@ options:
     description: Detach journaled bdevs of the group that are not listed.
     type: bool
     default: true
+  journal_keys:
+    description:
+      - Name I(pool), I(size) and I(slot_size) C(journal.pool) and so on in error messages, as
+        the C(replication) role's C(replication_groups[N].journal) holds them.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -130,6 +136,12 @@ def summary(j):
     }
 
 
+def fail_journal_param(module, name, error):
+    if module.params["journal_keys"] and name in ("pool", "size", "slot_size"):
+        name = "journal." + name
+    fail_param(module, name, error)
+
+
 def check_params(module):
     p = module.params
     if p["group"] < 1 or p["group"] > 0xFFFFFFFF:
@@ -139,17 +151,17 @@ def check_params(module):
         if p[key] is not None:
             n, err = parse_size(p[key])
             if err:
-                fail_param(module, key, err)
+                fail_journal_param(module, key, err)
             sizes[key] = n
     slot = sizes.get("slot_size")
     if slot is not None and not MIN_SLOT <= slot <= MAX_SLOT:
-        fail_param(module, "slot_size", "%s is not from 128KiB to 4MiB" % p["slot_size"])
+        fail_journal_param(module, "slot_size", "%s is not from 128KiB to 4MiB" % p["slot_size"])
     if "size" in sizes and sizes["size"] < 8 * (slot or MIN_SLOT):
-        fail_param(module, "size", "%s holds fewer than 8 slots of %d bytes" % (p["size"], slot or MIN_SLOT))
+        fail_journal_param(module, "size", "%s holds fewer than 8 slots of %d bytes" % (p["size"], slot or MIN_SLOT))
     if p["pool"] is not None:
         err = name_error(p["pool"])
         if err:
-            fail_param(module, "pool", err)
+            fail_journal_param(module, "pool", err)
     seen_bdev, seen_nsid = set(), set()
     for i, ns in enumerate(p["namespaces"]):
         err = bdev_name_error(ns["bdev"])
@@ -187,6 +199,7 @@ def main():
             ),
         ),
         exclusive=dict(type="bool", default=True),
+        journal_keys=dict(type="bool", default=False),
     )
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
     p = module.params
@@ -210,10 +223,10 @@ def main():
     if current is None:
         for key in ("pool", "size"):
             if p[key] is None:
-                fail_param(module, key, "required to create the journal of group %d" % group)
+                fail_journal_param(module, key, "required to create the journal of group %d" % group)
         live_pools = set(x.get("name") for x in call_or_fail(module, rpc, "pool_list") or [])
         if p["pool"] not in live_pools and not module.check_mode:
-            fail_param(module, "pool", "unknown pool %s" % p["pool"])
+            fail_journal_param(module, "pool", "unknown pool %s" % p["pool"])
         params = {"group": group, "pool": p["pool"], "size": sizes["size"]}
         if "slot_size" in sizes:
             params["slot_size"] = sizes["slot_size"]
@@ -221,10 +234,10 @@ def main():
     else:
         volume = current.get("volume") or ""
         if p["pool"] is not None and volume.split("/")[0] != p["pool"]:
-            fail_param(module, "pool", "the journal of group %d exists in %s; its pool cannot change"
+            fail_journal_param(module, "pool", "the journal of group %d exists in %s; its pool cannot change"
                        % (group, volume.split("/")[0]))
         if "slot_size" in sizes and sizes["slot_size"] != current.get("slot_size"):
-            fail_param(module, "slot_size", "the journal of group %d has %s byte slots; chosen at creation only"
+            fail_journal_param(module, "slot_size", "the journal of group %d has %s byte slots; chosen at creation only"
                        % (group, current.get("slot_size")))
         # The slot count depends on the record header's size, so the size of an existing
         # journal is not compared: it is chosen at creation only (documented).
