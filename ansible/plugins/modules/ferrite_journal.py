@@ -108,6 +108,7 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     name_error,
     object_spec,
     parse_size,
+    volume_ref_error,
 )
 
 JOURNAL_SUFFIX = "@journal"
@@ -164,7 +165,7 @@ def check_params(module):
             fail_journal_param(module, "pool", err)
     seen_bdev, seen_nsid = set(), set()
     for i, ns in enumerate(p["namespaces"]):
-        err = bdev_name_error(ns["bdev"])
+        err = volume_ref_error(ns["bdev"]) if "/" in ns["bdev"] else bdev_name_error(ns["bdev"])
         if err:
             fail_param(module, "namespaces[%d].bdev" % i, err)
         if ns["bdev"].endswith(JOURNAL_SUFFIX):
