@@ -10,8 +10,5 @@
 
 #[test]
 fn ansible_playbooks_converge_are_idempotent_and_tear_down() {
-    ferrite_e2e::ansible::run_driver(
-        "run_playbooks.py",
-        &[("ferrite-daemon", "ferritectl")],
-    );
+    ferrite_e2e::ansible::run_driver("run_playbooks.py", &[("ferrite-daemon", "ferritectl")]);
 }

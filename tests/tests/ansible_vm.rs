@@ -74,7 +74,10 @@ fn host_playbook(dir: &Path, inventory: &Value, playbook: &str, extra: &[&str]) 
         ansible_env(&d),
         ap.display(),
         inv.display(),
-        repo_root().join("ansible/playbooks").join(playbook).display(),
+        repo_root()
+            .join("ansible/playbooks")
+            .join(playbook)
+            .display(),
         extra.join(" ")
     );
     let out = Command::new("sh")
@@ -83,8 +86,12 @@ fn host_playbook(dir: &Path, inventory: &Value, playbook: &str, extra: &[&str]) 
         .current_dir(dir)
         .output()
         .expect("ansible-playbook runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{playbook} failed on this machine:\n{text}");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{playbook} failed on this machine:\n{text}"
+    );
     text
 }
 
@@ -102,8 +109,14 @@ fn guest_playbook(host: &LinuxHost, vars: &Value, name: &str) -> (i32, String) {
         ap.display(),
         repo_root().join("ansible/playbooks/site.yml").display()
     );
-    let out = host.run(&cmd, LONG).expect("the guest runs ansible-playbook");
-    eprintln!("--- guest ansible-playbook ({name}): status {}\n{}", out.status, tail(&out.stdout));
+    let out = host
+        .run(&cmd, LONG)
+        .expect("the guest runs ansible-playbook");
+    eprintln!(
+        "--- guest ansible-playbook ({name}): status {}\n{}",
+        out.status,
+        tail(&out.stdout)
+    );
     (out.status, out.stdout)
 }
 
@@ -217,15 +230,17 @@ fn vm_nvmeof_host_role_in_the_guest_connects_to_what_site_yml_provisioned() {
         "nvmeof_host_connections": [{"nqn": NQN, "traddr": target, "trsvcid": port}],
         "nvmeof_host_connect": false,
     });
-    host.run_ok("mkdir -p /tmp/ga").expect("guest work directory");
+    host.run_ok("mkdir -p /tmp/ga")
+        .expect("guest work directory");
     let (status, out) = guest_playbook(&host, &vars, "configure");
     assert_eq!(status, 0, "the role fails in the guest:\n{}", tail(&out));
     let conf = host
         .run_ok("cat /etc/nvme/discovery.conf; cat /etc/nvme/hostnqn")
         .expect("the role's files");
     assert!(
-        conf.contains(&format!("--transport=tcp --traddr={target} --trsvcid={port}"))
-            && conf.contains(HOSTNQN),
+        conf.contains(&format!(
+            "--transport=tcp --traddr={target} --trsvcid={port}"
+        )) && conf.contains(HOSTNQN),
         "discovery.conf and hostnqn as declared: {conf}"
     );
 
@@ -275,7 +290,12 @@ fn vm_nvmeof_host_role_in_the_guest_connects_to_what_site_yml_provisioned() {
         dir.path(),
         &inventory,
         "teardown.yml",
-        &["-e", "ferrite_teardown_confirm=true", "-e", "ferrite_teardown_remove_files=true"],
+        &[
+            "-e",
+            "ferrite_teardown_confirm=true",
+            "-e",
+            "ferrite_teardown_remove_files=true",
+        ],
     );
     assert!(
         !dir.path().join("run/ferrited.sock").exists() && !dir.path().join("disk0.img").exists(),
