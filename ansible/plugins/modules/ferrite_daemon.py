@@ -13,7 +13,7 @@ short_description: Run a Ferrite gateway process on a host without systemd
 version_added: 0.2.0
 description:
   - The documented fallback of the C(replication) and C(tape) roles where systemd does not run
-    (containers, test machines): starts the command in its own session with its output appended
+    (containers, test machines); it starts the command in its own session with its output appended
     to a log file and its pid in a pid file, stops it with SIGTERM (SIGKILL after I(timeout)).
   - A process counts as running when the pid file names a live process whose command line
     contains I(match), so a recycled pid is not mistaken for the daemon.

@@ -19,7 +19,7 @@ description:
     bdevs (C(journal_attach)) and, with I(exclusive), detaches the others (C(journal_detach)).
     With I(state=absent) it detaches every bdev and deletes the journal (C(journal_delete)).
   - The pool, size and slot size of an existing journal cannot change; declaring others fails
-    naming the parameter. A journaled bdev still exported by a subsystem cannot be detached:
+    naming the parameter. A journaled bdev still exported by a subsystem cannot be detached;
     remove the namespace first.
 author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:

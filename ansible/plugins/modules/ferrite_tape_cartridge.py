@@ -17,7 +17,7 @@ description:
     one (C(tape_cartridge_label)), or with I(state=absent) moves it out of the library
     (C(tape_cartridge_eject); a virtual library exports its file).
   - A labelled cartridge is never relabelled, and a cartridge holding another format is never
-    erased: that stays a deliberate C(ferrite-tape cartridge label --force).
+    erased; that stays a deliberate C(ferrite-tape cartridge label --force).
   - A real (SCSI) library cannot import: a missing cartridge there fails naming I(barcode).
 author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:

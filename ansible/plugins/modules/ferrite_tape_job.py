@@ -13,7 +13,7 @@ short_description: Make sure a named backup of a namespace is on tape
 version_added: 0.2.0
 description:
   - Talks to the C(ferrite-tape) gateway's JSON-RPC socket. A job is identified by its I(name)
-    (the name recorded in the catalog): when the catalog holds a backup of that name that is
+    (the name recorded in the catalog). When the catalog holds a backup of that name that is
     C(done) or C(running), nothing happens; otherwise a backup of the namespace starts
     (C(tape_job_start)). A failed, cancelled, interrupted or expired backup of that name is
     started again.
