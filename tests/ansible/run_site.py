@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -398,6 +399,11 @@ def main():
     for sub in ("data", "ansible-tmp"):
         os.makedirs(os.path.join(tmp, sub))
     h = Site(args.bin_dir, tmp)
+
+    def stop(signum, _frame):
+        raise SystemExit("stopped by signal %d" % signum)  # runs the finally below: no process left
+
+    signal.signal(signal.SIGTERM, stop)
     print("site test tree: %s, NVMe/TCP ports %d (primary) %d (secondary), replicator %d"
           % (tmp, h.p_port, h.s_port, h.r_port))
     try:
