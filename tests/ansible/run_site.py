@@ -22,21 +22,17 @@ Exit status 0 when every check passed; the last line is "N passed, N failed".
 
 from __future__ import print_function
 
-import argparse
 import copy
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from run_playbooks import COLLECTION, Failed, Harness, alive, free_port  # noqa: E402
+from run_playbooks import COLLECTION, Harness, alive, drive, free_port  # noqa: E402
 from ferrite_rpc import FerriteRpc  # noqa: E402  (run_playbooks put module_utils on the path)
 
 DB = "nqn.2026-01.io.ferrite:site-db"
@@ -245,7 +241,11 @@ class Site(Harness):
             out["cron"] = f.read()
         return out
 
-    def kill_all(self):
+    def banner(self):
+        return ("site test tree: %s, NVMe/TCP ports %d (primary) %d (secondary), replicator %d"
+                % (self.tmp, self.p_port, self.s_port, self.r_port))
+
+    def kill_daemon(self):
         for name, pid in self.pids().items():
             if pid is None or not alive(pid):
                 continue
@@ -387,40 +387,7 @@ def scenario(h):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", required=True, help="directory holding %s" % ", ".join(BINARIES))
-    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    for name in BINARIES:
-        if not os.access(os.path.join(args.bin_dir, name), os.X_OK):
-            print("no %s in %s (cargo build --workspace --bins)" % (name, args.bin_dir))
-            return 2
-    tmp = tempfile.mkdtemp(prefix="ferrite-site-")
-    for sub in ("data", "ansible-tmp"):
-        os.makedirs(os.path.join(tmp, sub))
-    h = Site(args.bin_dir, tmp)
-
-    def stop(signum, _frame):
-        raise SystemExit("stopped by signal %d" % signum)  # runs the finally below: no process left
-
-    signal.signal(signal.SIGTERM, stop)
-    print("site test tree: %s, NVMe/TCP ports %d (primary) %d (secondary), replicator %d"
-          % (tmp, h.p_port, h.s_port, h.r_port))
-    try:
-        scenario(h)
-    except Failed:
-        pass
-    except Exception as e:  # an unexpected error is a failed check, with the processes cleaned up
-        h.failed += 1
-        print("FAIL unexpected %s: %s" % (type(e).__name__, e))
-    finally:
-        h.kill_all()
-        if h.failed:
-            print("logs of every ansible-playbook run kept in %s" % tmp)
-        elif not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print("%d passed, %d failed" % (h.passed, h.failed))
-    return 1 if h.failed else 0
+    return drive(__doc__, Site, [scenario], BINARIES, "ferrite-site-")
 
 
 if __name__ == "__main__":
