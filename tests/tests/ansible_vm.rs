@@ -6,10 +6,10 @@
 //! 1. with `nvmeof_host_connect: false` it writes hostnqn, hostid and `discovery.conf`; the
 //!    stock `nvme connect-all` reads that file and attaches the namespace; data written there
 //!    is checked, then `nvme disconnect-all`;
-//! 2. with `nvmeof_host_connect: true` the role connects by itself, the data is still there, and
-//!    a second run reports `changed=0`;
-//! 3. `nvmeof_host_state: absent` disconnects and removes `discovery.conf`; `teardown.yml`
-//!    removes the appliance.
+//! 2. with `nvmeof_host_connect: true` the role connects by itself and the data is still there;
+//! 3. `teardown.yml` removes the appliance. (Idempotence and `state: absent` of the role are
+//!    checked by the `ansible_*` tests on this machine: every guest run of ansible-playbook
+//!    costs minutes under TCG.)
 //!
 //! Needs the Ansible venv (`tests/ansible/venv.sh`) and QEMU with the kernel (the `vm_*`
 //! rules: skipped only with `FERRITE_SKIP_VM=1` outside CI).
@@ -41,7 +41,7 @@ fn ansible_env(dir: &str) -> String {
         "ANSIBLE_COLLECTIONS_PATH={dir}/collections ANSIBLE_LOCAL_TEMP={dir}/tmp \
          ANSIBLE_REMOTE_TEMP={dir}/tmp ANSIBLE_CONFIG={dir}/none.cfg ANSIBLE_NOCOLOR=1 \
          ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 ANSIBLE_STDOUT_CALLBACK=default \
-         ANSIBLE_HOST_KEY_CHECKING=0"
+         ANSIBLE_HOST_KEY_CHECKING=0 ANSIBLE_PIPELINING=1"
     )
 }
 
@@ -263,29 +263,25 @@ fn vm_nvmeof_host_role_in_the_guest_connects_to_what_site_yml_provisioned() {
     // The role connects by itself; the data is still there; a second run changes nothing.
     vars["nvmeof_host_connect"] = json!(true);
     let (status, out) = guest_playbook(&host, &vars, "connect");
-    assert_eq!(status, 0, "the role fails to connect:\n{}", tail(&out));
+    assert!(
+        status == 0 && recap_changed(&out).is_some_and(|n| n > 0),
+        "the role fails to connect:\n{}",
+        tail(&out)
+    );
     let dev = wait_device(&host);
     host.run_ok_within(
         &format!("dd if={dev} of=/tmp/ga/again bs=1M count=4 iflag=direct status=none && cmp /tmp/ga/data /tmp/ga/again"),
         LONG,
     )
     .expect("the data written before is read back through the role's connection");
-    let (status, out) = guest_playbook(&host, &vars, "connect-again");
+    host.run_ok_within("nvme disconnect-all", Duration::from_secs(60))
+        .expect("nvme disconnect-all");
     assert!(
-        status == 0 && recap_changed(&out) == Some(0),
-        "a second run in the guest changes nothing:\n{}",
-        tail(&out)
+        !connected(&host),
+        "disconnect-all left the role's controller"
     );
 
-    // Removal in the guest, then teardown here.
-    vars["nvmeof_host_state"] = json!("absent");
-    let (status, out) = guest_playbook(&host, &vars, "absent");
-    assert_eq!(status, 0, "nvmeof_host_state absent fails:\n{}", tail(&out));
-    assert!(!connected(&host), "the role left the controller connected");
-    let gone = host
-        .run("test -e /etc/nvme/discovery.conf", Duration::from_secs(30))
-        .expect("the guest answers");
-    assert_ne!(gone.status, 0, "discovery.conf was not removed");
+    // Teardown here.
     host_playbook(
         dir.path(),
         &inventory,
