@@ -236,10 +236,10 @@ def main():
         volume = current.get("volume") or ""
         if p["pool"] is not None and volume.split("/")[0] != p["pool"]:
             fail_journal_param(module, "pool", "the journal of group %d exists in %s; its pool cannot change"
-                       % (group, volume.split("/")[0]))
+                               % (group, volume.split("/")[0]))
         if "slot_size" in sizes and sizes["slot_size"] != current.get("slot_size"):
             fail_journal_param(module, "slot_size", "the journal of group %d has %s byte slots; chosen at creation only"
-                       % (group, current.get("slot_size")))
+                               % (group, current.get("slot_size")))
         # The slot count depends on the record header's size, so the size of an existing
         # journal is not compared: it is chosen at creation only (documented).
 
@@ -259,14 +259,14 @@ def main():
         plan.add("journal_attach", {"group": group, "bdev": bdev, "nsid": nsid},
                  "journal_attach %s as nsid %d of group %d" % (bdev, nsid, group))
 
+    kept = [] if p["exclusive"] else [
+        {"bdev": b, "nsid": a.get("nsid")} for b, a in attached.items() if b not in declared]
     after = {
         "group": group,
         "volume": (current or {}).get("volume") or "%s/journal-g%d" % (p["pool"], group),
         "slot_size": (current or {}).get("slot_size") or sizes.get("slot_size", MIN_SLOT),
         "namespaces": sorted(
-            [{"bdev": b, "nsid": n} for b, n in declared.items()]
-            + ([] if p["exclusive"] else [{"bdev": b, "nsid": a.get("nsid")}
-                                           for b, a in attached.items() if b not in declared]),
+            [{"bdev": b, "nsid": n} for b, n in declared.items()] + kept,
             key=lambda n: n["nsid"],
         ),
     }

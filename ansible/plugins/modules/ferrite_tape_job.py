@@ -127,14 +127,14 @@ def wait_for(module, rpc, job, what):
         if st.get("state") != "running":
             if st.get("state") != "done":
                 rpc.close()
-                module.fail_json(msg="%s job %d of %s ended %s: %s" % (what, job, module.params["name"],
-                                                                      st.get("state"), st.get("error")),
+                module.fail_json(msg="%s job %d of %s ended %s: %s"
+                                 % (what, job, module.params["name"], st.get("state"), st.get("error")),
                                  job=st, changed=True)
             return st
         if time.time() > deadline:
             rpc.close()
-            module.fail_json(msg="%s job %d of %s still runs after %d s" % (what, job, module.params["name"],
-                                                                         module.params["timeout"]),
+            module.fail_json(msg="%s job %d of %s still runs after %d s"
+                             % (what, job, module.params["name"], module.params["timeout"]),
                              job=st, changed=True)
         time.sleep(0.2)
 
