@@ -18,7 +18,7 @@ description:
     (C(tape_cartridge_eject); a virtual library exports its file).
   - A labelled cartridge is never relabelled, and a cartridge holding another format is never
     erased; that stays a deliberate C(ferrite-tape cartridge label --force).
-  - A real (SCSI) library cannot import: a missing cartridge there fails naming I(barcode).
+  - A real (SCSI) library cannot import; a missing cartridge there fails naming I(barcode).
 author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc

@@ -20,7 +20,7 @@ description:
   - With I(wait), the task waits for the job to end and fails when it does not end C(done);
     with I(verify) a finished backup is read back once (C(tape_job_verify)) the first time it
     is made.
-  - Jobs are never deleted: there is no I(state=absent) (cartridges are recycled instead).
+  - Jobs are never deleted, there is no I(state=absent) (cartridges are recycled instead).
 author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
