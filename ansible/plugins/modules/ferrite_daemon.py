@@ -83,7 +83,6 @@ pid:
 
 import os
 import signal
-import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -131,6 +130,25 @@ def tail(path, lines=20):
         return ""
 
 
+def spawn(command, env, logfile):
+    """Forks the daemon into its own session, stdin from /dev/null, output appended to
+    `logfile`, no other descriptor inherited (Ansible waits for its pipes to close)."""
+    pid = os.fork()
+    if pid:
+        return pid
+    try:
+        os.setsid()
+        fd_in = os.open(os.devnull, os.O_RDONLY)
+        fd_out = os.open(logfile, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        os.dup2(fd_in, 0)
+        os.dup2(fd_out, 1)
+        os.dup2(fd_out, 2)
+        os.closerange(3, os.sysconf("SC_OPEN_MAX"))
+        os.execvpe(command[0], command, env)
+    except BaseException:  # the child never returns into the module
+        os._exit(127)
+
+
 def start(module):
     p = module.params
     env = dict(os.environ)
@@ -138,25 +156,23 @@ def start(module):
     logfile = p["logfile"] or os.devnull
     if p["wait_for"] and os.path.exists(p["wait_for"]) and not os.path.isdir(p["wait_for"]):
         os.unlink(p["wait_for"])  # a stale socket of a killed process
-    with open(os.devnull, "rb") as devnull, open(logfile, "ab") as log:
-        try:
-            proc = subprocess.Popen(p["command"], stdin=devnull, stdout=log, stderr=log, env=env,
-                                    close_fds=True, start_new_session=True)
-        except OSError as e:
-            module.fail_json(msg="%s: cannot run %s: %s" % (p["name"], p["command"][0], e))
+    if not os.access(p["command"][0], os.X_OK):
+        module.fail_json(msg="%s: cannot run %s: not an executable file" % (p["name"], p["command"][0]))
+    pid = spawn(p["command"], env, logfile)
     with open(p["pidfile"], "w") as f:
-        f.write("%d\n" % proc.pid)
+        f.write("%d\n" % pid)
     deadline = time.time() + p["timeout"]
     while True:
-        code = proc.poll()
-        if code is not None:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
             os.unlink(p["pidfile"])
             module.fail_json(msg="%s exited at start with status %d; last lines of %s:\n%s"
-                             % (p["name"], code, logfile, tail(logfile)))
+                             % (p["name"], os.WEXITSTATUS(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status),
+                                logfile, tail(logfile)))
         if not p["wait_for"] or os.path.exists(p["wait_for"]):
-            return proc.pid
+            return pid
         if time.time() > deadline:
-            stop(module, proc.pid)
+            stop(module, pid)
             module.fail_json(msg="%s did not create %s within %d s; last lines of %s:\n%s"
                              % (p["name"], p["wait_for"], p["timeout"], logfile, tail(logfile)))
         time.sleep(0.1)
