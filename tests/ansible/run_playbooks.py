@@ -201,6 +201,9 @@ class Harness(object):
             print("FAIL %s %s" % (what, detail))
             raise Failed(what)
 
+    def banner(self):
+        return "ansible test tree: %s, NVMe/TCP port %d" % (self.tmp, self.port)
+
     def daemon_pid(self):
         try:
             with open(self.path("state", "ferrited.pid")) as f:
@@ -387,26 +390,33 @@ def connection_module(h):
             rc != 0 and "nvmeof_host_connections[0].hostnqn" in out, out)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", required=True, help="directory holding ferrited and ferritectl")
+def drive(doc, harness_class, steps, binaries, prefix):
+    """The command line of a driver: checks the binaries, makes the test tree, runs `steps`
+    (functions of the harness) and kills what the harness started, whatever happens."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--bin-dir", required=True, help="directory holding %s" % ", ".join(binaries))
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args()
-    for name in ("ferrited", "ferritectl"):
+    for name in binaries:
         if not os.access(os.path.join(args.bin_dir, name), os.X_OK):
             print("no %s in %s (cargo build --workspace --bins)" % (name, args.bin_dir))
             return 2
-    tmp = tempfile.mkdtemp(prefix="ferrite-ansible-")
+    tmp = tempfile.mkdtemp(prefix=prefix)
     for sub in ("data", "ansible-tmp"):
         os.makedirs(os.path.join(tmp, sub))
-    h = Harness(args.bin_dir, tmp)
-    print("ansible test tree: %s, NVMe/TCP port %d" % (tmp, h.port))
+    h = harness_class(args.bin_dir, tmp)
+
+    def stop(signum, _frame):
+        raise SystemExit("stopped by signal %d" % signum)  # runs the finally below: no process left
+
+    signal.signal(signal.SIGTERM, stop)
+    print(h.banner())
     try:
-        scenario(h)
-        connection_module(h)
+        for step in steps:
+            step(h)
     except Failed:
         pass
-    except Exception as e:  # an unexpected error is a failed check, with the daemon cleaned up
+    except Exception as e:  # an unexpected error is a failed check, with the processes cleaned up
         h.failed += 1
         print("FAIL unexpected %s: %s" % (type(e).__name__, e))
     finally:
@@ -417,6 +427,10 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     print("%d passed, %d failed" % (h.passed, h.failed))
     return 1 if h.failed else 0
+
+
+def main():
+    return drive(__doc__, Harness, [scenario, connection_module], ("ferrited", "ferritectl"), "ferrite-ansible-")
 
 
 if __name__ == "__main__":

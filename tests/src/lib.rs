@@ -2,8 +2,9 @@
 //!
 //! [`linux_host`] boots a real Linux NVMe/TCP host (this machine's Debian kernel in QEMU) that
 //! tests drive with shell commands (`nvme connect`, `fio`, `mkfs.ext4`, ...); [`ferrited`] runs
-//! the target under test as a real process.
+//! the target under test as a real process; [`ansible`] runs the Ansible collection's test drivers.
 
+pub mod ansible;
 pub mod ferrited;
 pub mod linux_host;
 pub mod managed;

@@ -49,6 +49,13 @@ options:
     type: list
     elements: dict
     default: []
+  journaled:
+    description:
+      - Bdevs the C(replication) role journals on this appliance before the namespaces are
+        exported; a namespace may then name C(<bdev>@journal) before that bdev exists.
+    type: list
+    elements: str
+    default: []
 """
 
 EXAMPLES = r"""
@@ -261,6 +268,9 @@ def validate(p, live):
             bad(where + ".volume", "unknown volume %s (not in volumes_volumes, not in ferrited)" % volume)
 
     def exportable(name):
+        base = name[:-len("@journal")] if name.endswith("@journal") else None
+        if base is not None and name not in live["bdevs"]:
+            return base in p["journaled"] and exportable(base)
         if name in vol_state or name in snap_state:
             state = vol_state.get(name) or snap_state[name][0]
             return state == "present"
@@ -351,6 +361,7 @@ def main():
         volumes=dict(type="list", elements="dict", default=[]),
         snapshots=dict(type="list", elements="dict", default=[]),
         subsystems=dict(type="list", elements="dict", default=[]),
+        journaled=dict(type="list", elements="str", default=[]),
     )
     spec.update(rpc_argument_spec())
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True)

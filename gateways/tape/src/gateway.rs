@@ -639,7 +639,13 @@ impl Gateway {
         let mut out = Vec::new();
         for row in cat.jobs().map_err(|e| rpc_err(e.into()))? {
             out.push(match jobs.get(&row.id) {
-                Some(pr) => Self::progress_json(pr),
+                // The live progress, with the catalog's source (what was backed up, its name):
+                // the Ansible tape role finds its jobs by name.
+                Some(pr) => {
+                    let mut v = Self::progress_json(pr);
+                    v["source"] = row.source.clone();
+                    v
+                }
                 None => json!({"job": row.id, "kind": row.kind, "state": row.state,
                                "done_bytes": row.bytes_written, "total_bytes": row.source_bytes,
                                "error": row.error, "source": row.source}),
