@@ -316,6 +316,11 @@ pub(crate) enum Cmd {
     Info,
     VolumeInfo(VolId),
     Check,
+    /// Clusters of `target` that differ from snapshot `base` (crate::diff).
+    Diff {
+        base: String,
+        target: String,
+    },
     Destroy {
         force: bool,
     },
@@ -329,6 +334,7 @@ pub(crate) enum Reply {
     Info(Box<PoolInfo>),
     VolumeInfo(Box<VolumeInfo>),
     Check(CheckReport),
+    Diff(Box<crate::VolumeDiff>),
 }
 
 #[derive(Debug)]
