@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, JobRow, JobState, PartRow};
 use crate::error::TapeError;
 use crate::format::{self, JobHeader, Kind, Trailer, MAX_PAYLOAD};
+use crate::incremental::{block_plan, Incremental};
 use crate::mtqueue::{
     AckPolicy, BlockId, DriveQueue, DriveQueueStats, Issuer, SeqNo, Session, WriteQueue,
 };
@@ -84,6 +85,8 @@ pub struct BackupSpec {
     /// reordering; the tape order is the same).
     pub shuffle: bool,
     pub drive: usize,
+    /// Only the extents changed since an earlier job (None: the whole namespace).
+    pub incremental: Option<Incremental>,
 }
 
 /// What a finished backup did.
@@ -175,8 +178,7 @@ impl<'a, 'l> PartWriter<'a, 'l> {
         self.start_part()
     }
 
-    fn write_data(&mut self, block: BlockId, data: &[u8]) -> Result<(), TapeError> {
-        let offset = block.0 * u64::from(self.header.chunk_bytes);
+    fn write_data(&mut self, block: BlockId, offset: u64, data: &[u8]) -> Result<(), TapeError> {
         let framed = format::encode_block(Kind::Data, self.header.job, block.0, offset, data);
         let outcome = match self.m.drive().write_block(&framed) {
             Err(DeviceError::EndOfMedium(_)) if self.blocks > 0 => {
@@ -219,9 +221,11 @@ pub fn run_backup(
             spec.chunk_bytes
         )));
     }
-    let chunk = u64::from(spec.chunk_bytes);
-    let total_blocks = size.div_ceil(chunk);
-    progress.total_bytes.store(size, Ordering::Relaxed);
+    // (source offset, length) of every data block, in block order.
+    let blocks = block_plan(size, lba, spec.chunk_bytes, spec.incremental.as_ref())?;
+    let total_blocks = blocks.len() as u64;
+    let to_read: u64 = blocks.iter().map(|b| u64::from(b.1)).sum();
+    progress.total_bytes.store(to_read, Ordering::Relaxed);
     let header = JobHeader {
         job: spec.job,
         part: 1,
@@ -232,10 +236,20 @@ pub fn run_backup(
         total_blocks,
         first_block: 0,
         started_at: now_secs(),
+        base_job: spec.incremental.as_ref().map(|i| i.base_job),
+        zero_extents: spec
+            .incremental
+            .as_ref()
+            .map(|i| i.zero.clone())
+            .unwrap_or_default(),
     };
     catalog.put_job(&JobRow {
         id: spec.job,
-        kind: "backup".into(),
+        kind: if header.base_job.is_some() {
+            "incremental".into()
+        } else {
+            "backup".into()
+        },
         source: serde_json::to_value(&header.source).unwrap_or_default(),
         state: JobState::Running,
         total_blocks,
@@ -244,6 +258,7 @@ pub fn run_backup(
         started_at: header.started_at,
         finished_at: None,
         error: None,
+        base_job: header.base_job,
     })?;
     let mut m = Mounter::new(lib, spec.drive)?;
     let barcode = m.mount_for_append(&[], catalog)?;
@@ -280,6 +295,7 @@ pub fn run_backup(
         queue.close(&why);
     };
     let written = std::thread::scope(|s| {
+        let blocks = &blocks;
         let mut firstc = Some(first);
         for c in 0..spec.connections.max(1) {
             let conn = firstc.take();
@@ -300,9 +316,8 @@ pub fn run_backup(
                     while batch.len() < want {
                         match issuer.acquire(wait) {
                             Ok(Some(seq)) => {
-                                let off = seq.0 * chunk;
-                                let len = chunk.min(size - off) as usize;
-                                let mut buf = vec![0u8; len];
+                                let (off, len) = blocks[seq.0 as usize];
+                                let mut buf = vec![0u8; len as usize];
                                 if let Err(e) = ns.read_at(off, &mut buf) {
                                     return fail(format!("connection {c}: read at {off}: {e}"));
                                 }
@@ -333,7 +348,7 @@ pub fn run_backup(
         let r = queue.run_writer(
             BlockId(total_blocks),
             Duration::from_secs(120),
-            |b, _s, d: &[u8]| w.write_data(b, d),
+            |b, _s, d: &[u8]| w.write_data(b, blocks[b.0 as usize].0, d),
             &|seq| {
                 issuer.ack(seq);
             },

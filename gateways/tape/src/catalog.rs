@@ -66,7 +66,7 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
     pub id: u64,
-    /// `backup` (more kinds later: incremental, journal, verify).
+    /// `backup` (a full backup) or `incremental` (the extents changed since `base_job`).
     pub kind: String,
     /// The job header's source, as JSON.
     pub source: serde_json::Value,
@@ -77,6 +77,9 @@ pub struct JobRow {
     pub started_at: u64,
     pub finished_at: Option<u64>,
     pub error: Option<String>,
+    /// Incremental backups: the job they apply on top of (full or incremental).
+    #[serde(default)]
+    pub base_job: Option<u64>,
 }
 
 /// One part of a job on one cartridge.
@@ -153,6 +156,19 @@ impl Catalog {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Catalogs from before incremental backups lack the base_job column.
+        let has_base: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'base_job'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_base {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN base_job INTEGER")
+                .map_err(err)?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         Ok(Catalog { conn, path: p })
@@ -254,8 +270,8 @@ impl Catalog {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO jobs (id, kind, source, state, total_blocks, source_bytes, \
-                 bytes_written, started_at, finished_at, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 bytes_written, started_at, finished_at, error, base_job) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     j.id as i64,
                     j.kind,
@@ -267,6 +283,7 @@ impl Catalog {
                     j.started_at as i64,
                     j.finished_at.map(|v| v as i64),
                     j.error,
+                    j.base_job.map(|v| v as i64),
                 ],
             )
             .map(|_| ())
@@ -354,11 +371,12 @@ impl Catalog {
             started_at: r.get::<_, i64>(7)? as u64,
             finished_at: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
             error: r.get(9)?,
+            base_job: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
         })
     }
 
     const JOB_COLUMNS: &'static str = "id, kind, source, state, total_blocks, source_bytes, \
-                                       bytes_written, started_at, finished_at, error";
+                                       bytes_written, started_at, finished_at, error, base_job";
 
     pub fn jobs(&self) -> Result<Vec<JobRow>, CatalogError> {
         let sql = format!("SELECT {} FROM jobs ORDER BY id", Self::JOB_COLUMNS);
@@ -421,6 +439,7 @@ mod tests {
             started_at: 100,
             finished_at: None,
             error: None,
+            base_job: None,
         }
     }
 

@@ -249,6 +249,14 @@ pub struct JobHeader {
     pub first_block: u64,
     /// Unix seconds.
     pub started_at: u64,
+    /// Incremental backups: the job this one applies on top of. Its data blocks hold only the
+    /// changed extents, each at the source offset in its block header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_job: Option<u64>,
+    /// Incremental backups: `(offset, length)` byte ranges that read zeroes in the source
+    /// (deallocated since the base); a restore writes zeroes there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zero_extents: Vec<(u64, u64)>,
 }
 
 /// Last block of every part: its index.

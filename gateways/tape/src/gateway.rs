@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::backup::{run_backup, BackupSpec, Progress};
 use crate::catalog::{Catalog, JobState};
 use crate::error::TapeError;
+use crate::incremental::Incremental;
 use crate::restore::{run_restore, run_verify, scan_cartridge, RestoreSpec};
 use crate::source::NvmeTcpEndpoint;
 use crate::tapeio::{now_secs, LabelState, Mounter};
@@ -58,6 +59,10 @@ pub struct Config {
     /// it finished longer ago than this (default 30).
     #[serde(default = "default_retention")]
     pub retention_days: u64,
+    /// ferrited's JSON-RPC socket, asked for the changed extents of incremental backups
+    /// (`snapshot_diff`); a job may name another.
+    #[serde(default)]
+    pub appliance_socket: Option<PathBuf>,
     pub library: LibraryConfig,
 }
 
@@ -127,6 +132,16 @@ struct JobStartParams {
     connections: Option<usize>,
     #[serde(default)]
     shuffle: bool,
+    /// Incremental: the job it builds on.
+    #[serde(default)]
+    base_job: Option<u64>,
+    /// Incremental: the snapshot the base job holds, `"<pool>/<snapshot>"` (default: the base
+    /// job's source name).
+    #[serde(default)]
+    base_snapshot: Option<String>,
+    /// Incremental: ferrited's JSON-RPC socket (default: the configuration's).
+    #[serde(default)]
+    appliance_socket: Option<PathBuf>,
 }
 
 fn backup_kind() -> String {
@@ -534,13 +549,20 @@ impl Gateway {
     }
 
     fn job_start(self: &Arc<Self>, p: JobStartParams) -> Result<Value, RpcError> {
-        if p.kind != "backup" {
-            return Err(RpcError::invalid_params(format!(
-                "job kind {:?} is not supported (backup is; incremental and journal archive are not built yet)",
-                p.kind
-            )));
-        }
-        let progress = self.new_job("backup")?;
+        let incremental = match p.kind.as_str() {
+            "backup" => None,
+            "incremental" => Some(self.incremental_plan(&p)?),
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "job kind {other:?} is not supported (backup or incremental)"
+                )))
+            }
+        };
+        let progress = self.new_job(if incremental.is_some() {
+            "incremental"
+        } else {
+            "backup"
+        })?;
         let spec = BackupSpec {
             job: progress.job,
             endpoint: Arc::new(p.source.endpoint()),
@@ -549,10 +571,48 @@ impl Gateway {
             window: self.config.window,
             shuffle: p.shuffle,
             drive: self.config.drive,
+            incremental,
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_backup(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
         })
+    }
+
+    /// Asks ferrited which extents of the snapshot named by the job changed since the
+    /// snapshot its base job holds.
+    fn incremental_plan(&self, p: &JobStartParams) -> Result<Incremental, RpcError> {
+        let base_job = p.base_job.ok_or_else(|| {
+            RpcError::invalid_params("an incremental backup needs base_job (a finished backup)")
+        })?;
+        self.finished_backup(base_job)?;
+        let base = self
+            .catalog()?
+            .job(base_job)
+            .map_err(|e| rpc_err(e.into()))?;
+        let base_name = p
+            .base_snapshot
+            .clone()
+            .or_else(|| base.source["name"].as_str().map(String::from))
+            .ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "job {base_job} recorded no snapshot name: give base_snapshot"
+                ))
+            })?;
+        let target = p.source.name.as_deref().ok_or_else(|| {
+            RpcError::invalid_params(
+                "an incremental backup needs name: the \"<pool>/<snapshot>\" exported at nsid",
+            )
+        })?;
+        let socket = p
+            .appliance_socket
+            .as_ref()
+            .or(self.config.appliance_socket.as_ref())
+            .ok_or_else(|| {
+                RpcError::invalid_params(
+                    "an incremental backup needs ferrited's socket: appliance_socket in the configuration or the request",
+                )
+            })?;
+        Incremental::fetch(socket, base_job, &base_name, target).map_err(rpc_err)
     }
 
     fn restore(self: &Arc<Self>, p: RestoreParams) -> Result<Value, RpcError> {
@@ -576,15 +636,15 @@ impl Gateway {
         asked.unwrap_or(self.config.connections).clamp(1, 64)
     }
 
+    /// Refuses a job that is not a finished backup, or an incremental whose chain of base jobs
+    /// back to its full backup is not complete in the catalog.
     fn finished_backup(&self, job: u64) -> Result<(), RpcError> {
-        let from = self.catalog()?.job(job).map_err(|e| rpc_err(e.into()))?;
-        if from.state != JobState::Done {
-            return Err(RpcError::invalid_params(format!(
-                "job {job} is {:?}, only a finished backup can be read back",
-                from.state
-            )));
-        }
-        Ok(())
+        crate::incremental::chain(&self.catalog()?, job)
+            .map(|_| ())
+            .map_err(|e| match e {
+                TapeError::Catalog(c) => rpc_err(c.into()),
+                other => RpcError::invalid_params(other.to_string()),
+            })
     }
 
     fn verify(self: &Arc<Self>, p: JobParams) -> Result<Value, RpcError> {

@@ -13,6 +13,7 @@ pub mod catalog;
 mod error;
 pub mod format;
 pub mod gateway;
+pub mod incremental;
 pub mod mtqueue;
 pub mod restore;
 pub mod server;
