@@ -4,7 +4,8 @@
 //! ferrite-tape daemon --config /etc/ferrite/tape.toml
 //! ferrite-tape [--socket S] [--json] library status
 //! ferrite-tape cartridge list | import B | label B [--force] | eject B | recycle B [--force]
-//! ferrite-tape job start --address A --subnqn N --nsid I [--wait]
+//! ferrite-tape job start --address A --subnqn N --nsid I [--name POOL/SNAP] [--wait]
+//!                        [--base-job J [--base-snapshot POOL/SNAP] [--appliance-socket S]]
 //! ferrite-tape job status [JOB] | job cancel JOB | job verify JOB [--wait]
 //! ferrite-tape restore --job J --address A --subnqn N --nsid I [--wait]
 //! ferrite-tape scan [BARCODE]
@@ -136,6 +137,15 @@ enum JobCmd {
         /// Deliver blocks out of order on purpose (the tape order stays exact).
         #[arg(long)]
         shuffle: bool,
+        /// Incremental: only what changed since this finished backup (needs --name).
+        #[arg(long)]
+        base_job: Option<u64>,
+        /// Incremental: the "<pool>/<snapshot>" the base job holds (default: its --name).
+        #[arg(long, requires = "base_job")]
+        base_snapshot: Option<String>,
+        /// Incremental: ferrited's JSON-RPC socket (default: the gateway configuration's).
+        #[arg(long, requires = "base_job")]
+        appliance_socket: Option<PathBuf>,
         #[arg(long)]
         wait: bool,
     },
@@ -238,11 +248,20 @@ fn run(cli: Cli) -> Result<()> {
                     ns,
                     connections,
                     shuffle,
+                    base_job,
+                    base_snapshot,
+                    appliance_socket,
                     wait,
                 },
         } => {
             let mut p = ns_params(ns);
             p["kind"] = json!("backup");
+            if let Some(b) = base_job {
+                p["kind"] = json!("incremental");
+                p["base_job"] = json!(b);
+                p["base_snapshot"] = json!(base_snapshot);
+                p["appliance_socket"] = json!(appliance_socket);
+            }
             p["shuffle"] = json!(shuffle);
             if let Some(c) = connections {
                 p["connections"] = json!(c);
