@@ -42,6 +42,8 @@ pub struct Progress {
     pub error: Mutex<Option<String>>,
     pub cartridges: Mutex<Vec<String>>,
     pub queue: Mutex<Option<DriveQueueStats>>,
+    /// The finished job's report (job status shows it).
+    pub result: Mutex<Option<serde_json::Value>>,
 }
 
 impl Progress {
@@ -57,6 +59,7 @@ impl Progress {
             error: Mutex::new(None),
             cartridges: Mutex::new(Vec::new()),
             queue: Mutex::new(None),
+            result: Mutex::new(None),
         }
     }
 
@@ -101,7 +104,7 @@ pub struct BackupReport {
 }
 
 /// Writes the parts of one job onto cartridges.
-struct PartWriter<'a, 'l> {
+pub(crate) struct PartWriter<'a, 'l> {
     m: Mounter<'l>,
     catalog: &'a Catalog,
     progress: &'a Progress,
@@ -116,6 +119,64 @@ struct PartWriter<'a, 'l> {
 }
 
 impl<'a, 'l> PartWriter<'a, 'l> {
+    /// Records the job as running, mounts a cartridge to append to and starts part 1.
+    pub(crate) fn open(
+        lib: &'l mut Library,
+        catalog: &'a Catalog,
+        progress: &'a Progress,
+        header: JobHeader,
+        kind: &str,
+        drive: usize,
+    ) -> Result<PartWriter<'a, 'l>, TapeError> {
+        catalog.put_job(&JobRow {
+            id: header.job,
+            kind: kind.into(),
+            source: serde_json::to_value(&header.source).unwrap_or_default(),
+            state: JobState::Running,
+            total_blocks: header.total_blocks,
+            source_bytes: header.source_bytes,
+            bytes_written: 0,
+            started_at: header.started_at,
+            finished_at: None,
+            error: None,
+            base_job: header.base_job,
+        })?;
+        let mut m = Mounter::new(lib, drive)?;
+        let barcode = m.mount_for_append(&[], catalog)?;
+        let mut w = PartWriter {
+            m,
+            catalog,
+            progress,
+            header,
+            barcode,
+            file_number: 0,
+            blocks: 0,
+            bytes: 0,
+            crcs: Vec::new(),
+            used: Vec::new(),
+            parts: Vec::new(),
+        };
+        w.start_part()?;
+        Ok(w)
+    }
+
+    /// Ends the last part (trailer, filemark: on tape durably), returns the cartridge and
+    /// marks the job done.
+    pub(crate) fn finish(mut self) -> Result<Vec<PartRow>, TapeError> {
+        self.end_part(false)?;
+        let bytes: u64 = self.parts.iter().map(|p| p.bytes).sum();
+        self.m.dismount()?;
+        self.catalog
+            .finish_job(self.header.job, JobState::Done, bytes, now_secs(), None)?;
+        Ok(self.parts)
+    }
+
+    /// Closes the file of a job that failed, so the next job appends after it; the part has
+    /// no trailer, which scan reports as an unfinished part.
+    pub(crate) fn abandon(&mut self) {
+        let _ = self.m.drive().write_filemarks(1);
+    }
+
     fn start_part(&mut self) -> Result<(), TapeError> {
         let d = self.m.drive();
         let pos = d.position()?;
@@ -178,7 +239,12 @@ impl<'a, 'l> PartWriter<'a, 'l> {
         self.start_part()
     }
 
-    fn write_data(&mut self, block: BlockId, offset: u64, data: &[u8]) -> Result<(), TapeError> {
+    pub(crate) fn write_data(
+        &mut self,
+        block: BlockId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), TapeError> {
         let framed = format::encode_block(Kind::Data, self.header.job, block.0, offset, data);
         let outcome = match self.m.drive().write_block(&framed) {
             Err(DeviceError::EndOfMedium(_)) if self.blocks > 0 => {
@@ -242,40 +308,14 @@ pub fn run_backup(
             .as_ref()
             .map(|i| i.zero.clone())
             .unwrap_or_default(),
+        journal: None,
     };
-    catalog.put_job(&JobRow {
-        id: spec.job,
-        kind: if header.base_job.is_some() {
-            "incremental".into()
-        } else {
-            "backup".into()
-        },
-        source: serde_json::to_value(&header.source).unwrap_or_default(),
-        state: JobState::Running,
-        total_blocks,
-        source_bytes: size,
-        bytes_written: 0,
-        started_at: header.started_at,
-        finished_at: None,
-        error: None,
-        base_job: header.base_job,
-    })?;
-    let mut m = Mounter::new(lib, spec.drive)?;
-    let barcode = m.mount_for_append(&[], catalog)?;
-    let mut w = PartWriter {
-        m,
-        catalog,
-        progress,
-        header,
-        barcode,
-        file_number: 0,
-        blocks: 0,
-        bytes: 0,
-        crcs: Vec::new(),
-        used: Vec::new(),
-        parts: Vec::new(),
+    let kind = if header.base_job.is_some() {
+        "incremental"
+    } else {
+        "backup"
     };
-    w.start_part()?;
+    let mut w = PartWriter::open(lib, catalog, progress, header, kind, spec.drive)?;
 
     let window = spec.window.max(2);
     let queue = DriveQueue::new(WriteQueue::new(
@@ -364,7 +404,7 @@ pub fn run_backup(
     if let Err(e) = written {
         // Close the file so the next job appends after it; the part has no trailer, which
         // scan reports as an unfinished part.
-        let _ = w.m.drive().write_filemarks(1);
+        w.abandon();
         if progress.cancelled() {
             return Err(TapeError::Cancelled(spec.job));
         }
@@ -377,15 +417,12 @@ pub fn run_backup(
             other => TapeError::Invalid(reader.unwrap_or_else(|| other.to_string())),
         });
     }
-    w.end_part(false)?;
-    let bytes: u64 = w.parts.iter().map(|p| p.bytes).sum();
-    w.m.dismount()?;
-    catalog.finish_job(spec.job, JobState::Done, bytes, now_secs(), None)?;
+    let parts = w.finish()?;
     Ok(BackupReport {
         job: spec.job,
-        bytes,
+        bytes: parts.iter().map(|p| p.bytes).sum(),
         blocks: total_blocks,
-        parts: w.parts,
+        parts,
         seconds: t0.elapsed().as_secs_f64(),
         queue: queue.stats(),
     })

@@ -257,6 +257,18 @@ pub struct JobHeader {
     /// (deallocated since the base); a restore writes zeroes there.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub zero_extents: Vec<(u64, u64)>,
+    /// Journal archives: the range of a replication journal the data blocks hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalRange>,
+}
+
+/// A range of one consistency group's replication journal: data block `i` of the job holds
+/// record `first_seq + i`, as the gateway protocol's encoded `Record` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRange {
+    pub group: u32,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// Last block of every part: its index.

@@ -18,6 +18,7 @@ use crate::backup::{run_backup, BackupSpec, Progress};
 use crate::catalog::{Catalog, JobState};
 use crate::error::TapeError;
 use crate::incremental::Incremental;
+use crate::journal::{run_journal_archive, run_journal_replay, ArchiveSpec, ReplaySpec};
 use crate::restore::{run_restore, run_verify, scan_cartridge, RestoreSpec};
 use crate::source::NvmeTcpEndpoint;
 use crate::tapeio::{now_secs, LabelState, Mounter};
@@ -160,6 +161,40 @@ struct RestoreParams {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct ArchiveParams {
+    group: u32,
+    #[serde(default)]
+    from_seq: Option<u64>,
+    #[serde(default)]
+    to_seq: Option<u64>,
+    #[serde(default = "yes")]
+    trim: bool,
+    /// ferrited's journal stream endpoint (default: the appliance socket + ".journal").
+    #[serde(default)]
+    journal_socket: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayParams {
+    /// Journal archive jobs in sequence order.
+    jobs: Vec<u64>,
+    #[serde(flatten)]
+    target: NamespaceParams,
+    #[serde(default)]
+    journal_nsid: Option<u32>,
+    #[serde(default)]
+    up_to_seq: Option<u64>,
+    #[serde(default)]
+    up_to_ts: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct JobParams {
     job: u64,
 }
@@ -195,6 +230,8 @@ pub const METHODS: &[&str] = &[
     "tape_cartridge_eject",
     "tape_cartridge_recycle",
     "tape_job_start",
+    "tape_journal_archive",
+    "tape_journal_replay",
     "tape_restore",
     "tape_job_verify",
     "tape_job_status",
@@ -276,6 +313,8 @@ impl Gateway {
             "tape_cartridge_eject" => self.cartridge_eject(params(p)?),
             "tape_cartridge_recycle" => self.cartridge_recycle(params(p)?),
             "tape_job_start" => self.job_start(params(p)?),
+            "tape_journal_archive" => self.journal_archive(params(p)?),
+            "tape_journal_replay" => self.journal_replay(params(p)?),
             "tape_restore" => self.restore(params(p)?),
             "tape_job_verify" => self.verify(params(p)?),
             "tape_job_status" => self.job_status(params(p)?),
@@ -531,6 +570,7 @@ impl Gateway {
                 match r {
                     Ok(v) => {
                         log::info!("job {id} done: {v}");
+                        *lock(&p.result) = Some(v);
                         *lock(&p.state) = JobState::Done;
                     }
                     Err(e) => {
@@ -615,6 +655,65 @@ impl Gateway {
         Incremental::fetch(socket, base_job, &base_name, target).map_err(rpc_err)
     }
 
+    fn journal_archive(self: &Arc<Self>, p: ArchiveParams) -> Result<Value, RpcError> {
+        let socket = p
+            .journal_socket
+            .or_else(|| {
+                self.config.appliance_socket.as_ref().map(|s| {
+                    let mut s = s.clone().into_os_string();
+                    s.push(".journal");
+                    PathBuf::from(s)
+                })
+            })
+            .ok_or_else(|| {
+                RpcError::invalid_params(
+                    "no journal endpoint: give journal_socket, or appliance_socket in the configuration",
+                )
+            })?;
+        let progress = self.new_job("journal")?;
+        let spec = ArchiveSpec {
+            job: progress.job,
+            socket,
+            group: p.group,
+            from_seq: p.from_seq,
+            to_seq: p.to_seq,
+            trim: p.trim,
+            drive: self.config.drive,
+        };
+        self.spawn_job(progress, move |lib, cat, pr| {
+            run_journal_archive(lib, cat, &spec, pr)
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+    }
+
+    fn journal_replay(self: &Arc<Self>, p: ReplayParams) -> Result<Value, RpcError> {
+        let cat = self.catalog()?;
+        for &j in &p.jobs {
+            let row = cat.job(j).map_err(|e| rpc_err(e.into()))?;
+            if row.kind != "journal" || row.state != JobState::Done {
+                return Err(RpcError::invalid_params(format!(
+                    "job {j} is a {:?} {} job: only finished journal archives replay",
+                    row.state, row.kind
+                )));
+            }
+        }
+        drop(cat);
+        let progress = self.new_job("replay")?;
+        let spec = ReplaySpec {
+            job: progress.job,
+            from_jobs: p.jobs,
+            endpoint: Arc::new(p.target.endpoint()),
+            journal_nsid: p.journal_nsid,
+            up_to_seq: p.up_to_seq,
+            up_to_ts: p.up_to_ts,
+            drive: self.config.drive,
+        };
+        self.spawn_job(progress, move |lib, cat, pr| {
+            run_journal_replay(lib, cat, &spec, pr)
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+    }
+
     fn restore(self: &Arc<Self>, p: RestoreParams) -> Result<Value, RpcError> {
         self.finished_backup(p.job)?;
         let progress = self.new_job("restore")?;
@@ -675,6 +774,7 @@ impl Gateway {
             "cartridges": *lock(&p.cartridges),
             "error": *lock(&p.error),
             "queue": *lock(&p.queue),
+            "result": *lock(&p.result),
         })
     }
 

@@ -122,7 +122,7 @@ impl Shared {
 }
 
 /// Checks the catalog's parts of a job form one gap-free run ending in a last part.
-fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), TapeError> {
+pub(crate) fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), TapeError> {
     let mut next = 0;
     for (i, p) in parts.iter().enumerate() {
         if p.first_block != next || p.part != i as u64 + 1 {
@@ -142,7 +142,7 @@ fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), Tap
 }
 
 /// Reads one part from tape into `sink` in block order, checking every block.
-fn read_part(
+pub(crate) fn read_part(
     m: &mut Mounter<'_>,
     part: &PartRow,
     mut sink: impl FnMut(&JobHeader, BlockId, u64, Vec<u8>) -> Result<(), TapeError>,
@@ -563,7 +563,9 @@ pub fn scan_cartridge(
 fn job_row(h: &JobHeader, state: JobState) -> JobRow {
     JobRow {
         id: h.job,
-        kind: if h.base_job.is_some() {
+        kind: if h.journal.is_some() {
+            "journal".into()
+        } else if h.base_job.is_some() {
             "incremental".into()
         } else {
             "backup".into()

@@ -8,6 +8,8 @@
 //!                        [--base-job J [--base-snapshot POOL/SNAP] [--appliance-socket S]]
 //! ferrite-tape job status [JOB] | job cancel JOB | job verify JOB [--wait]
 //! ferrite-tape restore --job J --address A --subnqn N --nsid I [--wait]
+//! ferrite-tape journal archive --group G [--to-seq S] [--wait]
+//! ferrite-tape journal replay --job J --address A --subnqn N --nsid I [--up-to-seq S | --up-to-ts T]
 //! ferrite-tape scan [BARCODE]
 //! ```
 
@@ -60,6 +62,11 @@ enum Cmd {
     Cartridge {
         #[command(subcommand)]
         cmd: CartridgeCmd,
+    },
+    /// Replication journals: archive to tape, replay to a namespace (point in time).
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
     },
     /// Backup jobs.
     Job {
@@ -124,6 +131,43 @@ struct NsArgs {
     /// A name for the catalog (snapshot or volume name).
     #[arg(long)]
     name: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalCmd {
+    /// Archive a range of a replication journal to tape, then trim it.
+    Archive {
+        #[arg(long)]
+        group: u32,
+        #[arg(long)]
+        from_seq: Option<u64>,
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Keep the records in the journal after archiving.
+        #[arg(long)]
+        no_trim: bool,
+        /// ferrited's journal stream endpoint (default: appliance_socket + ".journal").
+        #[arg(long)]
+        journal_socket: Option<PathBuf>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Apply archived journal records to a namespace up to a sequence number or timestamp.
+    Replay {
+        /// Journal archive jobs in sequence order (repeat the flag).
+        #[arg(long = "job", required = true)]
+        jobs: Vec<u64>,
+        #[command(flatten)]
+        ns: NsArgs,
+        #[arg(long)]
+        journal_nsid: Option<u32>,
+        #[arg(long)]
+        up_to_seq: Option<u64>,
+        #[arg(long)]
+        up_to_ts: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +351,41 @@ fn run(cli: Cli) -> Result<()> {
                 p["connections"] = json!(c);
             }
             let v = call("tape_restore", p)?;
+            finish_job(&call, &cli, v, *wait)
+        }
+        Cmd::Journal {
+            cmd:
+                JournalCmd::Archive {
+                    group,
+                    from_seq,
+                    to_seq,
+                    no_trim,
+                    journal_socket,
+                    wait,
+                },
+        } => {
+            let p = json!({"group": group, "from_seq": from_seq, "to_seq": to_seq,
+                           "trim": !no_trim, "journal_socket": journal_socket});
+            let v = call("tape_journal_archive", p)?;
+            finish_job(&call, &cli, v, *wait)
+        }
+        Cmd::Journal {
+            cmd:
+                JournalCmd::Replay {
+                    jobs,
+                    ns,
+                    journal_nsid,
+                    up_to_seq,
+                    up_to_ts,
+                    wait,
+                },
+        } => {
+            let mut p = ns_params(ns);
+            p["jobs"] = json!(jobs);
+            p["journal_nsid"] = json!(journal_nsid);
+            p["up_to_seq"] = json!(up_to_seq);
+            p["up_to_ts"] = json!(up_to_ts);
+            let v = call("tape_journal_replay", p)?;
             finish_job(&call, &cli, v, *wait)
         }
         Cmd::Scan { barcode } => {
