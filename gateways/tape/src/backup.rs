@@ -90,6 +90,8 @@ pub struct BackupSpec {
     pub drive: usize,
     /// Only the extents changed since an earlier job (None: the whole namespace).
     pub incremental: Option<Incremental>,
+    /// Automatic recycling: full cartridges whose jobs all finished before this may be reused.
+    pub recycle_before: Option<u64>,
 }
 
 /// What a finished backup did.
@@ -127,6 +129,7 @@ impl<'a, 'l> PartWriter<'a, 'l> {
         header: JobHeader,
         kind: &str,
         drive: usize,
+        recycle_before: Option<u64>,
     ) -> Result<PartWriter<'a, 'l>, TapeError> {
         catalog.put_job(&JobRow {
             id: header.job,
@@ -141,7 +144,7 @@ impl<'a, 'l> PartWriter<'a, 'l> {
             error: None,
             base_job: header.base_job,
         })?;
-        let mut m = Mounter::new(lib, drive)?;
+        let mut m = Mounter::new(lib, drive)?.recycling(recycle_before);
         let barcode = m.mount_for_append(&[], catalog)?;
         let mut w = PartWriter {
             m,
@@ -315,7 +318,15 @@ pub fn run_backup(
     } else {
         "backup"
     };
-    let mut w = PartWriter::open(lib, catalog, progress, header, kind, spec.drive)?;
+    let mut w = PartWriter::open(
+        lib,
+        catalog,
+        progress,
+        header,
+        kind,
+        spec.drive,
+        spec.recycle_before,
+    )?;
 
     let window = spec.window.max(2);
     let queue = DriveQueue::new(WriteQueue::new(

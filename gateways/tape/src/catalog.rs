@@ -6,6 +6,7 @@
 //! written or not; a job still `running` when the gateway starts was interrupted and is marked so
 //! ([`Catalog::mark_interrupted`]). Jobs and RPCs each open their own connection (WAL mode).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -345,6 +346,27 @@ impl Catalog {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The jobs retention still protects: running ones, those that finished after `before`
+    /// (Unix seconds), and every job their incremental chains build on.
+    pub fn needed_jobs(&self, before: u64) -> Result<HashSet<u64>, CatalogError> {
+        let jobs = self.jobs()?;
+        let by_id: std::collections::HashMap<u64, &JobRow> =
+            jobs.iter().map(|j| (j.id, j)).collect();
+        let mut needed = HashSet::new();
+        for j in &jobs {
+            let recent =
+                j.state == JobState::Running || j.finished_at.unwrap_or(j.started_at) > before;
+            let mut next = recent.then_some(j.id);
+            while let Some(id) = next {
+                if !needed.insert(id) {
+                    break;
+                }
+                next = by_id.get(&id).and_then(|r| r.base_job);
+            }
+        }
+        Ok(needed)
+    }
+
     /// Marks a job expired (a part of it was erased).
     pub fn expire_job(&self, id: u64) -> Result<(), CatalogError> {
         self.conn
@@ -491,6 +513,28 @@ mod tests {
         c.forget_cartridge("A1").expect("forget");
         assert_eq!(c.parts(1).expect("parts").len(), 1);
         assert!(!c.is_known_cartridge("A1").expect("known"));
+    }
+
+    #[test]
+    fn retention_keeps_recent_jobs_and_the_chains_they_build_on() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = Catalog::open(&d.path().join("cat.db")).expect("open");
+        // 1 <- 2 <- 3 (incrementals), 4 alone; 3 is recent, the others old; 5 runs.
+        for (id, base, finished) in [
+            (1, None, 10),
+            (2, Some(1), 20),
+            (3, Some(2), 500),
+            (4, None, 30),
+        ] {
+            let mut j = job(id, JobState::Done);
+            j.base_job = base;
+            j.finished_at = Some(finished);
+            c.put_job(&j).expect("job");
+        }
+        c.put_job(&job(5, JobState::Running)).expect("job");
+        let n = c.needed_jobs(100).expect("needed");
+        assert_eq!(n, HashSet::from([1, 2, 3, 5]));
+        assert_eq!(c.needed_jobs(1000).expect("needed"), HashSet::from([5]));
     }
 
     #[test]

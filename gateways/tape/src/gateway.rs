@@ -64,6 +64,10 @@ pub struct Config {
     /// (`snapshot_diff`); a job may name another.
     #[serde(default)]
     pub appliance_socket: Option<PathBuf>,
+    /// When no cartridge is writable, a job erases and reuses a full one whose jobs are all
+    /// past retention (default true).
+    #[serde(default = "yes")]
+    pub auto_recycle: bool,
     pub library: LibraryConfig,
 }
 
@@ -430,15 +434,16 @@ impl Gateway {
         let jobs = cat
             .jobs_on_cartridge(b.as_str())
             .map_err(|e| rpc_err(e.into()))?;
-        let limit = now_secs().saturating_sub(self.config.retention_days * 86_400);
+        // Jobs within retention, and every job a retained incremental builds on.
+        let needed = cat
+            .needed_jobs(self.retention_limit())
+            .map_err(|e| rpc_err(e.into()))?;
         let kept: Vec<String> = jobs
             .iter()
-            .filter(|j| {
-                j.state == JobState::Running || j.finished_at.unwrap_or(j.started_at) > limit
-            })
+            .filter(|j| needed.contains(&j.id))
             .map(|j| {
                 format!(
-                    "job {} ({:?}, within {} days)",
+                    "job {} ({:?}, within {} days or the base of one that is)",
                     j.id, j.state, self.config.retention_days
                 )
             })
@@ -612,6 +617,7 @@ impl Gateway {
             shuffle: p.shuffle,
             drive: self.config.drive,
             incremental,
+            recycle_before: self.recycle_before(),
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_backup(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
@@ -679,6 +685,7 @@ impl Gateway {
             to_seq: p.to_seq,
             trim: p.trim,
             drive: self.config.drive,
+            recycle_before: self.recycle_before(),
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_journal_archive(lib, cat, &spec, pr)
@@ -728,6 +735,16 @@ impl Gateway {
         self.spawn_job(progress, move |lib, cat, pr| {
             run_restore(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
         })
+    }
+
+    /// Jobs that finished before this are past retention (Unix seconds).
+    fn retention_limit(&self) -> u64 {
+        now_secs().saturating_sub(self.config.retention_days * 86_400)
+    }
+
+    /// What jobs may recycle automatically (None: automatic recycling is off).
+    fn recycle_before(&self) -> Option<u64> {
+        self.config.auto_recycle.then(|| self.retention_limit())
     }
 
     /// Connections for a job: the request's, else the configuration's, within 1..=64.

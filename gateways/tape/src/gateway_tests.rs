@@ -20,6 +20,7 @@ fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
         drive: 0,
         retention_days: 30,
         appliance_socket: None,
+        auto_recycle: true,
         library: LibraryConfig::Virtual(VirtualLibraryConfig {
             dir: dir.path().join("vtl"),
             slots: 3,

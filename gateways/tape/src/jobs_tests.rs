@@ -78,6 +78,7 @@ fn backup(
         shuffle,
         drive: 0,
         incremental: None,
+        recycle_before: None,
     };
     run_backup(&mut r.lib, &r.catalog, &spec, &Progress::new(job, "backup"))
 }
@@ -308,6 +309,7 @@ fn a_cancelled_backup_ends_cancelled_and_leaves_the_tape_appendable() {
         shuffle: false,
         drive: 0,
         incremental: None,
+        recycle_before: None,
     };
     let p = Progress::new(1, "backup");
     p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -347,6 +349,7 @@ fn incremental(
             zero,
             source_bytes,
         }),
+        recycle_before: None,
     };
     run_backup(
         &mut r.lib,
@@ -449,4 +452,60 @@ fn full_and_two_incrementals_restore_byte_exact_in_order() {
     let e = restore(&mut r, 9, 3, &dst).expect_err("chain broken");
     assert!(e.to_string().contains("job 2"), "{e}");
     assert!(dst.data.lock().expect("dst").iter().all(|&b| b == 7));
+}
+
+fn backup_recycling(
+    r: &mut Rig,
+    job: u64,
+    src: &MemoryEndpoint,
+    before: u64,
+) -> Result<crate::backup::BackupReport, TapeError> {
+    let spec = BackupSpec {
+        job,
+        endpoint: Arc::new(src.clone()),
+        connections: 2,
+        chunk_bytes: CHUNK,
+        window: 8,
+        shuffle: false,
+        drive: 0,
+        incremental: None,
+        recycle_before: Some(before),
+    };
+    run_backup(&mut r.lib, &r.catalog, &spec, &Progress::new(job, "backup"))
+}
+
+#[test]
+fn full_cartridges_past_retention_are_recycled_by_the_next_job() {
+    let mut r = rig(&["R00001", "R00002"], 2 << 20);
+    let data = pattern(1200 * 1024, 31);
+    let src = MemoryEndpoint::new(data.clone());
+    // Job 1 on R00001; job 2 fills R00001 to early warning and spans onto R00002.
+    backup(&mut r, 1, &src, false).expect("job 1");
+    let rep = backup(&mut r, 2, &src, false).expect("job 2");
+    assert_eq!(rep.parts.len(), 2, "{:?}", rep.parts);
+    let now = crate::tapeio::now_secs();
+    // Both finished within retention: job 3 fills R00002 and finds nothing to span onto.
+    let e = backup_recycling(&mut r, 3, &src, now - 1000).expect_err("no room");
+    assert!(e.to_string().contains("R00001: not recycled, job 1"), "{e}");
+    assert_eq!(r.catalog.job(1).expect("1").state, JobState::Done);
+    // Both past retention: R00002 is full too now (job 3's unfinished part), so job 4 erases
+    // and relabels R00001 and starts over on it.
+    for j in [1, 2] {
+        r.catalog
+            .finish_job(j, JobState::Done, 0, now - 90 * 86_400, None)
+            .expect("age");
+    }
+    let rep = backup_recycling(&mut r, 4, &src, now - 30 * 86_400).expect("job 4");
+    let carts: Vec<(&str, u64)> = rep
+        .parts
+        .iter()
+        .map(|p| (p.barcode.as_str(), p.file_number))
+        .collect();
+    assert_eq!(carts, vec![("R00001", 1)], "{:?}", rep.parts);
+    for j in [1, 2] {
+        assert_eq!(r.catalog.job(j).expect("job").state, JobState::Expired);
+    }
+    let dst = MemoryEndpoint::new(vec![0u8; data.len()]);
+    restore(&mut r, 5, 4, &dst).expect("restore the job on the recycled cartridge");
+    assert!(*dst.data.lock().expect("dst") == data);
 }

@@ -158,6 +158,8 @@ pub struct ArchiveSpec {
     /// Trim the journal up to the last archived record once it is on tape.
     pub trim: bool,
     pub drive: usize,
+    /// Automatic recycling (as for backups).
+    pub recycle_before: Option<u64>,
 }
 
 /// What an archive did.
@@ -225,7 +227,15 @@ pub fn run_journal_archive(
             last_seq: last,
         }),
     };
-    let mut w = PartWriter::open(lib, catalog, progress, header, "journal", spec.drive)?;
+    let mut w = PartWriter::open(
+        lib,
+        catalog,
+        progress,
+        header,
+        "journal",
+        spec.drive,
+        spec.recycle_before,
+    )?;
     let mut next = first;
     let written = (|| {
         while next <= last {
