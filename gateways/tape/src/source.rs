@@ -93,14 +93,12 @@ impl Namespace for NvmeNamespace {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        let max = self.max;
-        for (i, piece) in buf.chunks_mut(max).enumerate() {
-            let (slba, n) = self.lbas(offset + (i * max) as u64, piece.len())?;
-            self.c
-                .read(1, self.nsid, slba, n, piece)
-                .map_err(|e| format!("read lba {slba}: {e}"))?;
-        }
-        Ok(())
+        // Every piece of the chunk in flight at once (up to the queue depth): one command at a
+        // time left the link idle a round trip per piece.
+        let (slba, _) = self.lbas(offset, buf.len())?;
+        self.c
+            .read_pipelined(1, self.nsid, slba, buf, self.max)
+            .map_err(|e| format!("read lba {slba}: {e}"))
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
