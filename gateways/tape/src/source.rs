@@ -102,13 +102,10 @@ impl Namespace for NvmeNamespace {
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
-        for (i, piece) in data.chunks(self.max).enumerate() {
-            let (slba, _) = self.lbas(offset + (i * self.max) as u64, piece.len())?;
-            self.c
-                .write(1, self.nsid, slba, piece, false)
-                .map_err(|e| format!("write lba {slba}: {e}"))?;
-        }
-        Ok(())
+        let (slba, _) = self.lbas(offset, data.len())?;
+        self.c
+            .write_pipelined(1, self.nsid, slba, data, self.max)
+            .map_err(|e| format!("write lba {slba}: {e}"))
     }
 
     fn flush(&mut self) -> Result<(), String> {
