@@ -4,7 +4,8 @@
 # and restores it to a second RAM namespace. Each round measures, back to back on the same
 # directory, the raw sequential write rate (dd, 1 MiB blocks, one fdatasync at the end: the VTL
 # syncs once per job too), the backup, the restore, and the raw sequential read of the cartridge
-# file; the report gives the same-round ratios and the MT queue's drive-idle figures.
+# file (restore and raw read both start with the cartridge evicted from the page cache); the
+# report gives the same-round ratios and the MT queue's drive-idle figures.
 # Writes docs/bench/<date>-tape.md and its JSON under docs/bench/<date>-tape/.
 #
 # Usage: docs/bench/tape.sh [size-MiB] [rounds] [profile: release|debug]
@@ -82,6 +83,9 @@ for _ in $(seq 200); do [[ -S $tmp/tape.sock ]] && break; sleep 0.1; done
 ft() { "$bin/ferrite-tape" --socket "$tmp/tape.sock" "$@"; }
 for r in $(seq "$rounds"); do ft --json cartridge import "BENCH$r" >/dev/null; done
 
+# Drops a file's pages from the page cache (they are clean after the VTL's sync), so reads of it
+# come from the disk: both the restore and the raw read start cold.
+evict() { python3 -c 'import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.fsync(fd); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)' "$1"; }
 rate() { python3 -c "import sys; print(f'{$mib/float(sys.argv[1]):.1f}')" "$1"; }
 rows=()
 for r in $(seq "$rounds"); do
@@ -91,8 +95,10 @@ for r in $(seq "$rounds"); do
   rm -f "$data/raw"
   ft --json job start --address 127.0.0.1:$port --subnqn $nqn --nsid 1 --wait >"$art/backup-$r.json"
   job=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["job"])' "$art/backup-$r.json")
-  ft --json restore --job "$job" --address 127.0.0.1:$port --subnqn $nqn --nsid 2 --wait >"$art/restore-$r.json"
   cart=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["cartridges"][0])' "$art/backup-$r.json")
+  evict "$data/vtl/cartridges/$cart.vtape"
+  ft --json restore --job "$job" --address 127.0.0.1:$port --subnqn $nqn --nsid 2 --wait >"$art/restore-$r.json"
+  evict "$data/vtl/cartridges/$cart.vtape"
   t0=$(date +%s.%N)
   cat "$data/vtl/cartridges/$cart.vtape" >/dev/null
   raw_r=$(python3 -c "print($(date +%s.%N) - $t0)")

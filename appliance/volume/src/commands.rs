@@ -43,6 +43,9 @@ impl Owner {
                 .map(|i| Reply::VolumeInfo(Box::new(i)))
                 .ok_or_else(|| VolumeError::NoSuchVolume(id.to_string())),
             Cmd::Check => Ok(Reply::Check(self.check())),
+            Cmd::Diff { base, target } => {
+                self.diff(&base, &target).map(|d| Reply::Diff(Box::new(d)))
+            }
             Cmd::Close | Cmd::Destroy { .. } => {
                 Err(VolumeError::InvalidConfig("handled by the loop".into()))
             }

@@ -18,6 +18,7 @@
 mod channel;
 mod clusterset;
 mod commands;
+mod diff;
 mod disk;
 pub mod entry;
 mod error;
@@ -33,6 +34,7 @@ mod types;
 mod volume;
 
 pub use channel::{CHANNEL_DEPTH, HOLD_TIMEOUT};
+pub use diff::{diff_tables, ChangedExtent, VolumeDiff};
 pub use error::VolumeError;
 pub use format::label::MemberLabel;
 pub use info::{

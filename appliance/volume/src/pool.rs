@@ -228,6 +228,18 @@ impl Pool {
         }
     }
 
+    /// The extents of `target` that differ from snapshot `base` (from the cluster tables; no
+    /// data is read).
+    pub fn diff(&self, base: &str, target: &str) -> Result<crate::VolumeDiff, VolumeError> {
+        match self.call(Cmd::Diff {
+            base: base.into(),
+            target: target.into(),
+        })? {
+            Reply::Diff(d) => Ok(*d),
+            _ => Err(VolumeError::InvalidConfig("unexpected answer".into())),
+        }
+    }
+
     /// Waits for the owner task to end (its member channels closed), then stops the private
     /// runtime if there is one.
     fn join(&self) {

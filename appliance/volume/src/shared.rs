@@ -331,6 +331,11 @@ pub(crate) enum Cmd {
     Info,
     VolumeInfo(VolId),
     Check,
+    /// Clusters of `target` that differ from snapshot `base` (crate::diff).
+    Diff {
+        base: String,
+        target: String,
+    },
     Destroy {
         force: bool,
     },
@@ -344,6 +349,7 @@ pub(crate) enum Reply {
     Info(Box<PoolInfo>),
     VolumeInfo(Box<VolumeInfo>),
     Check(CheckReport),
+    Diff(Box<crate::VolumeDiff>),
 }
 
 /// Where the owner sends the answer to one command (a one-shot).

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{Catalog, JobRow, JobState, PartRow};
 use crate::error::TapeError;
 use crate::format::{self, JobHeader, Kind, Trailer, MAX_PAYLOAD};
+use crate::incremental::{block_plan, Incremental};
 use crate::mtqueue::{
     AckPolicy, BlockId, DriveQueue, DriveQueueStats, Issuer, SeqNo, Session, WriteQueue,
 };
@@ -41,6 +42,8 @@ pub struct Progress {
     pub error: Mutex<Option<String>>,
     pub cartridges: Mutex<Vec<String>>,
     pub queue: Mutex<Option<DriveQueueStats>>,
+    /// The finished job's report (job status shows it).
+    pub result: Mutex<Option<serde_json::Value>>,
 }
 
 impl Progress {
@@ -56,6 +59,7 @@ impl Progress {
             error: Mutex::new(None),
             cartridges: Mutex::new(Vec::new()),
             queue: Mutex::new(None),
+            result: Mutex::new(None),
         }
     }
 
@@ -84,6 +88,10 @@ pub struct BackupSpec {
     /// reordering; the tape order is the same).
     pub shuffle: bool,
     pub drive: usize,
+    /// Only the extents changed since an earlier job (None: the whole namespace).
+    pub incremental: Option<Incremental>,
+    /// Automatic recycling: full cartridges whose jobs all finished before this may be reused.
+    pub recycle_before: Option<u64>,
 }
 
 /// What a finished backup did.
@@ -98,7 +106,7 @@ pub struct BackupReport {
 }
 
 /// Writes the parts of one job onto cartridges.
-struct PartWriter<'a, 'l> {
+pub(crate) struct PartWriter<'a, 'l> {
     m: Mounter<'l>,
     catalog: &'a Catalog,
     progress: &'a Progress,
@@ -113,6 +121,65 @@ struct PartWriter<'a, 'l> {
 }
 
 impl<'a, 'l> PartWriter<'a, 'l> {
+    /// Records the job as running, mounts a cartridge to append to and starts part 1.
+    pub(crate) fn open(
+        lib: &'l mut Library,
+        catalog: &'a Catalog,
+        progress: &'a Progress,
+        header: JobHeader,
+        kind: &str,
+        drive: usize,
+        recycle_before: Option<u64>,
+    ) -> Result<PartWriter<'a, 'l>, TapeError> {
+        catalog.put_job(&JobRow {
+            id: header.job,
+            kind: kind.into(),
+            source: serde_json::to_value(&header.source).unwrap_or_default(),
+            state: JobState::Running,
+            total_blocks: header.total_blocks,
+            source_bytes: header.source_bytes,
+            bytes_written: 0,
+            started_at: header.started_at,
+            finished_at: None,
+            error: None,
+            base_job: header.base_job,
+        })?;
+        let mut m = Mounter::new(lib, drive)?.recycling(recycle_before);
+        let barcode = m.mount_for_append(&[], catalog)?;
+        let mut w = PartWriter {
+            m,
+            catalog,
+            progress,
+            header,
+            barcode,
+            file_number: 0,
+            blocks: 0,
+            bytes: 0,
+            crcs: Vec::new(),
+            used: Vec::new(),
+            parts: Vec::new(),
+        };
+        w.start_part()?;
+        Ok(w)
+    }
+
+    /// Ends the last part (trailer, filemark: on tape durably), returns the cartridge and
+    /// marks the job done.
+    pub(crate) fn finish(mut self) -> Result<Vec<PartRow>, TapeError> {
+        self.end_part(false)?;
+        let bytes: u64 = self.parts.iter().map(|p| p.bytes).sum();
+        self.m.dismount()?;
+        self.catalog
+            .finish_job(self.header.job, JobState::Done, bytes, now_secs(), None)?;
+        Ok(self.parts)
+    }
+
+    /// Closes the file of a job that failed, so the next job appends after it; the part has
+    /// no trailer, which scan reports as an unfinished part.
+    pub(crate) fn abandon(&mut self) {
+        let _ = self.m.drive().write_filemarks(1);
+    }
+
     fn start_part(&mut self) -> Result<(), TapeError> {
         let d = self.m.drive();
         let pos = d.position()?;
@@ -175,8 +242,12 @@ impl<'a, 'l> PartWriter<'a, 'l> {
         self.start_part()
     }
 
-    fn write_data(&mut self, block: BlockId, data: &[u8]) -> Result<(), TapeError> {
-        let offset = block.0 * u64::from(self.header.chunk_bytes);
+    pub(crate) fn write_data(
+        &mut self,
+        block: BlockId,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), TapeError> {
         let framed = format::encode_block(Kind::Data, self.header.job, block.0, offset, data);
         let outcome = match self.m.drive().write_block(&framed) {
             Err(DeviceError::EndOfMedium(_)) if self.blocks > 0 => {
@@ -219,9 +290,11 @@ pub fn run_backup(
             spec.chunk_bytes
         )));
     }
-    let chunk = u64::from(spec.chunk_bytes);
-    let total_blocks = size.div_ceil(chunk);
-    progress.total_bytes.store(size, Ordering::Relaxed);
+    // (source offset, length) of every data block, in block order.
+    let blocks = block_plan(size, lba, spec.chunk_bytes, spec.incremental.as_ref())?;
+    let total_blocks = blocks.len() as u64;
+    let to_read: u64 = blocks.iter().map(|b| u64::from(b.1)).sum();
+    progress.total_bytes.store(to_read, Ordering::Relaxed);
     let header = JobHeader {
         job: spec.job,
         part: 1,
@@ -232,35 +305,28 @@ pub fn run_backup(
         total_blocks,
         first_block: 0,
         started_at: now_secs(),
+        base_job: spec.incremental.as_ref().map(|i| i.base_job),
+        zero_extents: spec
+            .incremental
+            .as_ref()
+            .map(|i| i.zero.clone())
+            .unwrap_or_default(),
+        journal: None,
     };
-    catalog.put_job(&JobRow {
-        id: spec.job,
-        kind: "backup".into(),
-        source: serde_json::to_value(&header.source).unwrap_or_default(),
-        state: JobState::Running,
-        total_blocks,
-        source_bytes: size,
-        bytes_written: 0,
-        started_at: header.started_at,
-        finished_at: None,
-        error: None,
-    })?;
-    let mut m = Mounter::new(lib, spec.drive)?;
-    let barcode = m.mount_for_append(&[], catalog)?;
-    let mut w = PartWriter {
-        m,
+    let kind = if header.base_job.is_some() {
+        "incremental"
+    } else {
+        "backup"
+    };
+    let mut w = PartWriter::open(
+        lib,
         catalog,
         progress,
         header,
-        barcode,
-        file_number: 0,
-        blocks: 0,
-        bytes: 0,
-        crcs: Vec::new(),
-        used: Vec::new(),
-        parts: Vec::new(),
-    };
-    w.start_part()?;
+        kind,
+        spec.drive,
+        spec.recycle_before,
+    )?;
 
     let window = spec.window.max(2);
     let queue = DriveQueue::new(WriteQueue::new(
@@ -280,6 +346,7 @@ pub fn run_backup(
         queue.close(&why);
     };
     let written = std::thread::scope(|s| {
+        let blocks = &blocks;
         let mut firstc = Some(first);
         for c in 0..spec.connections.max(1) {
             let conn = firstc.take();
@@ -300,9 +367,8 @@ pub fn run_backup(
                     while batch.len() < want {
                         match issuer.acquire(wait) {
                             Ok(Some(seq)) => {
-                                let off = seq.0 * chunk;
-                                let len = chunk.min(size - off) as usize;
-                                let mut buf = vec![0u8; len];
+                                let (off, len) = blocks[seq.0 as usize];
+                                let mut buf = vec![0u8; len as usize];
                                 if let Err(e) = ns.read_at(off, &mut buf) {
                                     return fail(format!("connection {c}: read at {off}: {e}"));
                                 }
@@ -333,7 +399,7 @@ pub fn run_backup(
         let r = queue.run_writer(
             BlockId(total_blocks),
             Duration::from_secs(120),
-            |b, _s, d: &[u8]| w.write_data(b, d),
+            |b, _s, d: &[u8]| w.write_data(b, blocks[b.0 as usize].0, d),
             &|seq| {
                 issuer.ack(seq);
             },
@@ -349,7 +415,7 @@ pub fn run_backup(
     if let Err(e) = written {
         // Close the file so the next job appends after it; the part has no trailer, which
         // scan reports as an unfinished part.
-        let _ = w.m.drive().write_filemarks(1);
+        w.abandon();
         if progress.cancelled() {
             return Err(TapeError::Cancelled(spec.job));
         }
@@ -362,15 +428,12 @@ pub fn run_backup(
             other => TapeError::Invalid(reader.unwrap_or_else(|| other.to_string())),
         });
     }
-    w.end_part(false)?;
-    let bytes: u64 = w.parts.iter().map(|p| p.bytes).sum();
-    w.m.dismount()?;
-    catalog.finish_job(spec.job, JobState::Done, bytes, now_secs(), None)?;
+    let parts = w.finish()?;
     Ok(BackupReport {
         job: spec.job,
-        bytes,
+        bytes: parts.iter().map(|p| p.bytes).sum(),
         blocks: total_blocks,
-        parts: w.parts,
+        parts,
         seconds: t0.elapsed().as_secs_f64(),
         queue: queue.stats(),
     })

@@ -6,6 +6,7 @@
 //! written or not; a job still `running` when the gateway starts was interrupted and is marked so
 //! ([`Catalog::mark_interrupted`]). Jobs and RPCs each open their own connection (WAL mode).
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -66,7 +67,7 @@ impl JobState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
     pub id: u64,
-    /// `backup` (more kinds later: incremental, journal, verify).
+    /// `backup` (a full backup) or `incremental` (the extents changed since `base_job`).
     pub kind: String,
     /// The job header's source, as JSON.
     pub source: serde_json::Value,
@@ -77,6 +78,9 @@ pub struct JobRow {
     pub started_at: u64,
     pub finished_at: Option<u64>,
     pub error: Option<String>,
+    /// Incremental backups: the job they apply on top of (full or incremental).
+    #[serde(default)]
+    pub base_job: Option<u64>,
 }
 
 /// One part of a job on one cartridge.
@@ -153,6 +157,19 @@ impl Catalog {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
             .map_err(err)?;
         conn.execute_batch(SCHEMA).map_err(err)?;
+        // Catalogs from before incremental backups lack the base_job column.
+        let has_base: bool = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = 'base_job'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map_err(err)?
+            > 0;
+        if !has_base {
+            conn.execute_batch("ALTER TABLE jobs ADD COLUMN base_job INTEGER")
+                .map_err(err)?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(err)?;
         Ok(Catalog { conn, path: p })
@@ -254,8 +271,8 @@ impl Catalog {
         self.conn
             .execute(
                 "INSERT OR REPLACE INTO jobs (id, kind, source, state, total_blocks, source_bytes, \
-                 bytes_written, started_at, finished_at, error) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                 bytes_written, started_at, finished_at, error, base_job) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     j.id as i64,
                     j.kind,
@@ -267,6 +284,7 @@ impl Catalog {
                     j.started_at as i64,
                     j.finished_at.map(|v| v as i64),
                     j.error,
+                    j.base_job.map(|v| v as i64),
                 ],
             )
             .map(|_| ())
@@ -328,6 +346,27 @@ impl Catalog {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
+    /// The jobs retention still protects: running ones, those that finished after `before`
+    /// (Unix seconds), and every job their incremental chains build on.
+    pub fn needed_jobs(&self, before: u64) -> Result<HashSet<u64>, CatalogError> {
+        let jobs = self.jobs()?;
+        let by_id: std::collections::HashMap<u64, &JobRow> =
+            jobs.iter().map(|j| (j.id, j)).collect();
+        let mut needed = HashSet::new();
+        for j in &jobs {
+            let recent =
+                j.state == JobState::Running || j.finished_at.unwrap_or(j.started_at) > before;
+            let mut next = recent.then_some(j.id);
+            while let Some(id) = next {
+                if !needed.insert(id) {
+                    break;
+                }
+                next = by_id.get(&id).and_then(|r| r.base_job);
+            }
+        }
+        Ok(needed)
+    }
+
     /// Marks a job expired (a part of it was erased).
     pub fn expire_job(&self, id: u64) -> Result<(), CatalogError> {
         self.conn
@@ -354,11 +393,12 @@ impl Catalog {
             started_at: r.get::<_, i64>(7)? as u64,
             finished_at: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
             error: r.get(9)?,
+            base_job: r.get::<_, Option<i64>>(10)?.map(|v| v as u64),
         })
     }
 
     const JOB_COLUMNS: &'static str = "id, kind, source, state, total_blocks, source_bytes, \
-                                       bytes_written, started_at, finished_at, error";
+                                       bytes_written, started_at, finished_at, error, base_job";
 
     pub fn jobs(&self) -> Result<Vec<JobRow>, CatalogError> {
         let sql = format!("SELECT {} FROM jobs ORDER BY id", Self::JOB_COLUMNS);
@@ -421,6 +461,7 @@ mod tests {
             started_at: 100,
             finished_at: None,
             error: None,
+            base_job: None,
         }
     }
 
@@ -472,6 +513,28 @@ mod tests {
         c.forget_cartridge("A1").expect("forget");
         assert_eq!(c.parts(1).expect("parts").len(), 1);
         assert!(!c.is_known_cartridge("A1").expect("known"));
+    }
+
+    #[test]
+    fn retention_keeps_recent_jobs_and_the_chains_they_build_on() {
+        let d = tempfile::tempdir().expect("tmp");
+        let c = Catalog::open(&d.path().join("cat.db")).expect("open");
+        // 1 <- 2 <- 3 (incrementals), 4 alone; 3 is recent, the others old; 5 runs.
+        for (id, base, finished) in [
+            (1, None, 10),
+            (2, Some(1), 20),
+            (3, Some(2), 500),
+            (4, None, 30),
+        ] {
+            let mut j = job(id, JobState::Done);
+            j.base_job = base;
+            j.finished_at = Some(finished);
+            c.put_job(&j).expect("job");
+        }
+        c.put_job(&job(5, JobState::Running)).expect("job");
+        let n = c.needed_jobs(100).expect("needed");
+        assert_eq!(n, HashSet::from([1, 2, 3, 5]));
+        assert_eq!(c.needed_jobs(1000).expect("needed"), HashSet::from([5]));
     }
 
     #[test]

@@ -249,6 +249,26 @@ pub struct JobHeader {
     pub first_block: u64,
     /// Unix seconds.
     pub started_at: u64,
+    /// Incremental backups: the job this one applies on top of. Its data blocks hold only the
+    /// changed extents, each at the source offset in its block header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_job: Option<u64>,
+    /// Incremental backups: `(offset, length)` byte ranges that read zeroes in the source
+    /// (deallocated since the base); a restore writes zeroes there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zero_extents: Vec<(u64, u64)>,
+    /// Journal archives: the range of a replication journal the data blocks hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<JournalRange>,
+}
+
+/// A range of one consistency group's replication journal: data block `i` of the job holds
+/// record `first_seq + i`, as the gateway protocol's encoded `Record` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalRange {
+    pub group: u32,
+    pub first_seq: u64,
+    pub last_seq: u64,
 }
 
 /// Last block of every part: its index.

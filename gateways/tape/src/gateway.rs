@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 use crate::backup::{run_backup, BackupSpec, Progress};
 use crate::catalog::{Catalog, JobState};
 use crate::error::TapeError;
+use crate::incremental::Incremental;
+use crate::journal::{run_journal_archive, run_journal_replay, ArchiveSpec, ReplaySpec};
 use crate::restore::{run_restore, run_verify, scan_cartridge, RestoreSpec};
 use crate::source::NvmeTcpEndpoint;
 use crate::tapeio::{now_secs, LabelState, Mounter};
@@ -58,6 +60,14 @@ pub struct Config {
     /// it finished longer ago than this (default 30).
     #[serde(default = "default_retention")]
     pub retention_days: u64,
+    /// ferrited's JSON-RPC socket, asked for the changed extents of incremental backups
+    /// (`snapshot_diff`); a job may name another.
+    #[serde(default)]
+    pub appliance_socket: Option<PathBuf>,
+    /// When no cartridge is writable, a job erases and reuses a full one whose jobs are all
+    /// past retention (default true).
+    #[serde(default = "yes")]
+    pub auto_recycle: bool,
     pub library: LibraryConfig,
 }
 
@@ -127,6 +137,16 @@ struct JobStartParams {
     connections: Option<usize>,
     #[serde(default)]
     shuffle: bool,
+    /// Incremental: the job it builds on.
+    #[serde(default)]
+    base_job: Option<u64>,
+    /// Incremental: the snapshot the base job holds, `"<pool>/<snapshot>"` (default: the base
+    /// job's source name).
+    #[serde(default)]
+    base_snapshot: Option<String>,
+    /// Incremental: ferrited's JSON-RPC socket (default: the configuration's).
+    #[serde(default)]
+    appliance_socket: Option<PathBuf>,
 }
 
 fn backup_kind() -> String {
@@ -141,6 +161,40 @@ struct RestoreParams {
     target: NamespaceParams,
     #[serde(default)]
     connections: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArchiveParams {
+    group: u32,
+    #[serde(default)]
+    from_seq: Option<u64>,
+    #[serde(default)]
+    to_seq: Option<u64>,
+    #[serde(default = "yes")]
+    trim: bool,
+    /// ferrited's journal stream endpoint (default: the appliance socket + ".journal").
+    #[serde(default)]
+    journal_socket: Option<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayParams {
+    /// Journal archive jobs in sequence order.
+    jobs: Vec<u64>,
+    #[serde(flatten)]
+    target: NamespaceParams,
+    #[serde(default)]
+    journal_nsid: Option<u32>,
+    #[serde(default)]
+    up_to_seq: Option<u64>,
+    #[serde(default)]
+    up_to_ts: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,6 +234,8 @@ pub const METHODS: &[&str] = &[
     "tape_cartridge_eject",
     "tape_cartridge_recycle",
     "tape_job_start",
+    "tape_journal_archive",
+    "tape_journal_replay",
     "tape_restore",
     "tape_job_verify",
     "tape_job_status",
@@ -261,6 +317,8 @@ impl Gateway {
             "tape_cartridge_eject" => self.cartridge_eject(params(p)?),
             "tape_cartridge_recycle" => self.cartridge_recycle(params(p)?),
             "tape_job_start" => self.job_start(params(p)?),
+            "tape_journal_archive" => self.journal_archive(params(p)?),
+            "tape_journal_replay" => self.journal_replay(params(p)?),
             "tape_restore" => self.restore(params(p)?),
             "tape_job_verify" => self.verify(params(p)?),
             "tape_job_status" => self.job_status(params(p)?),
@@ -376,15 +434,16 @@ impl Gateway {
         let jobs = cat
             .jobs_on_cartridge(b.as_str())
             .map_err(|e| rpc_err(e.into()))?;
-        let limit = now_secs().saturating_sub(self.config.retention_days * 86_400);
+        // Jobs within retention, and every job a retained incremental builds on.
+        let needed = cat
+            .needed_jobs(self.retention_limit())
+            .map_err(|e| rpc_err(e.into()))?;
         let kept: Vec<String> = jobs
             .iter()
-            .filter(|j| {
-                j.state == JobState::Running || j.finished_at.unwrap_or(j.started_at) > limit
-            })
+            .filter(|j| needed.contains(&j.id))
             .map(|j| {
                 format!(
-                    "job {} ({:?}, within {} days)",
+                    "job {} ({:?}, within {} days or the base of one that is)",
                     j.id, j.state, self.config.retention_days
                 )
             })
@@ -516,6 +575,7 @@ impl Gateway {
                 match r {
                     Ok(v) => {
                         log::info!("job {id} done: {v}");
+                        *lock(&p.result) = Some(v);
                         *lock(&p.state) = JobState::Done;
                     }
                     Err(e) => {
@@ -534,13 +594,20 @@ impl Gateway {
     }
 
     fn job_start(self: &Arc<Self>, p: JobStartParams) -> Result<Value, RpcError> {
-        if p.kind != "backup" {
-            return Err(RpcError::invalid_params(format!(
-                "job kind {:?} is not supported (backup is; incremental and journal archive are not built yet)",
-                p.kind
-            )));
-        }
-        let progress = self.new_job("backup")?;
+        let incremental = match p.kind.as_str() {
+            "backup" => None,
+            "incremental" => Some(self.incremental_plan(&p)?),
+            other => {
+                return Err(RpcError::invalid_params(format!(
+                    "job kind {other:?} is not supported (backup or incremental)"
+                )))
+            }
+        };
+        let progress = self.new_job(if incremental.is_some() {
+            "incremental"
+        } else {
+            "backup"
+        })?;
         let spec = BackupSpec {
             job: progress.job,
             endpoint: Arc::new(p.source.endpoint()),
@@ -549,9 +616,108 @@ impl Gateway {
             window: self.config.window,
             shuffle: p.shuffle,
             drive: self.config.drive,
+            incremental,
+            recycle_before: self.recycle_before(),
         };
         self.spawn_job(progress, move |lib, cat, pr| {
             run_backup(lib, cat, &spec, pr).map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+    }
+
+    /// Asks ferrited which extents of the snapshot named by the job changed since the
+    /// snapshot its base job holds.
+    fn incremental_plan(&self, p: &JobStartParams) -> Result<Incremental, RpcError> {
+        let base_job = p.base_job.ok_or_else(|| {
+            RpcError::invalid_params("an incremental backup needs base_job (a finished backup)")
+        })?;
+        self.finished_backup(base_job)?;
+        let base = self
+            .catalog()?
+            .job(base_job)
+            .map_err(|e| rpc_err(e.into()))?;
+        let base_name = p
+            .base_snapshot
+            .clone()
+            .or_else(|| base.source["name"].as_str().map(String::from))
+            .ok_or_else(|| {
+                RpcError::invalid_params(format!(
+                    "job {base_job} recorded no snapshot name: give base_snapshot"
+                ))
+            })?;
+        let target = p.source.name.as_deref().ok_or_else(|| {
+            RpcError::invalid_params(
+                "an incremental backup needs name: the \"<pool>/<snapshot>\" exported at nsid",
+            )
+        })?;
+        let socket = p
+            .appliance_socket
+            .as_ref()
+            .or(self.config.appliance_socket.as_ref())
+            .ok_or_else(|| {
+                RpcError::invalid_params(
+                    "an incremental backup needs ferrited's socket: appliance_socket in the configuration or the request",
+                )
+            })?;
+        Incremental::fetch(socket, base_job, &base_name, target).map_err(rpc_err)
+    }
+
+    fn journal_archive(self: &Arc<Self>, p: ArchiveParams) -> Result<Value, RpcError> {
+        let socket = p
+            .journal_socket
+            .or_else(|| {
+                self.config.appliance_socket.as_ref().map(|s| {
+                    let mut s = s.clone().into_os_string();
+                    s.push(".journal");
+                    PathBuf::from(s)
+                })
+            })
+            .ok_or_else(|| {
+                RpcError::invalid_params(
+                    "no journal endpoint: give journal_socket, or appliance_socket in the configuration",
+                )
+            })?;
+        let progress = self.new_job("journal")?;
+        let spec = ArchiveSpec {
+            job: progress.job,
+            socket,
+            group: p.group,
+            from_seq: p.from_seq,
+            to_seq: p.to_seq,
+            trim: p.trim,
+            drive: self.config.drive,
+            recycle_before: self.recycle_before(),
+        };
+        self.spawn_job(progress, move |lib, cat, pr| {
+            run_journal_archive(lib, cat, &spec, pr)
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
+        })
+    }
+
+    fn journal_replay(self: &Arc<Self>, p: ReplayParams) -> Result<Value, RpcError> {
+        let cat = self.catalog()?;
+        for &j in &p.jobs {
+            let row = cat.job(j).map_err(|e| rpc_err(e.into()))?;
+            if row.kind != "journal" || row.state != JobState::Done {
+                return Err(RpcError::invalid_params(format!(
+                    "job {j} is a {:?} {} job: only finished journal archives replay",
+                    row.state, row.kind
+                )));
+            }
+        }
+        drop(cat);
+        let progress = self.new_job("replay")?;
+        let spec = ReplaySpec {
+            job: progress.job,
+            from_jobs: p.jobs,
+            endpoint: Arc::new(p.target.endpoint()),
+            journal_nsid: p.journal_nsid,
+            up_to_seq: p.up_to_seq,
+            up_to_ts: p.up_to_ts,
+            drive: self.config.drive,
+        };
+        self.spawn_job(progress, move |lib, cat, pr| {
+            run_journal_replay(lib, cat, &spec, pr)
+                .map(|r| serde_json::to_value(r).unwrap_or_default())
         })
     }
 
@@ -571,20 +737,30 @@ impl Gateway {
         })
     }
 
+    /// Jobs that finished before this are past retention (Unix seconds).
+    fn retention_limit(&self) -> u64 {
+        now_secs().saturating_sub(self.config.retention_days * 86_400)
+    }
+
+    /// What jobs may recycle automatically (None: automatic recycling is off).
+    fn recycle_before(&self) -> Option<u64> {
+        self.config.auto_recycle.then(|| self.retention_limit())
+    }
+
     /// Connections for a job: the request's, else the configuration's, within 1..=64.
     fn connections(&self, asked: Option<usize>) -> usize {
         asked.unwrap_or(self.config.connections).clamp(1, 64)
     }
 
+    /// Refuses a job that is not a finished backup, or an incremental whose chain of base jobs
+    /// back to its full backup is not complete in the catalog.
     fn finished_backup(&self, job: u64) -> Result<(), RpcError> {
-        let from = self.catalog()?.job(job).map_err(|e| rpc_err(e.into()))?;
-        if from.state != JobState::Done {
-            return Err(RpcError::invalid_params(format!(
-                "job {job} is {:?}, only a finished backup can be read back",
-                from.state
-            )));
-        }
-        Ok(())
+        crate::incremental::chain(&self.catalog()?, job)
+            .map(|_| ())
+            .map_err(|e| match e {
+                TapeError::Catalog(c) => rpc_err(c.into()),
+                other => RpcError::invalid_params(other.to_string()),
+            })
     }
 
     fn verify(self: &Arc<Self>, p: JobParams) -> Result<Value, RpcError> {
@@ -615,6 +791,7 @@ impl Gateway {
             "cartridges": *lock(&p.cartridges),
             "error": *lock(&p.error),
             "queue": *lock(&p.queue),
+            "result": *lock(&p.result),
         })
     }
 

@@ -19,6 +19,8 @@ fn gateway(dir: &tempfile::TempDir) -> Arc<Gateway> {
         connections: 2,
         drive: 0,
         retention_days: 30,
+        appliance_socket: None,
+        auto_recycle: true,
         library: LibraryConfig::Virtual(VirtualLibraryConfig {
             dir: dir.path().join("vtl"),
             slots: 3,
@@ -74,8 +76,23 @@ fn refusals_carry_the_right_codes_and_name_the_problem() {
             "tape_job_start",
             json!({"kind": "incremental", "address": "127.0.0.1:4420", "subnqn": "x", "nsid": 1}),
         )
+        .expect_err("base");
+    assert!(e.message.contains("base_job"), "{}", e.message);
+    let e = gw
+        .call(
+            "tape_job_start",
+            json!({"kind": "incremental", "base_job": 77, "address": "127.0.0.1:4420",
+                   "subnqn": "x", "nsid": 1}),
+        )
+        .expect_err("no such base");
+    assert_eq!(e.code, protocol::NOT_FOUND, "{}", e.message);
+    let e = gw
+        .call(
+            "tape_job_start",
+            json!({"kind": "journal", "address": "127.0.0.1:4420", "subnqn": "x", "nsid": 1}),
+        )
         .expect_err("kind");
-    assert!(e.message.contains("incremental"), "{}", e.message);
+    assert!(e.message.contains("journal"), "{}", e.message);
     assert_eq!(
         code("tape_cartridge_import", json!({"barcode": "bad code"})),
         protocol::INVALID_PARAMS
@@ -181,6 +198,7 @@ fn recycling_respects_retention_and_expires_the_jobs() {
             started_at: finished,
             finished_at: Some(finished),
             error: None,
+            base_job: None,
         })
         .expect("job");
         cat.put_part(&PartRow {

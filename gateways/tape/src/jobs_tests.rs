@@ -77,6 +77,8 @@ fn backup(
         window: 8,
         shuffle,
         drive: 0,
+        incremental: None,
+        recycle_before: None,
     };
     run_backup(&mut r.lib, &r.catalog, &spec, &Progress::new(job, "backup"))
 }
@@ -306,6 +308,8 @@ fn a_cancelled_backup_ends_cancelled_and_leaves_the_tape_appendable() {
         window: 4,
         shuffle: false,
         drive: 0,
+        incremental: None,
+        recycle_before: None,
     };
     let p = Progress::new(1, "backup");
     p.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -319,4 +323,189 @@ fn a_cancelled_backup_ends_cancelled_and_leaves_the_tape_appendable() {
     let dst = MemoryEndpoint::new(vec![0u8; 4 << 20]);
     restore(&mut r, 3, 2, &dst).expect("restore");
     assert!(*dst.data.lock().expect("dst") == *src.data.lock().expect("src"));
+}
+
+/// An incremental of `src` on top of job `base`: the data extents and zero extents given.
+fn incremental(
+    r: &mut Rig,
+    job: u64,
+    base: u64,
+    src: &MemoryEndpoint,
+    data: Vec<(u64, u64)>,
+    zero: Vec<(u64, u64)>,
+) -> Result<crate::backup::BackupReport, TapeError> {
+    let source_bytes = src.data.lock().expect("src").len() as u64;
+    let spec = BackupSpec {
+        job,
+        endpoint: Arc::new(src.clone()),
+        connections: 3,
+        chunk_bytes: CHUNK,
+        window: 8,
+        shuffle: true,
+        drive: 0,
+        incremental: Some(crate::incremental::Incremental {
+            base_job: base,
+            data,
+            zero,
+            source_bytes,
+        }),
+        recycle_before: None,
+    };
+    run_backup(
+        &mut r.lib,
+        &r.catalog,
+        &spec,
+        &Progress::new(job, "incremental"),
+    )
+}
+
+#[test]
+fn full_and_two_incrementals_restore_byte_exact_in_order() {
+    const C: u64 = 64 * 1024;
+    let mut r = rig(&["I00001", "I00002"], 64 << 20);
+    let mut image = pattern(32 * C as usize, 21);
+    let src = MemoryEndpoint::new(image.clone());
+    backup(&mut r, 1, &src, true).expect("full");
+
+    // Change clusters 3..5 and 20, deallocate 9: only those go to tape.
+    let mut change = |image: &mut Vec<u8>, at: u64, len: u64, seed: u64| {
+        image[at as usize..(at + len) as usize].copy_from_slice(&pattern(len as usize, seed));
+    };
+    change(&mut image, 3 * C, 2 * C, 22);
+    change(&mut image, 20 * C, C, 23);
+    image[9 * C as usize..10 * C as usize].fill(0);
+    *src.data.lock().expect("src") = image.clone();
+    let rep = incremental(
+        &mut r,
+        2,
+        1,
+        &src,
+        vec![(3 * C, 2 * C), (20 * C, C)],
+        vec![(9 * C, C)],
+    )
+    .expect("incremental 1");
+    assert_eq!(rep.bytes, 3 * C, "only the changed clusters are on tape");
+    let after_first = image.clone();
+
+    // The second: one cluster rewritten again (4), a new one (30), the zeroed one written.
+    change(&mut image, 4 * C, C, 24);
+    change(&mut image, 30 * C, C, 25);
+    change(&mut image, 9 * C, C, 26);
+    *src.data.lock().expect("src") = image.clone();
+    let rep = incremental(
+        &mut r,
+        3,
+        2,
+        &src,
+        vec![(4 * C, C), (9 * C, C), (30 * C, 2 * C)],
+        vec![],
+    )
+    .expect("incremental 2");
+    assert_eq!(rep.bytes, 4 * C);
+    let j = r.catalog.job(3).expect("job 3");
+    assert_eq!((j.kind.as_str(), j.base_job), ("incremental", Some(2)));
+
+    // Restore of the last: full, then both incrementals, over a target holding garbage.
+    let dst = MemoryEndpoint::new(pattern(image.len(), 99));
+    let rep = restore(&mut r, 4, 3, &dst).expect("restore chain");
+    assert_eq!(rep.blocks, 32 + 3 + 4);
+    assert!(
+        *dst.data.lock().expect("dst") == image,
+        "restored chain differs"
+    );
+    // Restoring the middle link stops there.
+    let dst = MemoryEndpoint::new(pattern(image.len(), 98));
+    restore(&mut r, 5, 2, &dst).expect("restore first incremental");
+    assert!(*dst.data.lock().expect("dst") == after_first);
+
+    // Nothing changed: an empty incremental still records the link.
+    incremental(&mut r, 6, 3, &src, vec![], vec![]).expect("empty incremental");
+    let dst = MemoryEndpoint::new(vec![0u8; image.len()]);
+    restore(&mut r, 7, 6, &dst).expect("restore through an empty link");
+    assert!(*dst.data.lock().expect("dst") == image);
+
+    // The catalog rebuilt by scan keeps the chain.
+    let path = r.cat_path.clone();
+    drop(std::mem::replace(
+        &mut r.catalog,
+        Catalog::open(&r._dir.path().join("other.db")).expect("tmp"),
+    ));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", path.display()));
+    }
+    r.catalog = Catalog::open(&path).expect("fresh catalog");
+    let mut m = Mounter::new(&mut r.lib, 0).expect("mounter");
+    scan_cartridge(&mut m, &Barcode::new("I00001").expect("bc"), &r.catalog).expect("scan");
+    drop(m);
+    let j = r.catalog.job(3).expect("job 3 scanned");
+    assert_eq!(
+        (j.kind.as_str(), j.base_job, j.state),
+        ("incremental", Some(2), JobState::Done)
+    );
+    let dst = MemoryEndpoint::new(vec![7u8; image.len()]);
+    restore(&mut r, 8, 3, &dst).expect("restore from the scanned catalog");
+    assert!(*dst.data.lock().expect("dst") == image);
+
+    // A broken chain is refused before anything is written.
+    r.catalog.expire_job(2).expect("expire");
+    let dst = MemoryEndpoint::new(vec![7u8; image.len()]);
+    let e = restore(&mut r, 9, 3, &dst).expect_err("chain broken");
+    assert!(e.to_string().contains("job 2"), "{e}");
+    assert!(dst.data.lock().expect("dst").iter().all(|&b| b == 7));
+}
+
+fn backup_recycling(
+    r: &mut Rig,
+    job: u64,
+    src: &MemoryEndpoint,
+    before: u64,
+) -> Result<crate::backup::BackupReport, TapeError> {
+    let spec = BackupSpec {
+        job,
+        endpoint: Arc::new(src.clone()),
+        connections: 2,
+        chunk_bytes: CHUNK,
+        window: 8,
+        shuffle: false,
+        drive: 0,
+        incremental: None,
+        recycle_before: Some(before),
+    };
+    run_backup(&mut r.lib, &r.catalog, &spec, &Progress::new(job, "backup"))
+}
+
+#[test]
+fn full_cartridges_past_retention_are_recycled_by_the_next_job() {
+    let mut r = rig(&["R00001", "R00002"], 2 << 20);
+    let data = pattern(1200 * 1024, 31);
+    let src = MemoryEndpoint::new(data.clone());
+    // Job 1 on R00001; job 2 fills R00001 to early warning and spans onto R00002.
+    backup(&mut r, 1, &src, false).expect("job 1");
+    let rep = backup(&mut r, 2, &src, false).expect("job 2");
+    assert_eq!(rep.parts.len(), 2, "{:?}", rep.parts);
+    let now = crate::tapeio::now_secs();
+    // Both finished within retention: job 3 fills R00002 and finds nothing to span onto.
+    let e = backup_recycling(&mut r, 3, &src, now - 1000).expect_err("no room");
+    assert!(e.to_string().contains("R00001: not recycled, job 1"), "{e}");
+    assert_eq!(r.catalog.job(1).expect("1").state, JobState::Done);
+    // Both past retention: R00002 is full too now (job 3's unfinished part), so job 4 erases
+    // and relabels R00001 and starts over on it.
+    for j in [1, 2] {
+        r.catalog
+            .finish_job(j, JobState::Done, 0, now - 90 * 86_400, None)
+            .expect("age");
+    }
+    let rep = backup_recycling(&mut r, 4, &src, now - 30 * 86_400).expect("job 4");
+    let carts: Vec<(&str, u64)> = rep
+        .parts
+        .iter()
+        .map(|p| (p.barcode.as_str(), p.file_number))
+        .collect();
+    assert_eq!(carts, vec![("R00001", 1)], "{:?}", rep.parts);
+    for j in [1, 2] {
+        assert_eq!(r.catalog.job(j).expect("job").state, JobState::Expired);
+    }
+    let dst = MemoryEndpoint::new(vec![0u8; data.len()]);
+    restore(&mut r, 5, 4, &dst).expect("restore the job on the recycled cartridge");
+    assert!(*dst.data.lock().expect("dst") == data);
 }

@@ -4,6 +4,8 @@
 //! - [`format`]: the self-describing on-tape format (docs/tape-format.md).
 //! - [`catalog`]: the SQLite catalog of cartridges, jobs and parts.
 //! - [`tapeio`]: mounting, labels, choosing a cartridge, locating a job's file.
+//! - [`incremental`]: changed extents from ferrited, job chains; [`journal`]: replication
+//!   journal archives and point-in-time replay.
 //! - [`backup`], [`restore`]: the jobs (and `scan`), reading and writing namespaces over
 //!   NVMe/TCP through [`source`].
 #![forbid(unsafe_code)]
@@ -13,6 +15,8 @@ pub mod catalog;
 mod error;
 pub mod format;
 pub mod gateway;
+pub mod incremental;
+pub mod journal;
 pub mod mtqueue;
 pub mod restore;
 pub mod server;

@@ -8,6 +8,7 @@
 //!                                              write at offset; issuer.ack(seq)
 //! ```
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -20,7 +21,7 @@ use crate::catalog::{Catalog, JobRow, JobState, PartRow};
 use crate::error::TapeError;
 use crate::format::{self, JobHeader, Kind, Trailer};
 use crate::mtqueue::{BlockId, Issuer, MtQueueError, ReadAnswer, ReadQueue, SeqNo, Session};
-use crate::source::Endpoint;
+use crate::source::{Endpoint, Namespace};
 use crate::tapeio::{block_buffer, LabelState, Mounter};
 
 /// Parameters of a restore.
@@ -121,7 +122,7 @@ impl Shared {
 }
 
 /// Checks the catalog's parts of a job form one gap-free run ending in a last part.
-fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), TapeError> {
+pub(crate) fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), TapeError> {
     let mut next = 0;
     for (i, p) in parts.iter().enumerate() {
         if p.first_block != next || p.part != i as u64 + 1 {
@@ -141,10 +142,10 @@ fn check_parts(job: u64, parts: &[PartRow], total_blocks: u64) -> Result<(), Tap
 }
 
 /// Reads one part from tape into `sink` in block order, checking every block.
-fn read_part(
+pub(crate) fn read_part(
     m: &mut Mounter<'_>,
     part: &PartRow,
-    mut sink: impl FnMut(&JobHeader, BlockId, Vec<u8>) -> Result<(), TapeError>,
+    mut sink: impl FnMut(&JobHeader, BlockId, u64, Vec<u8>) -> Result<(), TapeError>,
 ) -> Result<JobHeader, TapeError> {
     let barcode = Barcode::new(&part.barcode)?;
     m.mount(&barcode)?;
@@ -187,7 +188,7 @@ fn read_part(
             ))));
         }
         crcs.push(h.payload_crc);
-        sink(&header, BlockId(b), payload.to_vec())?;
+        sink(&header, BlockId(b), h.offset, payload.to_vec())?;
     }
     let n = match m.drive().read_block(&mut buf)? {
         ReadOutcome::Block(n) => n,
@@ -206,33 +207,91 @@ fn read_part(
     Ok(header)
 }
 
-/// Restores a job from tape to a namespace.
+/// Restores a job from tape to a namespace: for an incremental, its full backup first, then
+/// every incremental of the chain in order.
 pub fn run_restore(
     lib: &mut Library,
     catalog: &Catalog,
     spec: &RestoreSpec,
     progress: &Progress,
 ) -> Result<RestoreReport, TapeError> {
-    let job = catalog.job(spec.from_job)?;
-    let parts = catalog.parts(spec.from_job)?;
-    check_parts(spec.from_job, &parts, job.total_blocks)?;
+    let chain = crate::incremental::chain(catalog, spec.from_job)?;
+    let mut parts_of = Vec::with_capacity(chain.len());
+    for j in &chain {
+        let parts = catalog.parts(j.id)?;
+        check_parts(j.id, &parts, j.total_blocks)?;
+        parts_of.push(parts);
+    }
     let mut first = spec.endpoint.connect().map_err(TapeError::Namespace)?;
     let (size, lba) = first.geometry().map_err(TapeError::Namespace)?;
-    if size < job.source_bytes {
+    let need = chain.iter().map(|j| j.source_bytes).max().unwrap_or(0);
+    if size < need {
         return Err(TapeError::TargetTooSmall {
             target: size,
-            backup: job.source_bytes,
+            backup: need,
         });
     }
-    if job.source_bytes % u64::from(lba) != 0 {
+    if let Some(j) = chain.iter().find(|j| j.source_bytes % u64::from(lba) != 0) {
         return Err(TapeError::Invalid(format!(
-            "the backup's {} bytes are not whole {lba} byte LBAs of the target",
-            job.source_bytes
+            "job {}'s {} bytes are not whole {lba} byte LBAs of the target",
+            j.id, j.source_bytes
         )));
     }
-    progress
-        .total_bytes
-        .store(job.source_bytes, Ordering::Relaxed);
+    progress.total_bytes.store(
+        chain.iter().map(|j| j.bytes_written).sum(),
+        Ordering::Relaxed,
+    );
+    let t0 = Instant::now();
+    let mut m = Mounter::new(lib, spec.drive)?;
+    let mut first = Some(first);
+    let mut blocks = 0;
+    let mut r = Ok(());
+    for (j, parts) in chain.iter().zip(&parts_of) {
+        r = restore_job(&mut m, spec, j, parts, progress, first.take());
+        if r.is_err() {
+            break;
+        }
+        blocks += j.total_blocks;
+        if chain.len() > 1 {
+            log::info!("restore {}: job {} applied", spec.job, j.id);
+        }
+    }
+    let _ = m.dismount();
+    r?;
+    Ok(RestoreReport {
+        job: spec.job,
+        from_job: spec.from_job,
+        bytes: chain.last().map_or(0, |j| j.source_bytes),
+        blocks,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Writes zeroes over `(offset, length)` ranges (an incremental's deallocated extents).
+fn write_zero_extents(ns: &mut dyn Namespace, extents: &[(u64, u64)]) -> Result<(), String> {
+    let zeros = vec![0u8; 1 << 20];
+    for &(off, len) in extents {
+        let mut at = off;
+        while at < off + len {
+            let n = (off + len - at).min(zeros.len() as u64) as usize;
+            ns.write_at(at, &zeros[..n])
+                .map_err(|e| format!("zeroing at {at}: {e}"))?;
+            at += n as u64;
+        }
+    }
+    ns.flush()
+}
+
+/// Restores the blocks of one job (one link of a chain), each at the source offset its tape
+/// block header records.
+fn restore_job(
+    m: &mut Mounter<'_>,
+    spec: &RestoreSpec,
+    job: &JobRow,
+    parts: &[PartRow],
+    progress: &Progress,
+    first: Option<Box<dyn Namespace>>,
+) -> Result<(), TapeError> {
     let total = job.total_blocks;
     let window = spec.window.max(2);
     let shared = Shared {
@@ -247,7 +306,8 @@ pub fn run_restore(
         cv: Condvar::new(),
     };
     let issuer = Issuer::new(SeqNo(0), SeqNo(total), window);
-    let chunk: Mutex<Option<u64>> = Mutex::new(None);
+    // Source offset of each block read ahead and not yet written.
+    let offsets: Mutex<HashMap<u64, u64>> = Mutex::new(HashMap::new());
     let writer_error: Mutex<Option<String>> = Mutex::new(None);
     let fail = |why: String| {
         writer_error
@@ -257,25 +317,17 @@ pub fn run_restore(
         issuer.close(&why);
         shared.close(&why);
     };
-    let t0 = Instant::now();
-    let mut m = Mounter::new(lib, spec.drive)?;
+    let mut header = None;
     let r = std::thread::scope(|s| {
-        let mut firstc = Some(first.as_mut());
+        let mut firstc = first;
         let mut others = Vec::new();
         for c in 0..spec.connections.max(1) {
             let conn = firstc.take();
-            let (issuer, shared, fail, chunk) = (&issuer, &shared, &fail, &chunk);
+            let (issuer, shared, fail, offsets) = (&issuer, &shared, &fail, &offsets);
             others.push(s.spawn(move || {
-                let mut own;
-                let ns = match conn {
-                    Some(ns) => ns,
-                    None => match spec.endpoint.connect() {
-                        Ok(n) => {
-                            own = n;
-                            own.as_mut()
-                        }
-                        Err(e) => return fail(format!("connection {c}: {e}")),
-                    },
+                let mut ns = match conn.map_or_else(|| spec.endpoint.connect(), Ok) {
+                    Ok(n) => n,
+                    Err(e) => return fail(format!("connection {c}: {e}")),
                 };
                 loop {
                     let seq = match issuer.acquire(Duration::from_secs(120)) {
@@ -287,11 +339,15 @@ pub fn run_restore(
                         Ok(d) => d,
                         Err(e) => return fail(e),
                     };
-                    let Some(ch) = *chunk.lock().unwrap_or_else(|p| p.into_inner()) else {
-                        return fail("no job header read".into());
+                    let Some(at) = offsets
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&seq.0)
+                    else {
+                        return fail(format!("block {} has no offset", seq.0));
                     };
-                    if let Err(e) = ns.write_at(seq.0 * ch, &data) {
-                        return fail(format!("connection {c}: write at {}: {e}", seq.0 * ch));
+                    if let Err(e) = ns.write_at(at, &data) {
+                        return fail(format!("connection {c}: write at {at}: {e}"));
                     }
                     progress
                         .done_bytes
@@ -304,18 +360,24 @@ pub fn run_restore(
             }));
         }
         let mut result = Ok(());
-        for p in &parts {
-            let r = read_part(&mut m, p, |h, b, data| {
+        for p in parts {
+            let r = read_part(m, p, |_, b, offset, data| {
                 if progress.cancelled() {
                     return Err(TapeError::Cancelled(spec.job));
                 }
-                *chunk.lock().unwrap_or_else(|p| p.into_inner()) = Some(u64::from(h.chunk_bytes));
+                offsets
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(b.0, offset);
                 shared.fill(b, data, Duration::from_secs(120))
             });
-            if let Err(e) = r {
-                fail(e.to_string());
-                result = Err(e);
-                break;
+            match r {
+                Ok(h) => header = Some(h),
+                Err(e) => {
+                    fail(e.to_string());
+                    result = Err(e);
+                    break;
+                }
             }
         }
         if result.is_ok() {
@@ -329,7 +391,6 @@ pub fn run_restore(
         }
         result
     });
-    let _ = m.dismount();
     if let Some(e) = writer_error
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -340,13 +401,12 @@ pub fn run_restore(
         }
     }
     r?;
-    Ok(RestoreReport {
-        job: spec.job,
-        from_job: spec.from_job,
-        bytes: job.source_bytes,
-        blocks: total,
-        seconds: t0.elapsed().as_secs_f64(),
-    })
+    let zero = header.map(|h| h.zero_extents).unwrap_or_default();
+    if !zero.is_empty() {
+        let mut ns = spec.endpoint.connect().map_err(TapeError::Namespace)?;
+        write_zero_extents(ns.as_mut(), &zero).map_err(TapeError::Namespace)?;
+    }
+    Ok(())
 }
 
 /// Reads every part of a finished backup from tape and checks every block (header and payload
@@ -367,7 +427,7 @@ pub fn run_verify(
     let t0 = Instant::now();
     let mut m = Mounter::new(lib, drive)?;
     let r = parts.iter().try_for_each(|p| {
-        read_part(&mut m, p, |_, _, data| {
+        read_part(&mut m, p, |_, _, _, data| {
             if progress.cancelled() {
                 return Err(TapeError::Cancelled(progress.job));
             }
@@ -503,7 +563,14 @@ pub fn scan_cartridge(
 fn job_row(h: &JobHeader, state: JobState) -> JobRow {
     JobRow {
         id: h.job,
-        kind: "backup".into(),
+        kind: if h.journal.is_some() {
+            "journal".into()
+        } else if h.base_job.is_some() {
+            "incremental".into()
+        } else {
+            "backup".into()
+        },
+        base_job: h.base_job,
         source: serde_json::to_value(&h.source).unwrap_or_default(),
         state,
         total_blocks: h.total_blocks,

@@ -93,24 +93,19 @@ impl Namespace for NvmeNamespace {
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), String> {
-        let max = self.max;
-        for (i, piece) in buf.chunks_mut(max).enumerate() {
-            let (slba, n) = self.lbas(offset + (i * max) as u64, piece.len())?;
-            self.c
-                .read(1, self.nsid, slba, n, piece)
-                .map_err(|e| format!("read lba {slba}: {e}"))?;
-        }
-        Ok(())
+        // Every piece of the chunk in flight at once (up to the queue depth): one command at a
+        // time left the link idle a round trip per piece.
+        let (slba, _) = self.lbas(offset, buf.len())?;
+        self.c
+            .read_pipelined(1, self.nsid, slba, buf, self.max)
+            .map_err(|e| format!("read lba {slba}: {e}"))
     }
 
     fn write_at(&mut self, offset: u64, data: &[u8]) -> Result<(), String> {
-        for (i, piece) in data.chunks(self.max).enumerate() {
-            let (slba, _) = self.lbas(offset + (i * self.max) as u64, piece.len())?;
-            self.c
-                .write(1, self.nsid, slba, piece, false)
-                .map_err(|e| format!("write lba {slba}: {e}"))?;
-        }
-        Ok(())
+        let (slba, _) = self.lbas(offset, data.len())?;
+        self.c
+            .write_pipelined(1, self.nsid, slba, data, self.max)
+            .map_err(|e| format!("write lba {slba}: {e}"))
     }
 
     fn flush(&mut self) -> Result<(), String> {

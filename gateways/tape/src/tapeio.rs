@@ -33,6 +33,10 @@ pub enum LabelState {
 pub struct Mounter<'a> {
     pub lib: &'a mut Library,
     pub drive: usize,
+    /// Automatic recycling: a full cartridge whose jobs all finished before this (Unix
+    /// seconds, and no retained job builds on them) is erased and reused when nothing else
+    /// is writable.
+    pub recycle_before: Option<u64>,
 }
 
 impl<'a> Mounter<'a> {
@@ -43,7 +47,50 @@ impl<'a> Mounter<'a> {
                 lib.drives.len()
             )));
         }
-        Ok(Mounter { lib, drive })
+        Ok(Mounter {
+            lib,
+            drive,
+            recycle_before: None,
+        })
+    }
+
+    /// Lets `mount_for_append` recycle cartridges whose jobs finished before `before`.
+    pub fn recycling(mut self, before: Option<u64>) -> Mounter<'a> {
+        self.recycle_before = before;
+        self
+    }
+
+    /// Erases and relabels the first of the `full` cartridges retention no longer protects;
+    /// its jobs become `expired`. The reasons the others stay go to `skipped`.
+    fn recycle_one(
+        &mut self,
+        full: &[Barcode],
+        catalog: &Catalog,
+        skipped: &mut Vec<String>,
+    ) -> Result<Option<Barcode>, TapeError> {
+        let Some(before) = self.recycle_before else {
+            return Ok(None);
+        };
+        let needed = catalog.needed_jobs(before)?;
+        for b in full {
+            let jobs = catalog.jobs_on_cartridge(b.as_str())?;
+            if let Some(j) = jobs.iter().find(|j| needed.contains(&j.id)) {
+                skipped.push(format!(
+                    "{b}: not recycled, job {} on it is within retention",
+                    j.id
+                ));
+                continue;
+            }
+            self.mount(b)?;
+            self.write_label(b, catalog)?;
+            for j in &jobs {
+                catalog.expire_job(j.id)?;
+            }
+            let ids: Vec<u64> = jobs.iter().map(|j| j.id).collect();
+            log::info!("cartridge {b} recycled (past retention); expired jobs {ids:?}");
+            return Ok(Some(b.clone()));
+        }
+        Ok(None)
     }
 
     pub fn drive(&mut self) -> &mut dyn TapeDrive {
@@ -167,6 +214,7 @@ impl<'a> Mounter<'a> {
             candidates.insert(0, b);
         }
         let mut skipped = Vec::new();
+        let mut full = Vec::new();
         for b in candidates {
             if exclude.contains(&b) {
                 continue;
@@ -188,6 +236,7 @@ impl<'a> Mounter<'a> {
                     self.drive().space(Space::EndOfData)?;
                     if self.drive().status()?.early_warning {
                         skipped.push(format!("{b}: full (past early warning)"));
+                        full.push(b);
                         continue;
                     }
                 }
@@ -202,6 +251,9 @@ impl<'a> Mounter<'a> {
                 // starts a file of its own.
                 self.drive().write_filemarks(1)?;
             }
+            return Ok(b);
+        }
+        if let Some(b) = self.recycle_one(&full, catalog, &mut skipped)? {
             return Ok(b);
         }
         if skipped.is_empty() {

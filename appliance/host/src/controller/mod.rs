@@ -7,6 +7,7 @@
 
 mod admin;
 mod io;
+mod pipelined;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -8,6 +8,7 @@ mod journal;
 mod nvmf;
 mod pool;
 mod replication;
+mod snapshot_diff;
 mod system;
 mod volume;
 
@@ -81,6 +82,7 @@ pub static METHODS: &[Method] = &[
     m("snapshot_create", true, volume::snapshot_create),
     m("snapshot_list", false, volume::snapshot_list),
     m("snapshot_delete", true, volume::snapshot_delete),
+    m("snapshot_diff", false, snapshot_diff::snapshot_diff),
     m("clone_create", true, volume::clone_create),
     m("journal_create", true, journal::create),
     m("journal_attach", true, journal::attach),

@@ -4,9 +4,12 @@
 //! ferrite-tape daemon --config /etc/ferrite/tape.toml
 //! ferrite-tape [--socket S] [--json] library status
 //! ferrite-tape cartridge list | import B | label B [--force] | eject B | recycle B [--force]
-//! ferrite-tape job start --address A --subnqn N --nsid I [--wait]
+//! ferrite-tape job start --address A --subnqn N --nsid I [--name POOL/SNAP] [--wait]
+//!                        [--base-job J [--base-snapshot POOL/SNAP] [--appliance-socket S]]
 //! ferrite-tape job status [JOB] | job cancel JOB | job verify JOB [--wait]
 //! ferrite-tape restore --job J --address A --subnqn N --nsid I [--wait]
+//! ferrite-tape journal archive --group G [--to-seq S] [--wait]
+//! ferrite-tape journal replay --job J --address A --subnqn N --nsid I [--up-to-seq S | --up-to-ts T]
 //! ferrite-tape scan [BARCODE]
 //! ```
 
@@ -59,6 +62,11 @@ enum Cmd {
     Cartridge {
         #[command(subcommand)]
         cmd: CartridgeCmd,
+    },
+    /// Replication journals: archive to tape, replay to a namespace (point in time).
+    Journal {
+        #[command(subcommand)]
+        cmd: JournalCmd,
     },
     /// Backup jobs.
     Job {
@@ -126,6 +134,43 @@ struct NsArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum JournalCmd {
+    /// Archive a range of a replication journal to tape, then trim it.
+    Archive {
+        #[arg(long)]
+        group: u32,
+        #[arg(long)]
+        from_seq: Option<u64>,
+        #[arg(long)]
+        to_seq: Option<u64>,
+        /// Keep the records in the journal after archiving.
+        #[arg(long)]
+        no_trim: bool,
+        /// ferrited's journal stream endpoint (default: appliance_socket + ".journal").
+        #[arg(long)]
+        journal_socket: Option<PathBuf>,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Apply archived journal records to a namespace up to a sequence number or timestamp.
+    Replay {
+        /// Journal archive jobs in sequence order (repeat the flag).
+        #[arg(long = "job", required = true)]
+        jobs: Vec<u64>,
+        #[command(flatten)]
+        ns: NsArgs,
+        #[arg(long)]
+        journal_nsid: Option<u32>,
+        #[arg(long)]
+        up_to_seq: Option<u64>,
+        #[arg(long)]
+        up_to_ts: Option<u64>,
+        #[arg(long)]
+        wait: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum JobCmd {
     /// Back up a namespace (e.g. a snapshot exported by ferrited).
     Start {
@@ -136,6 +181,15 @@ enum JobCmd {
         /// Deliver blocks out of order on purpose (the tape order stays exact).
         #[arg(long)]
         shuffle: bool,
+        /// Incremental: only what changed since this finished backup (needs --name).
+        #[arg(long)]
+        base_job: Option<u64>,
+        /// Incremental: the "<pool>/<snapshot>" the base job holds (default: its --name).
+        #[arg(long, requires = "base_job")]
+        base_snapshot: Option<String>,
+        /// Incremental: ferrited's JSON-RPC socket (default: the gateway configuration's).
+        #[arg(long, requires = "base_job")]
+        appliance_socket: Option<PathBuf>,
         #[arg(long)]
         wait: bool,
     },
@@ -238,11 +292,20 @@ fn run(cli: Cli) -> Result<()> {
                     ns,
                     connections,
                     shuffle,
+                    base_job,
+                    base_snapshot,
+                    appliance_socket,
                     wait,
                 },
         } => {
             let mut p = ns_params(ns);
             p["kind"] = json!("backup");
+            if let Some(b) = base_job {
+                p["kind"] = json!("incremental");
+                p["base_job"] = json!(b);
+                p["base_snapshot"] = json!(base_snapshot);
+                p["appliance_socket"] = json!(appliance_socket);
+            }
             p["shuffle"] = json!(shuffle);
             if let Some(c) = connections {
                 p["connections"] = json!(c);
@@ -288,6 +351,41 @@ fn run(cli: Cli) -> Result<()> {
                 p["connections"] = json!(c);
             }
             let v = call("tape_restore", p)?;
+            finish_job(&call, &cli, v, *wait)
+        }
+        Cmd::Journal {
+            cmd:
+                JournalCmd::Archive {
+                    group,
+                    from_seq,
+                    to_seq,
+                    no_trim,
+                    journal_socket,
+                    wait,
+                },
+        } => {
+            let p = json!({"group": group, "from_seq": from_seq, "to_seq": to_seq,
+                           "trim": !no_trim, "journal_socket": journal_socket});
+            let v = call("tape_journal_archive", p)?;
+            finish_job(&call, &cli, v, *wait)
+        }
+        Cmd::Journal {
+            cmd:
+                JournalCmd::Replay {
+                    jobs,
+                    ns,
+                    journal_nsid,
+                    up_to_seq,
+                    up_to_ts,
+                    wait,
+                },
+        } => {
+            let mut p = ns_params(ns);
+            p["jobs"] = json!(jobs);
+            p["journal_nsid"] = json!(journal_nsid);
+            p["up_to_seq"] = json!(up_to_seq);
+            p["up_to_ts"] = json!(up_to_ts);
+            let v = call("tape_journal_replay", p)?;
             finish_job(&call, &cli, v, *wait)
         }
         Cmd::Scan { barcode } => {

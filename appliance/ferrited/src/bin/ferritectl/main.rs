@@ -259,6 +259,8 @@ enum SnapshotCmd {
     },
     /// Delete a snapshot, also one with clones (snapshot_delete).
     Delete { name: String },
+    /// Extents of TARGET that differ from snapshot POOL/BASE (snapshot_diff).
+    Diff { base: String, target: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -535,6 +537,9 @@ fn run(args: Args) -> Result<()> {
         }
         Cmd::Snapshot(SnapshotCmd::List { pool }) => ("snapshot_list", opt("pool", pool)),
         Cmd::Snapshot(SnapshotCmd::Delete { name }) => ("snapshot_delete", json!({ "name": name })),
+        Cmd::Snapshot(SnapshotCmd::Diff { base, target }) => {
+            ("snapshot_diff", json!({"base": base, "target": target}))
+        }
         Cmd::Clone(CloneCmd::Create { snapshot, name }) => {
             ("clone_create", json!({"snapshot": snapshot, "name": name}))
         }
