@@ -6,6 +6,10 @@
 //! idle = "park:1ms:1ms"    # or "poll" (pure polling, for benchmarks)
 //! listen = ["127.0.0.1:4420"]
 //!
+//! [[listener]]             # a port of any transport: trtype = "tcp" | "rdma"
+//! trtype = "rdma"
+//! address = "192.0.2.1:4420"
+//!
 //! [[bdev]]
 //! name = "ram0"
 //! kind = "malloc"          # malloc | file | null
@@ -64,6 +68,10 @@ pub struct Config {
     pub idle: Option<String>,
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Listeners of any transport (`listen` entries are NVMe/TCP ones); subsystems without their
+    /// own `listen` are reachable through all of them.
+    #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
     #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
     #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
@@ -76,6 +84,35 @@ pub struct Config {
     /// The journal stream endpoint (default: the RPC socket's path with `.journal` appended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_socket: Option<std::path::PathBuf>,
+}
+
+/// `[[listener]] trtype = "rdma" address = "192.0.2.1:4420"`: a port of a given transport.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `tcp` or `rdma`.
+    pub trtype: String,
+    pub address: SocketAddr,
+}
+
+impl ListenerConfig {
+    /// The NVMe-oF listener this entry names, or a message naming the bad transport type.
+    pub fn listener(&self) -> Result<ferrite_nvmf::Listener, String> {
+        let trtype = match self.trtype.to_ascii_lowercase().as_str() {
+            "tcp" => ferrite_nvmf::Trtype::Tcp,
+            "rdma" => ferrite_nvmf::Trtype::Rdma,
+            other => {
+                return Err(format!(
+                    "listener {}: unknown trtype {other:?} (tcp or rdma)",
+                    self.address
+                ))
+            }
+        };
+        Ok(ferrite_nvmf::Listener {
+            trtype,
+            addr: self.address,
+        })
+    }
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -167,6 +204,10 @@ pub struct SubsystemConfig {
     /// Addresses hosts reach this subsystem through; absent = every top-level `listen` address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<Vec<SocketAddr>>,
+    /// This subsystem's listeners of other transports (`[[subsystem.listener]]`); with either
+    /// this or `listen` set, the top-level listeners are not added.
+    #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -206,6 +247,7 @@ impl Config {
             cores: None,
             idle: None,
             listen: vec![DEFAULT_LISTEN.parse().expect("constant address parses")],
+            listeners: Vec::new(),
             bdevs: vec![BdevConfig {
                 name: "ram0".into(),
                 kind: "malloc".into(),
@@ -226,6 +268,7 @@ impl Config {
                 allow_any_host: true,
                 hosts: Vec::new(),
                 listen: None,
+                listeners: Vec::new(),
                 namespaces: vec![NamespaceConfig {
                     nsid: Some(1),
                     bdev: "ram0".into(),

@@ -9,8 +9,11 @@ mod daemon;
 pub mod journals;
 mod pools;
 pub mod state;
+pub mod transports;
 
-pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, PoolConfig, SubsystemConfig};
+pub use config::{
+    BdevConfig, Config, ConfigError, ListenerConfig, NamespaceConfig, PoolConfig, SubsystemConfig,
+};
 pub use control::Control;
 pub use daemon::{Daemon, DaemonOptions, RpcSocket};
 pub use state::{StateDir, StateError};
