@@ -15,7 +15,7 @@ use ferrite_reactor::Spawner;
 /// Every transport the daemon knows, by the TRTYPE it serves.
 const TRANSPORTS: &[(Trtype, StartTransport)] = &[
     (Trtype::Tcp, ferrite_transport_tcp::start),
-    // RDMA-LINE
+    (Trtype::Rdma, ferrite_transport_rdma::start),
 ];
 
 /// The transports started so far, keyed by type.

@@ -547,6 +547,14 @@ impl QueuePair {
         Some(&self.recv.slice(i)[..len])
     }
 
+    /// Receive entry `i` again after its completion, while it is not reposted (`len` bytes).
+    pub fn recv_entry(&self, i: usize, len: usize) -> Option<&[u8]> {
+        if *self.recv_posted.get(i)? {
+            return None;
+        }
+        Some(&self.recv.slice(i)[..len.min(self.recv.entry_len())])
+    }
+
     /// Send ring entry `i` to fill, when no send of it is in flight.
     pub fn send_entry(&mut self, i: usize) -> Option<&mut [u8]> {
         if self.send_busy.get(i)?.is_some() {
