@@ -7,6 +7,10 @@
 //! housekeeping_reactor = 1 # optional: runs the pools' metadata owners (default: the last)
 //! listen = ["127.0.0.1:4420"]
 //!
+//! [[listener]]             # a port of any transport: trtype = "tcp" | "rdma"
+//! trtype = "rdma"
+//! address = "192.0.2.1:4420"
+//!
 //! [[bdev]]
 //! name = "ram0"
 //! kind = "malloc"          # malloc | file | null
@@ -65,6 +69,10 @@ pub struct Config {
     pub idle: Option<String>,
     #[serde(default)]
     pub listen: Vec<SocketAddr>,
+    /// Listeners of any transport (`listen` entries are NVMe/TCP ones); subsystems without their
+    /// own `listen` are reachable through all of them.
+    #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
     #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
     #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
@@ -81,6 +89,35 @@ pub struct Config {
     /// last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub housekeeping_reactor: Option<usize>,
+}
+
+/// `[[listener]] trtype = "rdma" address = "192.0.2.1:4420"`: a port of a given transport.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `tcp` or `rdma`.
+    pub trtype: String,
+    pub address: SocketAddr,
+}
+
+impl ListenerConfig {
+    /// The NVMe-oF listener this entry names, or a message naming the bad transport type.
+    pub fn listener(&self) -> Result<ferrite_nvmf::Listener, String> {
+        let trtype = match self.trtype.to_ascii_lowercase().as_str() {
+            "tcp" => ferrite_nvmf::Trtype::Tcp,
+            "rdma" => ferrite_nvmf::Trtype::Rdma,
+            other => {
+                return Err(format!(
+                    "listener {}: unknown trtype {other:?} (tcp or rdma)",
+                    self.address
+                ))
+            }
+        };
+        Ok(ferrite_nvmf::Listener {
+            trtype,
+            addr: self.address,
+        })
+    }
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -172,6 +209,10 @@ pub struct SubsystemConfig {
     /// Addresses hosts reach this subsystem through; absent = every top-level `listen` address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<Vec<SocketAddr>>,
+    /// This subsystem's listeners of other transports (`[[subsystem.listener]]`); with either
+    /// this or `listen` set, the top-level listeners are not added.
+    #[serde(default, rename = "listener", skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
 }
@@ -211,6 +252,7 @@ impl Config {
             cores: None,
             idle: None,
             listen: vec![DEFAULT_LISTEN.parse().expect("constant address parses")],
+            listeners: Vec::new(),
             bdevs: vec![BdevConfig {
                 name: "ram0".into(),
                 kind: "malloc".into(),
@@ -232,6 +274,7 @@ impl Config {
                 allow_any_host: true,
                 hosts: Vec::new(),
                 listen: None,
+                listeners: Vec::new(),
                 namespaces: vec![NamespaceConfig {
                     nsid: Some(1),
                     bdev: "ram0".into(),

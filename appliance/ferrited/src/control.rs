@@ -7,11 +7,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ferrite_bdev::BlockDevice;
-use ferrite_nvmf::{PollGroupStats, Target, Trtype};
+use ferrite_nvmf::{Listener, PollGroupStats, Target, Trtype};
+
+use crate::transports::Transports;
 use ferrite_reactor::{ReactorStats, Spawner};
 use ferrite_rpc::protocol::{ALREADY_EXISTS, BUSY, INVALID_PARAMS};
 use ferrite_rpc::{Appliance, BdevOrigin, BdevSpec, RpcError, StatsHistory};
-use ferrite_transport_tcp::TcpTransport;
 use ferrite_volume::{Pool, PoolOptions};
 
 use crate::backends::open_bdev;
@@ -25,7 +26,7 @@ use ferrite_bdev::FaultBdev;
 #[derive(Debug)]
 pub struct Control {
     pub(crate) target: Arc<Target>,
-    pub(crate) transport: Arc<TcpTransport>,
+    pub(crate) transports: Arc<Transports>,
     spawner: Spawner,
     /// How each bdev was made, normalized (actual block size and size), for save_config.
     bdevs: Mutex<BTreeMap<String, BdevConfig>>,
@@ -54,14 +55,14 @@ pub(crate) fn housekeeping_reactor(config: &Config, spawner: &Spawner) -> usize 
 impl Control {
     pub(crate) fn new(
         target: Arc<Target>,
-        transport: Arc<TcpTransport>,
+        transports: Arc<Transports>,
         spawner: Spawner,
         config: &Config,
         state: Option<StateDir>,
     ) -> Control {
         Control {
             target,
-            transport,
+            transports,
             housekeeping: config.housekeeping_reactor,
             bdevs: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(BTreeMap::new()),
@@ -145,6 +146,7 @@ impl Control {
                         .map(|l| l.addr)
                         .collect(),
                 ),
+                listeners: other_transports(&s.listeners),
                 namespaces: s
                     .namespaces
                     .values()
@@ -166,6 +168,7 @@ impl Control {
                 .filter(|l| l.trtype == Trtype::Tcp)
                 .map(|l| l.addr)
                 .collect(),
+            listeners: other_transports(&cfg.listeners),
             bdevs: self.bdev_configs(&cfg.bdevs.keys().cloned().collect::<Vec<_>>(), &bdevs),
             pools: self.pools.configs(),
             subsystems,
@@ -341,36 +344,29 @@ impl Appliance for Control {
         })
     }
 
-    fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, RpcError> {
-        if self
-            .target
-            .config()
-            .listeners
-            .iter()
-            .any(|l| l.addr == addr)
-        {
+    fn listen(&self, listener: Listener) -> Result<SocketAddr, RpcError> {
+        let addr = listener.addr;
+        if self.target.config().listeners.contains(&listener) {
             return Err(RpcError::new(
                 ALREADY_EXISTS,
-                format!("already listening on {addr}"),
+                format!("already listening on {} {addr}", listener.trtype.as_str()),
             ));
         }
-        self.transport
-            .listen(addr)
+        self.transports
+            .listen(listener.trtype, addr)
             .map_err(|e| RpcError::new(INVALID_PARAMS, e.to_string()))
     }
 
-    fn stop_listening(&self, addr: SocketAddr) -> Result<(), RpcError> {
-        if !self
-            .target
-            .config()
-            .listeners
-            .iter()
-            .any(|l| l.addr == addr)
-        {
-            return Err(RpcError::not_found(format!("not listening on {addr}")));
+    fn stop_listening(&self, listener: Listener) -> Result<(), RpcError> {
+        let addr = listener.addr;
+        if !self.target.config().listeners.contains(&listener) {
+            return Err(RpcError::not_found(format!(
+                "not listening on {} {addr}",
+                listener.trtype.as_str()
+            )));
         }
-        self.transport
-            .stop_listening(addr)
+        self.transports
+            .stop_listening(listener.trtype, addr)
             .map_err(|e| RpcError::internal(e.to_string()))
     }
 
@@ -379,11 +375,11 @@ impl Appliance for Control {
     }
 
     fn connections(&self) -> Vec<usize> {
-        self.transport.connections()
+        self.transports.connections()
     }
 
     fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, RpcError> {
-        self.transport
+        self.transports
             .poll_group_stats()
             .map_err(|e| RpcError::internal(e.to_string()))
     }
@@ -440,4 +436,18 @@ impl Appliance for Control {
     fn replication(&self) -> Option<&dyn ferrite_rpc::replication::ReplicationHost> {
         Some(self)
     }
+}
+
+/// The non-TCP listeners of a set, as configuration entries (TCP ones go in `listen`).
+fn other_transports<'a>(
+    listeners: impl IntoIterator<Item = &'a Listener>,
+) -> Vec<crate::config::ListenerConfig> {
+    listeners
+        .into_iter()
+        .filter(|l| l.trtype != Trtype::Tcp)
+        .map(|l| crate::config::ListenerConfig {
+            trtype: l.trtype.as_str().to_string(),
+            address: l.addr,
+        })
+        .collect()
 }

@@ -8,11 +8,11 @@ use anyhow::{anyhow, bail, Context, Result};
 use ferrite_nvmf::{Listener, NamespaceParams, SubsystemParams, Target, TargetOptions, Trtype};
 use ferrite_reactor::{CoreList, IdlePolicy, Runtime, RuntimeConfig};
 use ferrite_rpc::{Appliance, RpcServer};
-use ferrite_transport_tcp::{TcpOptions, TcpTransport};
 
 use crate::config::{parse_hex16, Config};
 use crate::control::Control;
 use crate::state::StateDir;
+use crate::transports::Transports;
 
 /// Where the JSON-RPC server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,7 @@ pub struct DaemonOptions {
 #[derive(Debug)]
 pub struct Daemon {
     pub target: Arc<Target>,
-    pub transport: Arc<TcpTransport>,
+    pub transports: Arc<Transports>,
     pub control: Arc<Control>,
     runtime: Runtime,
     rpc: Option<RpcServer>,
@@ -94,14 +94,13 @@ impl Daemon {
             }
         }
         let target = Target::new(TargetOptions::default());
-        let transport = Arc::new(TcpTransport::start(
-            Arc::clone(&target),
-            &runtime,
-            TcpOptions::default(),
-        )?);
+        let transports = Arc::new(Transports::new(Arc::clone(&target), runtime.spawner()));
+        // NVMe/TCP runs from the start (the listener RPCs of a daemon without listeners use it);
+        // other transports start with their first listener.
+        transports.get(Trtype::Tcp)?;
         let control = Arc::new(Control::new(
             Arc::clone(&target),
-            Arc::clone(&transport),
+            Arc::clone(&transports),
             runtime.spawner(),
             config,
             opts.state.clone(),
@@ -192,51 +191,78 @@ impl Daemon {
         // Each subsystem listens on its own addresses (default: every top-level one). They are
         // registered before the ports are bound, so a host connecting the moment a port opens is
         // not refused; an address only a subsystem names is bound too.
-        let wanted: Vec<(&str, Vec<SocketAddr>)> = config
+        let mut top: Vec<Listener> = config
+            .listen
+            .iter()
+            .map(|&addr| Listener {
+                trtype: Trtype::Tcp,
+                addr,
+            })
+            .collect();
+        for l in &config.listeners {
+            top.push(l.listener().map_err(|e| anyhow!(e))?);
+        }
+        let wanted: Vec<(&str, Vec<Listener>)> = config
             .subsystems
             .iter()
             .map(|s| {
-                (
-                    s.nqn.as_str(),
-                    s.listen.clone().unwrap_or_else(|| config.listen.clone()),
-                )
-            })
-            .collect();
-        let register = |nqn: &str, addr: SocketAddr| {
-            target
-                .add_subsystem_listener(
-                    nqn,
-                    Listener {
+                if s.listen.is_none() && s.listeners.is_empty() {
+                    return Ok((s.nqn.as_str(), top.clone()));
+                }
+                let mut own: Vec<Listener> = s
+                    .listen
+                    .iter()
+                    .flatten()
+                    .map(|&addr| Listener {
                         trtype: Trtype::Tcp,
                         addr,
-                    },
-                )
+                    })
+                    .collect();
+                for l in &s.listeners {
+                    own.push(
+                        l.listener()
+                            .map_err(|e| anyhow!("subsystem {}: {e}", s.nqn))?,
+                    );
+                }
+                Ok((s.nqn.as_str(), own))
+            })
+            .collect::<Result<_>>()?;
+        let register = |nqn: &str, listener: Listener| {
+            let addr = listener.addr;
+            target
+                .add_subsystem_listener(nqn, listener)
                 .with_context(|| format!("subsystem {nqn} listener {addr}"))
         };
-        for (nqn, addrs) in &wanted {
-            for addr in addrs.iter().filter(|a| a.port() != 0) {
-                register(nqn, *addr)?;
+        for (nqn, listeners) in &wanted {
+            for l in listeners.iter().filter(|l| l.addr.port() != 0) {
+                register(nqn, l.clone())?;
             }
         }
-        let mut to_bind = config.listen.clone();
-        for (_, addrs) in &wanted {
-            to_bind.extend(
-                addrs
-                    .iter()
-                    .filter(|a| !to_bind.contains(a))
-                    .copied()
-                    .collect::<Vec<_>>(),
-            );
+        let mut to_bind = top.clone();
+        for (_, listeners) in &wanted {
+            for l in listeners {
+                if !to_bind.contains(l) {
+                    to_bind.push(l.clone());
+                }
+            }
         }
         let mut listening = Vec::new();
-        for addr in &to_bind {
-            let bound = transport.listen(*addr)?;
+        for l in &to_bind {
+            let bound = transports
+                .listen(l.trtype, l.addr)
+                .with_context(|| format!("{} listener {}", l.trtype.as_str(), l.addr))?;
             listening.push(bound);
             // A port chosen by the kernel (port 0) is known only now.
-            if addr.port() == 0 {
-                for (nqn, addrs) in &wanted {
-                    if addrs.contains(addr) {
-                        register(nqn, bound)?;
+            if l.addr.port() == 0 {
+                for (nqn, listeners) in &wanted {
+                    if listeners.contains(l) {
+                        register(
+                            nqn,
+                            Listener {
+                                trtype: l.trtype,
+                                addr: bound,
+                            },
+                        )?;
                     }
                 }
             }
@@ -265,7 +291,7 @@ impl Daemon {
         };
         Ok(Daemon {
             target,
-            transport,
+            transports,
             control,
             runtime,
             rpc,
@@ -286,7 +312,7 @@ impl Daemon {
             rpc.stop();
         }
         self.target.fail_all_controllers("target shutting down");
-        self.transport.shutdown();
+        self.transports.shutdown();
         // Nothing writes any more: checkpoint every pool (their owners run on the reactors).
         self.control.pools.close_all();
         self.runtime

@@ -11,8 +11,11 @@ pub mod journals;
 mod pools;
 pub mod replication;
 pub mod state;
+pub mod transports;
 
-pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, PoolConfig, SubsystemConfig};
+pub use config::{
+    BdevConfig, Config, ConfigError, ListenerConfig, NamespaceConfig, PoolConfig, SubsystemConfig,
+};
 pub use control::Control;
 pub use daemon::{Daemon, DaemonOptions, RpcSocket};
 pub use state::{StateDir, StateError};

@@ -17,6 +17,7 @@ pub mod identify;
 pub mod io;
 pub mod log;
 pub mod nqn;
+pub mod rdma;
 pub mod status;
 pub mod strings;
 pub mod tcp;

@@ -109,7 +109,13 @@ impl PollGroup {
         }
         let status = match cns {
             id::CNS_CONTROLLER => {
-                identify::copy_out(&identify::controller(sub, ctrl), &mut page);
+                let mut data = identify::controller(sub, ctrl);
+                if self.keyed_sgl {
+                    // NVMe/RDMA hosts require Keyed SGL Data Blocks (SGLS bit 2).
+                    let sgls = data.sgls.get() | ferrite_nvme::identify::sgls::KEYED_DATA_BLOCK;
+                    data.sgls.set(sgls);
+                }
+                identify::copy_out(&data, &mut page);
                 Status::SUCCESS
             }
             id::CNS_NAMESPACE | id::CNS_NS_DESCRIPTORS | id::CNS_CSI_NAMESPACE => {

@@ -23,6 +23,7 @@ mod ns_stats;
 mod poll_group;
 mod request;
 mod target;
+mod transport;
 
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
@@ -32,6 +33,9 @@ pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
 pub use target::{
     Listener, Namespace, NamespaceParams, Subsystem, SubsystemParams, Target, TargetConfig,
     TargetOptions, Trtype,
+};
+pub use transport::{
+    dispatch_events, QueuePair, QueuePairs, StartTransport, Transport, TransportError,
 };
 
 /// Highest namespace id a subsystem may use (and Identify Controller NN).

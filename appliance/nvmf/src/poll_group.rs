@@ -204,6 +204,8 @@ pub struct PollGroup {
     next_housekeeping: Option<Instant>,
     next_generation: u16,
     pub(crate) stats: PollGroupStats,
+    /// The transport moves data by Keyed SGL Data Blocks (NVMe/RDMA), as Identify reports.
+    pub(crate) keyed_sgl: bool,
 }
 
 impl std::fmt::Debug for PollGroup {
@@ -235,6 +237,16 @@ impl PollGroup {
             next_housekeeping: None,
             next_generation: 0,
             stats: PollGroupStats::default(),
+            keyed_sgl: false,
+        }
+    }
+
+    /// A poll group for a transport that names host memory with Keyed SGL Data Blocks
+    /// (NVMe/RDMA): Identify Controller advertises them.
+    pub fn with_keyed_sgl(target: Arc<Target>) -> PollGroup {
+        PollGroup {
+            keyed_sgl: true,
+            ..PollGroup::new(target)
         }
     }
 

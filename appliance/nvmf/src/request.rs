@@ -14,6 +14,9 @@ pub struct TransportLimits {
     pub in_capsule: u32,
     /// Largest data transfer of one command.
     pub max_transfer: u32,
+    /// The transport moves data named by Keyed SGL Data Blocks (NVMe/RDMA) rather than by
+    /// Transport SGL Data Blocks (NVMe/TCP).
+    pub keyed_sgl: bool,
 }
 
 impl Default for TransportLimits {
@@ -21,6 +24,7 @@ impl Default for TransportLimits {
         TransportLimits {
             in_capsule: IN_CAPSULE_DATA_BYTES,
             max_transfer: MAX_TRANSFER_BYTES,
+            keyed_sgl: false,
         }
     }
 }
@@ -84,23 +88,34 @@ pub fn plan_data(
                 DataPlan::InCapsule { len }
             })
         }
-        SglDescriptor::SGL_TRANSPORT_DATA_BLOCK => {
-            if in_capsule_len != 0 {
-                return Err(Status::DATA_SGL_LENGTH_INVALID);
-            }
-            if len > limits.max_transfer {
-                return Err(Status::DATA_SGL_LENGTH_INVALID);
-            }
-            Ok(match direction {
-                _ if len == 0 => DataPlan::None,
-                DataDirection::HostToController => DataPlan::FromHost { len },
-                DataDirection::ControllerToHost => DataPlan::ToHost { len },
-                DataDirection::None => DataPlan::None,
-                DataDirection::Bidirectional => return Err(Status::INVALID_FIELD),
-            })
+        SglDescriptor::SGL_TRANSPORT_DATA_BLOCK if !limits.keyed_sgl => {
+            transport_plan(direction, len, in_capsule_len, limits)
         }
+        _ if limits.keyed_sgl => match ferrite_nvme::rdma::KeyedSgl::parse(sgl) {
+            Some(keyed) => transport_plan(direction, keyed.len, in_capsule_len, limits),
+            None => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),
+        },
         _ => Err(Status::SGL_DESCRIPTOR_TYPE_INVALID),
     }
+}
+
+/// The plan of data the transport moves itself (R2T/C2H on TCP, RDMA READ/WRITE on RDMA).
+fn transport_plan(
+    direction: DataDirection,
+    len: u32,
+    in_capsule_len: u32,
+    limits: &TransportLimits,
+) -> Result<DataPlan, Status> {
+    if in_capsule_len != 0 || len > limits.max_transfer {
+        return Err(Status::DATA_SGL_LENGTH_INVALID);
+    }
+    Ok(match direction {
+        _ if len == 0 => DataPlan::None,
+        DataDirection::HostToController => DataPlan::FromHost { len },
+        DataDirection::ControllerToHost => DataPlan::ToHost { len },
+        DataDirection::None => DataPlan::None,
+        DataDirection::Bidirectional => return Err(Status::INVALID_FIELD),
+    })
 }
 
 /// One command handed to the NVMe layer, with its data buffer when the plan has one (filled
@@ -204,6 +219,47 @@ mod tests {
         let mut reserved = cmd(io::READ, SglDescriptor::transport(4096));
         reserved.set_psdt(0b11);
         assert_eq!(plan_data(&reserved, 0, &limits), Err(Status::INVALID_FIELD));
+        let rdma = TransportLimits {
+            keyed_sgl: true,
+            ..limits
+        };
+        let keyed = |len, invalidate| {
+            ferrite_nvme::rdma::KeyedSgl {
+                addr: 0x1000,
+                len,
+                key: 7,
+                invalidate,
+            }
+            .descriptor()
+        };
+        assert_eq!(
+            plan_data(&cmd(io::READ, keyed(8192, true)), 0, &rdma),
+            Ok(DataPlan::ToHost { len: 8192 })
+        );
+        assert_eq!(
+            plan_data(&cmd(io::WRITE, keyed(4096, false)), 0, &rdma),
+            Ok(DataPlan::FromHost { len: 4096 })
+        );
+        assert_eq!(
+            plan_data(
+                &cmd(io::WRITE, keyed(MAX_TRANSFER_BYTES * 2, false)),
+                0,
+                &rdma
+            ),
+            Err(Status::DATA_SGL_LENGTH_INVALID)
+        );
+        assert_eq!(
+            plan_data(&cmd(io::READ, SglDescriptor::transport(4096)), 0, &rdma),
+            Err(Status::SGL_DESCRIPTOR_TYPE_INVALID)
+        );
+        assert_eq!(
+            plan_data(
+                &cmd(io::WRITE, SglDescriptor::in_capsule(0, 4096)),
+                4096,
+                &rdma
+            ),
+            Ok(DataPlan::InCapsule { len: 4096 })
+        );
         let mut segment = cmd(io::READ, SglDescriptor::transport(4096));
         segment.set_psdt(PSDT_SGL_MPTR_SGL);
         assert_eq!(

@@ -8,7 +8,7 @@ use std::sync::{Arc, MutexGuard};
 
 use ferrite_bdev::delay::Latencies;
 use ferrite_bdev::{BdevKind, FaultBdev};
-use ferrite_nvmf::{PollGroupStats, Target};
+use ferrite_nvmf::{Listener, PollGroupStats, Target};
 use ferrite_reactor::ReactorStats;
 use ferrite_volume::{Pool, PoolOptions};
 
@@ -73,11 +73,12 @@ pub trait Appliance: Send + Sync {
 
     fn bdev_origin(&self, name: &str) -> Option<BdevOrigin>;
 
-    /// Starts accepting NVMe/TCP connections on `addr` and publishes it in discovery.
-    fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, RpcError>;
+    /// Starts accepting connections of the listener's transport on its address and publishes
+    /// it in discovery.
+    fn listen(&self, listener: Listener) -> Result<SocketAddr, RpcError>;
 
-    /// Stops accepting on `addr`; established connections stay.
-    fn stop_listening(&self, addr: SocketAddr) -> Result<(), RpcError>;
+    /// Stops accepting on the listener; established connections stay.
+    fn stop_listening(&self, listener: Listener) -> Result<(), RpcError>;
 
     /// Busy/idle accounting of every reactor.
     fn reactor_stats(&self) -> Vec<ReactorStats>;

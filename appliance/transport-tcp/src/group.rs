@@ -10,7 +10,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use ferrite_nvmf::{ConnId, GroupEvent, PollGroup, PollGroupStats, Target};
+use ferrite_nvmf::{
+    dispatch_events, ConnId, GroupEvent, PollGroup, PollGroupStats, QueuePair, QueuePairs,
+    Response, Target,
+};
 use ferrite_reactor::{PollStatus, Task, TaskContext};
 use rustix::buffer::spare_capacity;
 use rustix::event::epoll;
@@ -38,6 +41,8 @@ pub(crate) struct SocketGroup {
     staged: Vec<u32>,
     /// The list `staged` is swapped with while it is served, so neither is reallocated per poll.
     staged_serving: Vec<u32>,
+    /// Connections the NVMe layer asked to close during the current dispatch.
+    closing: Vec<u32>,
     connections: Arc<AtomicUsize>,
     opts: TcpOptions,
 }
@@ -73,6 +78,7 @@ impl SocketGroup {
             dirty: Vec::new(),
             staged: Vec::with_capacity(STAGED_CAPACITY),
             staged_serving: Vec::with_capacity(STAGED_CAPACITY),
+            closing: Vec::with_capacity(STAGED_CAPACITY),
             connections,
             opts,
         }
@@ -209,38 +215,23 @@ impl SocketGroup {
     }
 
     fn handle_group_events(&mut self, cx: &mut TaskContext) -> bool {
-        let mut events = std::mem::take(&mut self.group_events);
-        let busy = self.nvmf.poll(cx, &mut |e| events.push(e));
-        let mut any = busy || !events.is_empty();
-        for event in events.drain(..) {
-            match event {
-                GroupEvent::Respond(conn, resp) => {
-                    match self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut) {
-                        Some(c) => {
-                            c.queue_response(resp);
-                            self.mark_dirty(conn.0);
-                        }
-                        None => {
-                            if let Some(buf) = resp.buf {
-                                cx.put_buffer(buf);
-                            }
-                        }
-                    }
-                }
-                GroupEvent::Close(conn) => {
-                    if let Some(c) = self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut) {
-                        let _ = c.flush(cx);
-                        self.close(
-                            conn.0,
-                            "controller gone (keep-alive timeout, disconnect or access revoked)",
-                            cx,
-                        );
-                        any = true;
-                    }
-                }
+        let mut routing = Routing {
+            conns: &mut self.conns,
+            dirty: &mut self.dirty,
+            closing: &mut self.closing,
+        };
+        let mut any = dispatch_events(&mut self.nvmf, &mut routing, &mut self.group_events, cx);
+        while let Some(id) = self.closing.pop() {
+            if let Some(c) = self.conns.get_mut(id as usize).and_then(Option::as_mut) {
+                let _ = c.flush(cx);
+                self.close(
+                    id,
+                    "controller gone (keep-alive timeout, disconnect or access revoked)",
+                    cx,
+                );
+                any = true;
             }
         }
-        self.group_events = events;
         any
     }
 
@@ -351,5 +342,39 @@ impl Task for SocketGroup {
                 .zombies
                 .iter()
                 .all(|id| self.nvmf.is_released(ConnId(*id)))
+    }
+}
+
+/// The connection table as the shared completion path (`ferrite_nvmf::dispatch_events`) sees
+/// it; closes are collected and done once the NVMe poll group is free again.
+struct Routing<'a> {
+    conns: &'a mut Vec<Option<Conn>>,
+    dirty: &'a mut Vec<u32>,
+    closing: &'a mut Vec<u32>,
+}
+
+impl QueuePairs for Routing<'_> {
+    type Qpair = Conn;
+
+    fn qpair(&mut self, conn: ConnId) -> Option<&mut Conn> {
+        self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if !self.dirty.contains(&conn.0) {
+            self.dirty.push(conn.0);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, _cx: &mut TaskContext) {
+        if !self.closing.contains(&conn.0) {
+            self.closing.push(conn.0);
+        }
+    }
+}
+
+impl QueuePair for Conn {
+    fn queue_response(&mut self, resp: Response, _cx: &mut TaskContext) {
+        Conn::queue_response(self, resp);
     }
 }

@@ -11,3 +11,17 @@ mod listener;
 mod transport;
 
 pub use transport::{TcpOptions, TcpTransport, TcpTransportError};
+
+use std::sync::Arc;
+
+use ferrite_nvmf::{Target, Transport, TransportError};
+use ferrite_reactor::Spawner;
+
+/// The daemon's entry for NVMe/TCP ([`ferrite_nvmf::StartTransport`]): default options.
+pub fn start(target: Arc<Target>, runtime: &Spawner) -> Result<Arc<dyn Transport>, TransportError> {
+    Ok(Arc::new(TcpTransport::start_on(
+        target,
+        runtime,
+        TcpOptions::default(),
+    )?))
+}

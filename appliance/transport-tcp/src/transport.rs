@@ -6,31 +6,14 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrite_nvmf::{Listener, NvmfError, PollGroupStats, Target, Trtype};
-use ferrite_reactor::{ReactorError, Runtime, SendError, TaskHandle};
-use thiserror::Error;
+use ferrite_nvmf::{Listener, PollGroupStats, Target, Transport, TransportError, Trtype};
+use ferrite_reactor::{Runtime, Spawner, TaskHandle};
 
 use crate::group::SocketGroup;
 use crate::listener::ListenerTask;
 
-#[derive(Debug, Error)]
-pub enum TcpTransportError {
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Config(#[from] NvmfError),
-    #[error("cannot start the transport's tasks: {0}")]
-    Reactor(#[from] ReactorError),
-    #[error("a reactor did not {what}: {source}")]
-    Call {
-        what: &'static str,
-        #[source]
-        source: SendError,
-    },
-}
+/// The errors of the TCP transport are the transport seam's.
+pub type TcpTransportError = TransportError;
 
 /// Transport-level limits (the NVMe-level ones live in `ferrite-nvmf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +56,15 @@ impl TcpTransport {
         runtime: &Runtime,
         opts: TcpOptions,
     ) -> Result<TcpTransport, TcpTransportError> {
+        TcpTransport::start_on(target, &runtime.spawner(), opts)
+    }
+
+    /// [`TcpTransport::start`] from anywhere that holds the runtime's spawner.
+    pub fn start_on(
+        target: Arc<Target>,
+        runtime: &Spawner,
+        opts: TcpOptions,
+    ) -> Result<TcpTransport, TcpTransportError> {
         let mut groups = Vec::new();
         for index in 0..runtime.reactor_count() {
             let connections = Arc::new(AtomicUsize::new(0));
@@ -95,18 +87,24 @@ impl TcpTransport {
             listener,
         })
     }
+}
+
+impl Transport for TcpTransport {
+    fn trtype(&self) -> Trtype {
+        Trtype::Tcp
+    }
 
     /// Binds `addr` (errors surface here, on the caller's thread), publishes it as a port in the
     /// discovery log and starts accepting on it.
-    pub fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, TcpTransportError> {
+    fn listen(&self, addr: SocketAddr) -> Result<SocketAddr, TransportError> {
         let socket =
-            TcpListener::bind(addr).map_err(|source| TcpTransportError::Bind { addr, source })?;
+            TcpListener::bind(addr).map_err(|source| TransportError::Bind { addr, source })?;
         socket
             .set_nonblocking(true)
-            .map_err(|source| TcpTransportError::Bind { addr, source })?;
+            .map_err(|source| TransportError::Bind { addr, source })?;
         let bound = socket
             .local_addr()
-            .map_err(|source| TcpTransportError::Bind { addr, source })?;
+            .map_err(|source| TransportError::Bind { addr, source })?;
         self.target.add_listener(Listener {
             trtype: Trtype::Tcp,
             addr: bound,
@@ -119,7 +117,7 @@ impl TcpTransport {
                 trtype: Trtype::Tcp,
                 addr: bound,
             });
-            return Err(TcpTransportError::Call {
+            return Err(TransportError::Call {
                 what: "start listening",
                 source: e,
             });
@@ -129,14 +127,14 @@ impl TcpTransport {
     }
 
     /// Stops accepting on `addr`; established connections stay.
-    pub fn stop_listening(&self, addr: SocketAddr) -> Result<(), TcpTransportError> {
+    fn stop_listening(&self, addr: SocketAddr) -> Result<(), TransportError> {
         self.target.remove_listener(&Listener {
             trtype: Trtype::Tcp,
             addr,
         })?;
         self.listener
             .call(move |task, cx| task.remove(addr, cx), CONTROL_TIMEOUT)
-            .map_err(|source| TcpTransportError::Call {
+            .map_err(|source| TransportError::Call {
                 what: "stop listening",
                 source,
             })?;
@@ -144,7 +142,7 @@ impl TcpTransport {
     }
 
     /// Connections currently open, per reactor.
-    pub fn connections(&self) -> Vec<usize> {
+    fn connections(&self) -> Vec<usize> {
         self.groups
             .iter()
             .map(|g| g.connections.load(std::sync::atomic::Ordering::Relaxed))
@@ -152,13 +150,13 @@ impl TcpTransport {
     }
 
     /// Counters of every reactor's NVMe poll group, in reactor order.
-    pub fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, TcpTransportError> {
+    fn poll_group_stats(&self) -> Result<Vec<PollGroupStats>, TransportError> {
         self.groups
             .iter()
             .map(|g| {
                 g.handle
                     .call(|group, _cx| group.nvmf_stats(), CONTROL_TIMEOUT)
-                    .map_err(|source| TcpTransportError::Call {
+                    .map_err(|source| TransportError::Call {
                         what: "report poll group statistics",
                         source,
                     })
@@ -167,7 +165,7 @@ impl TcpTransport {
     }
 
     /// Stops accepting and closes every connection (after flushing what is queued).
-    pub fn shutdown(&self) {
+    fn shutdown(&self) {
         let _ = self
             .listener
             .call(|task, _cx| task.close_all(), CONTROL_TIMEOUT);

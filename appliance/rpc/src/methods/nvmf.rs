@@ -177,13 +177,17 @@ struct ListenerParams {
 }
 
 impl ListenAddress {
-    fn socket_addr(&self) -> Result<SocketAddr, RpcError> {
-        if !self.trtype.eq_ignore_ascii_case("tcp") {
-            return Err(RpcError::invalid_params(format!(
-                "trtype {:?} is not supported: only TCP",
-                self.trtype
-            )));
-        }
+    fn listener(&self) -> Result<Listener, RpcError> {
+        let trtype = match self.trtype.to_ascii_lowercase().as_str() {
+            "tcp" => Trtype::Tcp,
+            "rdma" => Trtype::Rdma,
+            _ => {
+                return Err(RpcError::invalid_params(format!(
+                    "trtype {:?} is not supported: TCP or RDMA",
+                    self.trtype
+                )))
+            }
+        };
         let ip: IpAddr = self.traddr.parse().map_err(|_| {
             RpcError::invalid_params(format!(
                 "traddr {:?} is not an IPv4 or IPv6 address",
@@ -215,61 +219,59 @@ impl ListenAddress {
         if port == 0 {
             return Err(RpcError::invalid_params("trsvcid must not be 0"));
         }
-        Ok(SocketAddr::new(ip, port))
+        Ok(Listener {
+            trtype,
+            addr: SocketAddr::new(ip, port),
+        })
     }
 }
 
 /// Listeners belong to subsystems, as in SPDK: a port is bound when the first subsystem adds it
 /// and closed when the last one removes it; a host reaches a subsystem only through its own
 /// listeners (the discovery subsystem is on every port).
-fn listener_target(app: &dyn Appliance, p: Value) -> Result<(String, SocketAddr), RpcError> {
+fn listener_target(app: &dyn Appliance, p: Value) -> Result<(String, Listener), RpcError> {
     let p: ListenerParams = params(p)?;
     let cfg = app.target().config();
     if cfg.subsystem(&p.nqn).is_none() {
         return Err(RpcError::not_found(format!("no subsystem {}", p.nqn)));
     }
-    Ok((p.nqn, p.listen_address.socket_addr()?))
-}
-
-fn tcp(addr: SocketAddr) -> Listener {
-    Listener {
-        trtype: Trtype::Tcp,
-        addr,
-    }
+    Ok((p.nqn, p.listen_address.listener()?))
 }
 
 pub(super) fn add_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
-    let (nqn, addr) = listener_target(app, p)?;
+    let (nqn, listener) = listener_target(app, p)?;
     let target = app.target();
     // Registered before the port opens, so a host connecting at once is not refused.
     target
-        .add_subsystem_listener(&nqn, tcp(addr))
+        .add_subsystem_listener(&nqn, listener.clone())
         .map_err(|e| RpcError::new(crate::protocol::ALREADY_EXISTS, e.to_string()))?;
-    let bound = target.config().listeners.iter().any(|l| l.addr == addr);
+    let bound = target.config().listeners.contains(&listener);
     if !bound {
-        if let Err(e) = app.listen(addr) {
-            let _ = target.remove_subsystem_listener(&nqn, &tcp(addr));
+        if let Err(e) = app.listen(listener.clone()) {
+            let _ = target.remove_subsystem_listener(&nqn, &listener);
             return Err(e);
         }
     }
-    Ok(json!(addr.to_string()))
+    Ok(json!(listener.addr.to_string()))
 }
 
 pub(super) fn remove_listener(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
-    let (nqn, addr) = listener_target(app, p)?;
+    let (nqn, listener) = listener_target(app, p)?;
     let target = app.target();
     if !target
         .config()
         .subsystem(&nqn)
-        .is_some_and(|s| s.listeners.contains(&tcp(addr)))
+        .is_some_and(|s| s.listeners.contains(&listener))
     {
         return Err(RpcError::not_found(format!(
-            "{nqn} is not listening on {addr}"
+            "{nqn} is not listening on {} {}",
+            listener.trtype.as_str(),
+            listener.addr
         )));
     }
-    let still_used = target.remove_subsystem_listener(&nqn, &tcp(addr))?;
+    let still_used = target.remove_subsystem_listener(&nqn, &listener)?;
     if !still_used {
-        app.stop_listening(addr)?;
+        app.stop_listening(listener)?;
     }
     Ok(json!(true))
 }

@@ -12,7 +12,9 @@ use ferrite_host::{ConnectOptions, Controller, RawConnection, RawEvent};
 use ferrite_nvme::io::ReadWrite;
 use ferrite_nvme::tcp::Digests;
 use ferrite_nvme::{Command, Completion};
-use ferrite_nvmf::{Listener, NamespaceParams, SubsystemParams, Target, TargetOptions, Trtype};
+use ferrite_nvmf::{
+    Listener, NamespaceParams, SubsystemParams, Target, TargetOptions, Transport, Trtype,
+};
 use ferrite_reactor::{Runtime, RuntimeConfig};
 use ferrite_transport_tcp::{TcpOptions, TcpTransport};
 
