@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod ana;
 mod controller;
 mod copy;
 mod error;
@@ -20,13 +21,17 @@ mod logpage;
 mod ns_stats;
 mod poll_group;
 mod request;
+mod resv;
+mod resv_cmd;
 mod target;
 
+pub use ana::{AnaState, AnaTable, ANACAP, ANATT_SECONDS, MAX_ANA_GROUP};
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};
 pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
 pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
+pub use resv::{NsReservation, ResvState, ResvType};
 pub use target::{
     Listener, Namespace, NamespaceParams, Subsystem, SubsystemParams, Target, TargetConfig,
     TargetOptions, Trtype,
