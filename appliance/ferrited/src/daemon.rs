@@ -86,7 +86,11 @@ impl Daemon {
             "{} reactor(s) on cores {cores}, idle policy {idle}",
             runtime.reactor_count()
         );
-        let target = Target::new(TargetOptions::default());
+        // Reservations persist beside the state file, one file per namespace.
+        let target = Target::new(TargetOptions {
+            reservation_dir: opts.state.as_ref().map(|s| s.dir().join("reservations")),
+            ..TargetOptions::default()
+        });
         let transport = Arc::new(TcpTransport::start(
             Arc::clone(&target),
             &runtime,
@@ -175,6 +179,7 @@ impl Daemon {
                     bdev_name: ns.bdev.clone(),
                     uuid: hex("uuid", &ns.uuid)?,
                     nguid: hex("nguid", &ns.nguid)?,
+                    anagrpid: ns.anagrpid,
                 };
                 let nsid = target
                     .add_namespace(&s.nqn, params)
@@ -209,6 +214,25 @@ impl Daemon {
         for (nqn, addrs) in &wanted {
             for addr in addrs.iter().filter(|a| a.port() != 0) {
                 register(nqn, *addr)?;
+            }
+        }
+        for s in &config.subsystems {
+            for a in &s.ana {
+                let state = ferrite_nvmf::AnaState::parse(&a.state).ok_or_else(|| {
+                    anyhow!(
+                        "subsystem {}: unknown ANA state {:?} (optimized, non_optimized, \
+                         inaccessible, persistent_loss, change)",
+                        s.nqn,
+                        a.state
+                    )
+                })?;
+                let listener = Listener {
+                    trtype: Trtype::Tcp,
+                    addr: a.listen,
+                };
+                target
+                    .set_ana_state(&s.nqn, &listener, a.anagrpid, state)
+                    .with_context(|| format!("subsystem {} ANA state on {}", s.nqn, a.listen))?;
             }
         }
         let mut to_bind = config.listen.clone();

@@ -59,6 +59,9 @@ struct NamespaceSpec {
     nguid: Option<String>,
     #[serde(default)]
     uuid: Option<String>,
+    /// ANA group (default: the NSID).
+    #[serde(default)]
+    anagrpid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,7 @@ pub(super) fn add_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
             bdev_name: ns.bdev_name,
             nguid,
             uuid,
+            anagrpid: ns.anagrpid,
         },
     )?;
     Ok(json!(nsid))
@@ -154,7 +158,7 @@ pub(super) fn allow_any_host(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
 /// SPDK's `listen_address` object. `trsvcid` is a string in SPDK; a number is accepted too.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListenAddress {
+pub(super) struct ListenAddress {
     trtype: String,
     #[serde(default)]
     adrfam: Option<String>,
@@ -177,7 +181,7 @@ struct ListenerParams {
 }
 
 impl ListenAddress {
-    fn socket_addr(&self) -> Result<SocketAddr, RpcError> {
+    pub(super) fn socket_addr(&self) -> Result<SocketAddr, RpcError> {
         if !self.trtype.eq_ignore_ascii_case("tcp") {
             return Err(RpcError::invalid_params(format!(
                 "trtype {:?} is not supported: only TCP",
@@ -231,7 +235,7 @@ fn listener_target(app: &dyn Appliance, p: Value) -> Result<(String, SocketAddr)
     Ok((p.nqn, p.listen_address.socket_addr()?))
 }
 
-fn tcp(addr: SocketAddr) -> Listener {
+pub(super) fn tcp(addr: SocketAddr) -> Listener {
     Listener {
         trtype: Trtype::Tcp,
         addr,
@@ -333,6 +337,7 @@ pub(super) fn get_subsystems(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
                         "name": ns.bdev_name,
                         "nguid": format_nguid(&ns.nguid),
                         "uuid": format_uuid(&ns.uuid),
+                        "anagrpid": ns.anagrpid,
                     })
                 })
                 .collect();
