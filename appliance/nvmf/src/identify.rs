@@ -64,7 +64,8 @@ pub(crate) fn controller(sub: &Subsystem, ctrl: &Controller) -> IdentifyControll
     id.acl = ABORT_LIMIT;
     id.frmw = (1 << 1) | 1; // one slot, read-only
     id.nn.set(MAX_NSID);
-    id.mnan.set(0);
+    // MNAN: Linux's ANA support sizes its log buffer from it and refuses 0.
+    id.mnan.set(MAX_NSID);
     // Copy on every namespace: offloaded where the bdev can, emulated otherwise. Not Copy
     // Single Atomicity nor All Fast Copy: emulation is neither atomic nor fast.
     id.oncs.set(
