@@ -143,8 +143,12 @@ fn ana_states_per_path_reach_identify_the_log_events_and_io() {
     let opt = ana_state::OPTIMIZED;
     assert_eq!(ana(&mut a), vec![(1, opt, vec![1]), (7, opt, vec![2])]);
 
-    a.submit_async_event_request().expect("AER");
-    b.submit_async_event_request().expect("AER");
+    // Asynchronous Event Configuration: namespace attribute and ANA change notices (as Linux).
+    for c in [&mut a, &mut b] {
+        c.set_features(0x0B, 0, (1 << 8) | (1 << 11), false)
+            .expect("AEC");
+        c.submit_async_event_request().expect("AER");
+    }
     let changed = d
         .target
         .set_ana_state(NQN, &listener(p1), Some(7), AnaState::Inaccessible)
