@@ -176,11 +176,11 @@ impl ResvState {
     }
 
     fn release_reservation(&mut self, releaser: &HostId) -> Notices {
-        let notify = self
-            .rtype
-            .is_some_and(|t| t.registrants_access())
-            .then(|| self.others(releaser, Notice::ReservationReleased))
-            .unwrap_or_default();
+        let notify = if self.rtype.is_some_and(|t| t.registrants_access()) {
+            self.others(releaser, Notice::ReservationReleased)
+        } else {
+            Notices::new()
+        };
         self.holder = None;
         self.rtype = None;
         notify
