@@ -140,7 +140,7 @@ fn vm_ana_multipath_failover_under_fio_verify() {
         "/root/verify.fio",
         format!(
             "[verify]\nfilename={dev}\ndirect=1\nioengine=libaio\nrw=randwrite\nbs=4k\n\
-             iodepth=8\nsize=48M\nverify=crc32c\nverify_fatal=1\ndo_verify=1\nloops=2\n"
+             iodepth=8\nsize=24M\nverify=crc32c\nverify_fatal=1\ndo_verify=1\n"
         )
         .as_bytes(),
     )
