@@ -292,3 +292,70 @@ fn reservations_conflict_notify_and_survive_a_restart() {
     b.disconnect();
     d.shutdown().expect("shutdown");
 }
+
+/// Bad input through the control plane and the configuration file: unknown ANA states, a
+/// group out of range, a listener the subsystem does not have; the accepted state is in
+/// `save_config` and a restart from it reproduces it.
+#[test]
+fn ana_rpc_and_config_refuse_bad_input_and_round_trip() {
+    use ferrite_rpc::methods::dispatch;
+    use serde_json::json;
+    let (p1, p2) = (free_port(), free_port());
+    let d = Daemon::start(&config(p1, p2), false).expect("daemon");
+    let app: &dyn ferrite_rpc::Appliance = &*d.control;
+    let addr =
+        |port: u16| json!({"trtype": "tcp", "traddr": "127.0.0.1", "trsvcid": port.to_string()});
+    let call = |state: &str, port: u16, group: Option<u32>| {
+        let mut p = json!({"nqn": NQN, "listen_address": addr(port), "ana_state": state});
+        if let Some(g) = group {
+            p["anagrpid"] = json!(g);
+        }
+        dispatch(app, "nvmf_subsystem_listener_set_ana_state", p)
+    };
+    let e = call("standby", p1, None).expect_err("unknown state");
+    assert!(
+        e.message.contains("standby") && e.message.contains("non_optimized"),
+        "{e:?}"
+    );
+    let e = call("inaccessible", p1, Some(0)).expect_err("group 0");
+    assert!(e.message.contains("anagrpid"), "{e:?}");
+    let e = call("inaccessible", free_port(), None).expect_err("not a listener");
+    assert!(e.message.contains("not listening"), "{e:?}");
+    call("non-optimized", p2, Some(7)).expect("accepted");
+    let listeners =
+        dispatch(app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).expect("listeners");
+    let second = listeners
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|l| l["address"]["trsvcid"] == p2.to_string())
+        .expect("second listener")
+        .clone();
+    assert_eq!(
+        second["ana_states"],
+        json!([{"ana_group": 1, "ana_state": "optimized"},
+               {"ana_group": 7, "ana_state": "non_optimized"}])
+    );
+    let saved = d.control.running_config();
+    d.shutdown().expect("shutdown");
+    let sub = &saved.subsystems[0];
+    assert_eq!(sub.ana.len(), 1, "{:?}", sub.ana);
+    assert_eq!(sub.namespaces[1].anagrpid, Some(7));
+    let d = Daemon::start(&saved, false).expect("restart from the saved config");
+    let cfg = d.target.config();
+    let s = cfg.subsystem(NQN).expect("subsystem");
+    assert_eq!(s.ana.get(&listener(p2), 7), AnaState::NonOptimized);
+    assert_eq!(s.ana.get(&listener(p2), 1), AnaState::Optimized);
+    d.shutdown().expect("shutdown");
+
+    let mut bad = config(p1, p2);
+    bad.subsystems[0]
+        .ana
+        .push(ferrite_daemon::config::AnaConfig {
+            listen: ([127, 0, 0, 1], p1).into(),
+            anagrpid: None,
+            state: "standby".into(),
+        });
+    let e = Daemon::start(&bad, false).expect_err("unknown state in the config");
+    assert!(format!("{e:#}").contains("standby"), "{e:#}");
+}
