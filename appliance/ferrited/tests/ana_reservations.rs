@@ -286,8 +286,20 @@ fn reservations_conflict_notify_and_survive_a_restart() {
         resv(&mut a, RELEASE, 1 << 8, 0xA, 0),
         Status::RESERVATION_CONFLICT
     );
+    // A registers again and masks "reservation preempted" (feature 82h): B's Clear then
+    // leaves nothing in A's log.
+    assert_eq!(resv(&mut a, REGISTER, 0, 0, 0xA), Status::SUCCESS);
+    a.set_features(0x82, 1, 1 << 3, false).expect("mask");
+    assert_eq!(a.get_features(0x82, 1, 0).expect("mask"), 1 << 3);
     assert_eq!(resv(&mut b, RELEASE, 1, 0xB, 0), Status::SUCCESS, "clear");
+    let log = a.get_log_page(0x80, 0, 64, 0).expect("notification log");
+    assert_eq!(log[8], 0, "masked");
     assert_eq!(write(&mut a, 1), Status::SUCCESS);
+    // Reservation Persistence (83h): on by default with a state directory; a host clears it.
+    assert_eq!(a.get_features(0x83, 1, 0).expect("ptpl"), 1);
+    a.set_features(0x83, 1, 0, false).expect("clear ptpl");
+    assert_eq!(b.get_features(0x83, 1, 0).expect("ptpl"), 0);
+    assert!(a.get_features(0x83, 9, 0).is_err(), "no namespace 9");
     a.disconnect();
     b.disconnect();
     d.shutdown().expect("shutdown");

@@ -111,6 +111,15 @@ impl PollGroup {
             op::GET_LOG_PAGE => with_buffer(plan, &mut buf, |out| {
                 logpage::get_log_page(&self.target, &cmd, &sub, &ctrl, local, cx.now(), out)
             }),
+            op::SET_FEATURES | op::GET_FEATURES
+                if crate::resv_cmd::is_reservation_feature(&cmd) =>
+            {
+                let r = crate::resv_cmd::reservation_feature(&cmd, &sub, &ctrl);
+                match r {
+                    Ok(dw0) => AdminResult::ok(dw0),
+                    Err(status) => AdminResult::status(status),
+                }
+            }
             op::SET_FEATURES => set_features(&cmd, &ctrl),
             op::GET_FEATURES => get_features(&cmd, &ctrl, plan, &mut buf),
             op::KEEP_ALIVE => AdminResult::ok(0),

@@ -155,6 +155,9 @@ pub(crate) struct ControllerState {
     pub resv_log: VecDeque<(u8, u32)>,
     /// Reservation Notification log page count of the last entry queued.
     pub resv_log_count: u64,
+    /// Reservation Notification Mask per NSID (feature 82h): bit 1 registration preempted,
+    /// bit 2 reservation released, bit 3 reservation preempted; absent = nothing masked.
+    pub resv_mask: BTreeMap<u32, u32>,
     pub counters: Vec<Arc<HealthCounters>>,
     /// Totals of queues that have gone.
     pub retired: HealthTotals,

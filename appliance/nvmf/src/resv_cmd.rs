@@ -250,6 +250,10 @@ impl Target {
             {
                 {
                     let mut st = ctrl.lock();
+                    let mask = st.resv_mask.get(&nsid).copied().unwrap_or(0);
+                    if mask & (1 << *notice as u32) != 0 {
+                        continue;
+                    }
                     st.resv_log_count = st.resv_log_count.wrapping_add(1).max(1);
                     if st.resv_log.len() >= RESV_LOG_DEPTH {
                         st.resv_log.pop_front();
@@ -259,6 +263,72 @@ impl Target {
                 ctrl.raise_event(AsyncEvent::ReservationLogAvailable);
             }
         }
+    }
+}
+
+/// Features 82h (Reservation Notification Mask, per controller and namespace) and 83h
+/// (Reservation Persistence: PTPL of the namespace).
+mod feature {
+    pub const NOTIFICATION_MASK: u8 = 0x82;
+    pub const PERSISTENCE: u8 = 0x83;
+}
+
+pub(crate) fn is_reservation_feature(cmd: &ferrite_nvme::Command) -> bool {
+    matches!(
+        (cmd.cdw10.get() & 0xFF) as u8,
+        feature::NOTIFICATION_MASK | feature::PERSISTENCE
+    )
+}
+
+/// Get or Set Features 82h/83h; the result is completion dword 0.
+pub(crate) fn reservation_feature(
+    cmd: &ferrite_nvme::Command,
+    sub: &crate::target::Subsystem,
+    ctrl: &Controller,
+) -> Result<u32, Status> {
+    use ferrite_nvme::command::opcode::admin;
+    const MASK_BITS: u32 = 0b1110;
+    let cdw10 = cmd.cdw10.get();
+    let set = cmd.opcode == admin::SET_FEATURES;
+    let fid = (cdw10 & 0xFF) as u8;
+    let nsid = cmd.nsid.get();
+    if ctrl.discovery {
+        return Err(Status::INVALID_FIELD);
+    }
+    if set && cdw10 & (1 << 31) != 0 && fid == feature::NOTIFICATION_MASK {
+        return Err(Status::FEATURE_NOT_SAVEABLE);
+    }
+    // Get Features SEL 011b: both are changeable, 83h saveable, both namespace specific.
+    if !set && (cdw10 >> 8) & 0x7 == 3 {
+        let saveable = if fid == feature::PERSISTENCE { 1 } else { 0 };
+        return Ok(saveable | (1 << 1) | (1 << 2));
+    }
+    let value = cmd.cdw11.get();
+    if fid == feature::NOTIFICATION_MASK && set && nsid == 0xFFFF_FFFF {
+        // Every namespace at once.
+        let mut st = ctrl.lock();
+        for n in sub.namespaces.keys() {
+            st.resv_mask.insert(*n, value & MASK_BITS);
+        }
+        return Ok(0);
+    }
+    let ns = sub.namespace(nsid).ok_or(Status::INVALID_NAMESPACE)?;
+    match (fid, set) {
+        (feature::NOTIFICATION_MASK, true) => {
+            ctrl.lock().resv_mask.insert(nsid, value & MASK_BITS);
+            Ok(0)
+        }
+        (feature::NOTIFICATION_MASK, false) => {
+            Ok(ctrl.lock().resv_mask.get(&nsid).copied().unwrap_or(0))
+        }
+        (_, true) => ns
+            .reservation
+            .change(|st| {
+                st.ptpl = value & 1 != 0;
+                Ok(Notices::new())
+            })
+            .map(|_| 0),
+        (_, false) => Ok(ns.reservation.lock().ptpl as u32),
     }
 }
 
