@@ -22,7 +22,7 @@ fn connect(host: &LinuxHost, port: u16, hostnqn: &str, hostid: &str) -> String {
     host.run_ok_within(
         &format!(
             "nvme connect -t tcp -a {} -s {port} -n {NQN} --hostnqn={hostnqn} --hostid={hostid} \
-             --reconnect-delay=1 --ctrl-loss-tmo=120",
+             --reconnect-delay=1 --ctrl-loss-tmo=120 --duplicate-connect",
             host.target_addr()
         ),
         Duration::from_secs(60),
