@@ -33,7 +33,9 @@
 //! nqn = "nqn.2026-01.io.ferrite:default"
 //! allow_any_host = false
 //! hosts = ["nqn.2014-08.org.nvmexpress:uuid:..."]
-//! namespaces = [{ nsid = 1, bdev = "ram0" }]
+//! namespaces = [{ nsid = 1, bdev = "ram0" }]   # optional anagrpid (default: the NSID)
+//! # ANA states per listener: every group (no anagrpid) or one group; absent = optimized
+//! ana = [{ listen = "127.0.0.1:4421", state = "inaccessible" }]
 //! ```
 
 use std::net::SocketAddr;
@@ -215,6 +217,21 @@ pub struct SubsystemConfig {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
+    /// ANA states that are not `optimized`, applied in order after the listeners.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ana: Vec<AnaConfig>,
+}
+
+/// One ANA state of a subsystem listener (`nvmf_subsystem_listener_set_ana_state`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AnaConfig {
+    pub listen: SocketAddr,
+    /// None: every group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anagrpid: Option<u32>,
+    /// optimized, non_optimized, inaccessible, persistent_loss or change.
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -227,6 +244,9 @@ pub struct NamespaceConfig {
     pub uuid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nguid: Option<String>,
+    /// ANA group (default: the NSID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anagrpid: Option<u32>,
 }
 
 impl Config {
@@ -280,7 +300,9 @@ impl Config {
                     bdev: "ram0".into(),
                     uuid: None,
                     nguid: None,
+                    anagrpid: None,
                 }],
+                ana: Vec::new(),
             }],
         }
     }

@@ -155,6 +155,17 @@ impl Control {
                         bdev: ns.bdev_name.clone(),
                         uuid: Some(ferrite_rpc::methods::format_uuid(&ns.uuid)),
                         nguid: Some(ferrite_rpc::methods::format_nguid(&ns.nguid)),
+                        anagrpid: (ns.anagrpid != ns.nsid).then_some(ns.anagrpid),
+                    })
+                    .collect(),
+                ana: s
+                    .ana
+                    .entries()
+                    .into_iter()
+                    .map(|(l, anagrpid, state)| crate::config::AnaConfig {
+                        listen: l.addr,
+                        anagrpid,
+                        state: state.as_str().to_string(),
                     })
                     .collect(),
             })

@@ -93,7 +93,11 @@ impl Daemon {
                 );
             }
         }
-        let target = Target::new(TargetOptions::default());
+        // Reservations persist beside the state file, one file per namespace.
+        let target = Target::new(TargetOptions {
+            reservation_dir: opts.state.as_ref().map(|s| s.dir().join("reservations")),
+            ..TargetOptions::default()
+        });
         let transports = Arc::new(Transports::new(Arc::clone(&target), runtime.spawner()));
         // NVMe/TCP runs from the start (the listener RPCs of a daemon without listeners use it);
         // other transports start with their first listener.
@@ -181,6 +185,7 @@ impl Daemon {
                     bdev_name: ns.bdev.clone(),
                     uuid: hex("uuid", &ns.uuid)?,
                     nguid: hex("nguid", &ns.nguid)?,
+                    anagrpid: ns.anagrpid,
                 };
                 let nsid = target
                     .add_namespace(&s.nqn, params)
@@ -236,6 +241,25 @@ impl Daemon {
         for (nqn, listeners) in &wanted {
             for l in listeners.iter().filter(|l| l.addr.port() != 0) {
                 register(nqn, l.clone())?;
+            }
+        }
+        for s in &config.subsystems {
+            for a in &s.ana {
+                let state = ferrite_nvmf::AnaState::parse(&a.state).ok_or_else(|| {
+                    anyhow!(
+                        "subsystem {}: unknown ANA state {:?} (optimized, non_optimized, \
+                         inaccessible, persistent_loss, change)",
+                        s.nqn,
+                        a.state
+                    )
+                })?;
+                let listener = Listener {
+                    trtype: Trtype::Tcp,
+                    addr: a.listen,
+                };
+                target
+                    .set_ana_state(&s.nqn, &listener, a.anagrpid, state)
+                    .with_context(|| format!("subsystem {} ANA state on {}", s.nqn, a.listen))?;
             }
         }
         let mut to_bind = top.clone();

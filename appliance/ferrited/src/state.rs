@@ -54,6 +54,10 @@ impl StateDir {
         })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn file(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }

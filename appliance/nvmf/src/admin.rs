@@ -53,6 +53,7 @@ impl PollGroup {
         let Some(sub) = self.current_subsystem(conn) else {
             return self.finish(conn, slot, Status::INTERNAL_ERROR, 0, req.buf, cx);
         };
+        let local = self.qpair(conn).and_then(|q| q.local);
         let Request {
             cmd, plan, mut buf, ..
         } = req;
@@ -75,8 +76,17 @@ impl PollGroup {
                 with_buffer(plan, &mut buf, |out| self.identify(&cmd, &sub, &ctrl, out))
             }
             op::GET_LOG_PAGE => with_buffer(plan, &mut buf, |out| {
-                logpage::get_log_page(&self.target, &cmd, &sub, &ctrl, cx.now(), out)
+                logpage::get_log_page(&self.target, &cmd, &sub, &ctrl, local, cx.now(), out)
             }),
+            op::SET_FEATURES | op::GET_FEATURES
+                if crate::resv_cmd::is_reservation_feature(&cmd) =>
+            {
+                let r = crate::resv_cmd::reservation_feature(&cmd, &sub, &ctrl);
+                match r {
+                    Ok(dw0) => AdminResult::ok(dw0),
+                    Err(status) => AdminResult::status(status),
+                }
+            }
             op::SET_FEATURES => set_features(&cmd, &ctrl),
             op::GET_FEATURES => get_features(&cmd, &ctrl, plan, &mut buf),
             op::KEEP_ALIVE => AdminResult::ok(0),
@@ -268,6 +278,9 @@ fn set_features(cmd: &Command, ctrl: &Controller) -> AdminResult {
         }
         fid::ASYNC_EVENT_CONFIG => st.features.async_event_config = value,
         fid::KEEP_ALIVE_TIMER => ctrl.set_kato_ms(value),
+        // Fabrics hosts give their identifier in Connect; it cannot change afterwards (SPDK
+        // answers the same). Get Features returns it.
+        fid::HOST_IDENTIFIER => return AdminResult::status(Status::COMMAND_SEQUENCE_ERROR),
         _ => return AdminResult::status(Status::INVALID_FIELD),
     }
     AdminResult::ok(0)

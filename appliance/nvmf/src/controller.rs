@@ -23,24 +23,34 @@ pub enum AsyncEvent {
     NamespaceAttributeChanged,
     /// Notice: discovery log page changed (log page 70h).
     DiscoveryLogChanged,
+    /// Notice: Asymmetric Namespace Access change (log page 0Ch).
+    AnaChange,
+    /// I/O command specific: reservation log page available (log page 80h).
+    ReservationLogAvailable,
 }
 
 impl AsyncEvent {
     /// Completion dword 0 of the AER that reports this event.
     pub fn dw0(self) -> u32 {
         const TYPE_NOTICE: u32 = 2;
-        let (info, lid) = match self {
-            AsyncEvent::NamespaceAttributeChanged => (0x00u32, 0x04u32),
-            AsyncEvent::DiscoveryLogChanged => (0xF0, 0x70),
+        const TYPE_IO_COMMAND_SPECIFIC: u32 = 6;
+        let (kind, info, lid) = match self {
+            AsyncEvent::NamespaceAttributeChanged => (TYPE_NOTICE, 0x00u32, 0x04u32),
+            AsyncEvent::DiscoveryLogChanged => (TYPE_NOTICE, 0xF0, 0x70),
+            AsyncEvent::AnaChange => (TYPE_NOTICE, 0x03, 0x0C),
+            AsyncEvent::ReservationLogAvailable => (TYPE_IO_COMMAND_SPECIFIC, 0x00, 0x80),
         };
-        TYPE_NOTICE | (info << 8) | (lid << 16)
+        kind | (info << 8) | (lid << 16)
     }
 
-    /// The Asynchronous Event Configuration bit that enables it.
+    /// The Asynchronous Event Configuration bit that enables it (0: not maskable there;
+    /// reservation notices are masked per namespace instead).
     fn aec_bit(self) -> u32 {
         match self {
             AsyncEvent::NamespaceAttributeChanged => 1 << 8,
             AsyncEvent::DiscoveryLogChanged => 1 << 31,
+            AsyncEvent::AnaChange => 1 << 11,
+            AsyncEvent::ReservationLogAvailable => 0,
         }
     }
 }
@@ -141,6 +151,13 @@ pub(crate) struct ControllerState {
     pub reported_events: Vec<AsyncEvent>,
     pub changed_namespaces: BTreeSet<u32>,
     pub changed_overflow: bool,
+    /// Reservation notifications not yet read: (log page type, NSID), oldest first.
+    pub resv_log: VecDeque<(u8, u32)>,
+    /// Reservation Notification log page count of the last entry queued.
+    pub resv_log_count: u64,
+    /// Reservation Notification Mask per NSID (feature 82h): bit 1 registration preempted,
+    /// bit 2 reservation released, bit 3 reservation preempted; absent = nothing masked.
+    pub resv_mask: BTreeMap<u32, u32>,
     pub counters: Vec<Arc<HealthCounters>>,
     /// Totals of queues that have gone.
     pub retired: HealthTotals,
@@ -338,7 +355,8 @@ impl Controller {
     /// Queues an event for the next AER (if the host enabled it and it is not masked).
     pub fn raise_event(&self, event: AsyncEvent) {
         let mut st = self.lock();
-        if st.features.async_event_config & event.aec_bit() == 0 {
+        let bit = event.aec_bit();
+        if bit != 0 && st.features.async_event_config & bit == 0 {
             return;
         }
         if st.reported_events.contains(&event) || st.pending_events.contains(&event) {

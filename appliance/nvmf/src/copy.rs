@@ -417,6 +417,7 @@ mod tests {
             unmap: true,
             copy: false,
             read_only: false,
+            ana: Default::default(),
         }
     }
 

@@ -206,7 +206,7 @@ impl PollGroup {
             qp.qid = 0;
             qp.sq_entries = entries as u16;
             qp.sqflow_disabled = sqflow_disabled;
-            qp.ns_table = NsInfo::table(&sub);
+            qp.ns_table = NsInfo::table(&sub, qp.local);
             qp.subsystem = Some(sub);
             qp.config_generation = generation;
             qp.state = QpairState::Active;
@@ -256,7 +256,7 @@ impl PollGroup {
         qp.epoch = epoch;
         qp.sq_entries = entries as u16;
         qp.sqflow_disabled = sqflow_disabled;
-        qp.ns_table = NsInfo::table(&sub);
+        qp.ns_table = NsInfo::table(&sub, qp.local);
         qp.subsystem = Some(sub);
         qp.config_generation = generation;
         qp.state = QpairState::Active;

@@ -53,17 +53,28 @@ pub(crate) fn controller(sub: &Subsystem, ctrl: &Controller) -> IdentifyControll
     }
     id.cntrltype = cntrltype::IO;
     id.rab = 6;
-    // Multi-controller capable subsystem (several hosts or paths may share it).
-    id.cmic = 1 << 1;
-    id.oaes.set(oaes::NS_ATTRIBUTE);
+    // Several ports (bit 0) and controllers (bit 1) may share the subsystem, with ANA
+    // reporting (bit 3): hosts build one multipath device over every path.
+    id.cmic = (1 << 3) | (1 << 1) | 1;
+    id.anacap = crate::ana::ANACAP;
+    id.anatt = crate::ana::ANATT_SECONDS;
+    id.anagrpmax.set(crate::ana::MAX_ANA_GROUP);
+    id.nanagrpid.set(crate::ana::MAX_ANA_GROUP);
+    id.oaes.set(oaes::NS_ATTRIBUTE | oaes::ANA_CHANGE);
     id.acl = ABORT_LIMIT;
     id.frmw = (1 << 1) | 1; // one slot, read-only
     id.nn.set(MAX_NSID);
-    id.mnan.set(0);
+    // MNAN: Linux's ANA support sizes its log buffer from it and refuses 0.
+    id.mnan.set(MAX_NSID);
     // Copy on every namespace: offloaded where the bdev can, emulated otherwise. Not Copy
     // Single Atomicity nor All Fast Copy: emulation is neither atomic nor fast.
-    id.oncs
-        .set(oncs::COMPARE | oncs::DATASET_MANAGEMENT | oncs::WRITE_ZEROES | oncs::COPY);
+    id.oncs.set(
+        oncs::COMPARE
+            | oncs::DATASET_MANAGEMENT
+            | oncs::WRITE_ZEROES
+            | oncs::COPY
+            | oncs::RESERVATIONS,
+    );
     id.ocfs.set(ocfs::FORMAT_0);
     let cache = sub
         .namespaces
@@ -106,7 +117,10 @@ pub(crate) fn namespace(ns: &Namespace) -> IdentifyNamespace {
     id.nlbaf = 0;
     id.flbas = 0;
     id.nmic = 1; // may be attached to several controllers
-                 // Deallocated blocks read as zeroes when the backend really deallocates.
+                 // Persist Through Power Loss, all six reservation types, IEKEY semantics of NVMe 1.3.
+    id.rescap = 0xFF;
+    id.anagrpid.set(ns.anagrpid);
+    // Deallocated blocks read as zeroes when the backend really deallocates.
     id.dlfeat = if caps.unmap {
         dlfeat::READ_ZEROES
     } else {

@@ -33,10 +33,11 @@ impl PollGroup {
         if qp.config_generation != generation {
             let nqn = qp.ctrl.as_ref().map(|c| c.subnqn.clone())?;
             qp.subsystem = target.config().subsystem(&nqn).cloned();
+            let local = qp.local;
             qp.ns_table = qp
                 .subsystem
                 .as_deref()
-                .map(NsInfo::table)
+                .map(|s| NsInfo::table(s, local))
                 .unwrap_or_default();
             qp.config_generation = generation;
         }
@@ -83,6 +84,16 @@ impl PollGroup {
             return self.finish(conn, req.slot, Status::INVALID_NAMESPACE, 0, req.buf, cx);
         };
         let ns = &ns;
+        // A path whose ANA group is not accessible serves no I/O: the host retries elsewhere.
+        if let Some(status) = ns.ana.io_refusal() {
+            return self.finish(conn, slot, status, 0, req.buf, cx);
+        }
+        if crate::resv_cmd::is_reservation_command(req.cmd.opcode) {
+            return self.execute_reservation(conn, req, cx);
+        }
+        if let Some(status) = self.reservation_check(conn, nsid, req.cmd.opcode) {
+            return self.finish(conn, slot, status, 0, req.buf, cx);
+        }
         {
             let qp = self.qpair_mut(conn).expect("execute checked the qpair");
             let s = qp.slot_mut(req.slot);

@@ -10,6 +10,7 @@
 
 mod admin;
 mod admin_result;
+mod ana;
 mod bdev_status;
 mod controller;
 mod copy;
@@ -22,14 +23,18 @@ mod logpage;
 mod ns_stats;
 mod poll_group;
 mod request;
+mod resv;
+mod resv_cmd;
 mod target;
 mod transport;
 
+pub use ana::{AnaState, AnaTable, ANACAP, ANATT_SECONDS, MAX_ANA_GROUP};
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};
 pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
 pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
+pub use resv::{NsReservation, ResvState, ResvType};
 pub use target::{
     Listener, Namespace, NamespaceParams, Subsystem, SubsystemParams, Target, TargetConfig,
     TargetOptions, Trtype,

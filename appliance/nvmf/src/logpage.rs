@@ -27,6 +27,7 @@ pub(crate) fn get_log_page(
     cmd: &Command,
     sub: &Subsystem,
     ctrl: &Controller,
+    local: Option<std::net::SocketAddr>,
     now: Instant,
     out: &mut [u8],
 ) -> AdminResult {
@@ -54,9 +55,19 @@ pub(crate) fn get_log_page(
         (lp::LID_FIRMWARE_SLOT, _) => firmware_slots(),
         (lp::LID_CHANGED_NAMESPACES, _) => changed_namespaces(ctrl, retain),
         (lp::LID_COMMANDS_SUPPORTED, _) => commands_supported(),
+        (lp::LID_ANA, _) => {
+            let rgo = (cdw10 >> 8) & u32::from(lp::ANA_LSP_RGO) != 0;
+            if !retain {
+                let mut st = ctrl.lock();
+                ctrl.clear_event(&mut st, AsyncEvent::AnaChange);
+            }
+            crate::ana::ana_log(sub, local, rgo)
+        }
+        (crate::resv_cmd::LID_RESERVATION_NOTIFICATION, _) => {
+            crate::resv_cmd::notification_log(ctrl, retain)
+        }
         _ => return status(Status::INVALID_LOG_PAGE),
     };
-    let _ = sub;
     let out = &mut out[..len as usize];
     if offset > page.len() as u64 {
         return status(Status::INVALID_FIELD);
@@ -182,7 +193,15 @@ fn commands_supported() -> Vec<u8> {
     ] {
         log.acs[opcode as usize].set(supported);
     }
-    for opcode in [iop::READ, iop::COMPARE, iop::FLUSH] {
+    for opcode in [
+        iop::READ,
+        iop::COMPARE,
+        iop::FLUSH,
+        crate::resv_cmd::op::REGISTER,
+        crate::resv_cmd::op::REPORT,
+        crate::resv_cmd::op::ACQUIRE,
+        crate::resv_cmd::op::RELEASE,
+    ] {
         log.iocs[opcode as usize].set(supported);
     }
     for opcode in [

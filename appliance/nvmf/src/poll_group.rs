@@ -149,10 +149,13 @@ pub(crate) struct NsInfo {
     pub copy: bool,
     /// Write-protected (a snapshot): modifying commands are refused.
     pub read_only: bool,
+    /// The namespace's ANA group state on this queue's path.
+    pub ana: crate::ana::AnaState,
 }
 
 impl NsInfo {
-    pub fn table(sub: &Subsystem) -> Vec<Option<NsInfo>> {
+    /// The table of a queue that arrived on local address `local` (its ANA path).
+    pub fn table(sub: &Subsystem, local: Option<std::net::SocketAddr>) -> Vec<Option<NsInfo>> {
         let max = sub.namespaces.keys().next_back().copied().unwrap_or(0) as usize;
         let mut table = vec![None; max + 1];
         for (nsid, ns) in &sub.namespaces {
@@ -165,6 +168,7 @@ impl NsInfo {
                 unmap: caps.unmap,
                 copy: caps.copy,
                 read_only: caps.read_only,
+                ana: sub.ana_state(local, ns.anagrpid),
             });
         }
         table

@@ -56,6 +56,10 @@ pub struct Namespace {
     pub uuid: [u8; 16],
     /// I/O counters (per reactor, summed by `stats_get`).
     pub stats: crate::ns_stats::NamespaceStats,
+    /// ANA group (ANAGRPID), 1..=MAX_ANA_GROUP.
+    pub anagrpid: u32,
+    /// Persistent reservations, shared by every configuration version that has this namespace.
+    pub reservation: crate::resv::NsReservation,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +74,8 @@ pub struct Subsystem {
     /// Transport addresses hosts may reach this subsystem through (SPDK's subsystem
     /// listeners). The discovery subsystem is reachable through every target listener.
     pub listeners: BTreeSet<Listener>,
+    /// ANA state per (listener, group).
+    pub ana: crate::ana::AnaTable,
 }
 
 impl Subsystem {
@@ -112,6 +118,8 @@ pub struct NamespaceParams {
     pub bdev_name: String,
     pub nguid: Option<[u8; 16]>,
     pub uuid: Option<[u8; 16]>,
+    /// None: the group numbered like the NSID (as SPDK does).
+    pub anagrpid: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -141,12 +149,16 @@ impl TargetConfig {
 pub struct TargetOptions {
     /// Default model number for subsystems created without one.
     pub model: String,
+    /// Where namespaces keep their reservation state across restarts (one file each); None:
+    /// reservations live in memory only.
+    pub reservation_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for TargetOptions {
     fn default() -> Self {
         Self {
             model: "Ferrite".to_string(),
+            reservation_dir: None,
         }
     }
 }
@@ -156,7 +168,7 @@ pub struct Target {
     config: ArcSwap<TargetConfig>,
     /// Serializes writers; readers never take it.
     writer: Mutex<()>,
-    controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    pub(crate) controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
     next_cntlid: AtomicU16,
     next_bdev_id: std::sync::atomic::AtomicU32,
     /// Mirror of the published configuration's generation, for cheap staleness checks.
@@ -182,6 +194,7 @@ impl Target {
             namespaces: BTreeMap::new(),
             max_namespaces: 0,
             listeners: BTreeSet::new(),
+            ana: Default::default(),
         };
         config
             .subsystems
@@ -317,6 +330,7 @@ impl Target {
                 namespaces: BTreeMap::new(),
                 max_namespaces,
                 listeners: BTreeSet::new(),
+                ana: Default::default(),
             };
             cfg.subsystems.insert(params.nqn.clone(), Arc::new(sub));
             Ok(())
@@ -337,7 +351,7 @@ impl Target {
     }
 
     /// Edits one (non-discovery) subsystem in a new configuration version.
-    fn update_subsystem<R>(
+    pub(crate) fn update_subsystem<R>(
         &self,
         nqn: &str,
         change: impl FnOnce(&mut Subsystem, &TargetConfig) -> Result<R, NvmfError>,
@@ -381,6 +395,20 @@ impl Target {
                     })?,
             };
             let uuid = params.uuid.unwrap_or_else(|| entry.bdev.uuid());
+            let anagrpid = params.anagrpid.unwrap_or(nsid);
+            if anagrpid == 0 || anagrpid > crate::ana::MAX_ANA_GROUP {
+                return Err(NvmfError::InvalidParameter {
+                    field: "anagrpid",
+                    reason: format!("{anagrpid} must be 1..={}", crate::ana::MAX_ANA_GROUP),
+                });
+            }
+            let file = self.reservation_file(nqn, nsid)?;
+            let reservation = crate::resv::NsReservation::open(file).map_err(|reason| {
+                NvmfError::InvalidParameter {
+                    field: "reservation state",
+                    reason,
+                }
+            })?;
             let ns = Namespace {
                 nsid,
                 bdev_id: entry.id,
@@ -389,6 +417,8 @@ impl Target {
                 nguid: params.nguid.unwrap_or(uuid),
                 uuid,
                 stats: Default::default(),
+                anagrpid,
+                reservation,
             };
             sub.namespaces.insert(nsid, Arc::new(ns));
             Ok(nsid)
@@ -401,7 +431,7 @@ impl Target {
         self.update_subsystem(nqn, |sub, _| {
             sub.namespaces
                 .remove(&nsid)
-                .map(|_| ())
+                .map(|ns| ns.reservation.discard())
                 .ok_or_else(|| NvmfError::NoSuchNamespace {
                     nqn: nqn.to_string(),
                     nsid,
@@ -505,6 +535,7 @@ impl Target {
                     reason: format!("{nqn} is not listening on {}", listener.addr),
                 });
             }
+            sub.ana.forget_listener(listener);
             Ok(cfg
                 .subsystems
                 .values()
@@ -521,6 +552,7 @@ impl Target {
                 if sub.listeners.contains(listener) {
                     let mut changed = Subsystem::clone(sub);
                     changed.listeners.remove(listener);
+                    changed.ana.forget_listener(listener);
                     *sub = Arc::new(changed);
                 }
             }

@@ -3,6 +3,7 @@
 //! `INVALID_PARAMS` error naming the field. The reference is docs/rpc.md (a test keeps the two
 //! in sync).
 
+mod ana;
 mod bdev;
 mod journal;
 mod nvmf;
@@ -62,6 +63,13 @@ pub static METHODS: &[Method] = &[
         true,
         nvmf::remove_listener,
     ),
+    m(
+        "nvmf_subsystem_listener_set_ana_state",
+        true,
+        ana::set_ana_state,
+    ),
+    m("nvmf_subsystem_get_listeners", false, ana::get_listeners),
+    m("nvmf_ns_get_reservation", false, ana::get_reservation),
     m("nvmf_get_subsystems", false, nvmf::get_subsystems),
     m("nvmf_get_controllers", false, nvmf::get_controllers),
     m("nvmf_get_qpairs", false, nvmf::get_qpairs),

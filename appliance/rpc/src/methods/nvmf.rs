@@ -59,6 +59,9 @@ struct NamespaceSpec {
     nguid: Option<String>,
     #[serde(default)]
     uuid: Option<String>,
+    /// ANA group (default: the NSID).
+    #[serde(default)]
+    anagrpid: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,6 +104,7 @@ pub(super) fn add_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
             bdev_name: ns.bdev_name,
             nguid,
             uuid,
+            anagrpid: ns.anagrpid,
         },
     )?;
     Ok(json!(nsid))
@@ -154,7 +158,7 @@ pub(super) fn allow_any_host(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
 /// SPDK's `listen_address` object. `trsvcid` is a string in SPDK; a number is accepted too.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListenAddress {
+pub(super) struct ListenAddress {
     trtype: String,
     #[serde(default)]
     adrfam: Option<String>,
@@ -177,7 +181,7 @@ struct ListenerParams {
 }
 
 impl ListenAddress {
-    fn listener(&self) -> Result<Listener, RpcError> {
+    pub(super) fn listener(&self) -> Result<Listener, RpcError> {
         let trtype = match self.trtype.to_ascii_lowercase().as_str() {
             "tcp" => Trtype::Tcp,
             "rdma" => Trtype::Rdma,
@@ -335,6 +339,7 @@ pub(super) fn get_subsystems(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
                         "name": ns.bdev_name,
                         "nguid": format_nguid(&ns.nguid),
                         "uuid": format_uuid(&ns.uuid),
+                        "anagrpid": ns.anagrpid,
                     })
                 })
                 .collect();

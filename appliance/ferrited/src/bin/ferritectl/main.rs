@@ -162,9 +162,14 @@ enum NsCmd {
         nguid: Option<String>,
         #[arg(long)]
         uuid: Option<String>,
+        /// ANA group (default: the NSID).
+        #[arg(long)]
+        anagrpid: Option<u32>,
     },
     /// Remove a namespace.
     Remove { nqn: String, nsid: u32 },
+    /// Registrants and holder of the namespace's reservation (nvmf_ns_get_reservation).
+    Reservation { nqn: String, nsid: u32 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -181,6 +186,18 @@ enum ListenerCmd {
     Add { nqn: String, addr: SocketAddr },
     /// Stop accepting on ADDR:PORT (established connections stay).
     Remove { nqn: String, addr: SocketAddr },
+    /// Set the ANA state of the path through ADDR:PORT: optimized, non_optimized,
+    /// inaccessible, persistent_loss or change (nvmf_subsystem_listener_set_ana_state).
+    SetAnaState {
+        nqn: String,
+        addr: SocketAddr,
+        state: String,
+        /// One ANA group (default: every group of the subsystem).
+        #[arg(long)]
+        anagrpid: Option<u32>,
+    },
+    /// The subsystem's listeners and their ANA states (nvmf_subsystem_get_listeners).
+    List { nqn: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,8 +450,12 @@ fn run(args: Args) -> Result<()> {
             nsid,
             nguid,
             uuid,
+            anagrpid,
         }) => {
             let mut ns = json!({ "bdev_name": bdev });
+            if let Some(g) = anagrpid {
+                ns["anagrpid"] = json!(g);
+            }
             if let Some(n) = nsid {
                 ns["nsid"] = json!(n);
             }
@@ -453,6 +474,9 @@ fn run(args: Args) -> Result<()> {
             "nvmf_subsystem_remove_ns",
             json!({"nqn": nqn, "nsid": nsid}),
         ),
+        Cmd::Ns(NsCmd::Reservation { nqn, nsid }) => {
+            ("nvmf_ns_get_reservation", json!({"nqn": nqn, "nsid": nsid}))
+        }
         Cmd::Host(HostCmd::Add { nqn, host }) => {
             ("nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host}))
         }
@@ -468,6 +492,22 @@ fn run(args: Args) -> Result<()> {
             "nvmf_subsystem_remove_listener",
             json!({"nqn": nqn, "listen_address": listen_address(addr)}),
         ),
+        Cmd::Listener(ListenerCmd::SetAnaState {
+            nqn,
+            addr,
+            state,
+            anagrpid,
+        }) => {
+            let mut p =
+                json!({"nqn": nqn, "listen_address": listen_address(addr), "ana_state": state});
+            if let Some(g) = anagrpid {
+                p["anagrpid"] = json!(g);
+            }
+            ("nvmf_subsystem_listener_set_ana_state", p)
+        }
+        Cmd::Listener(ListenerCmd::List { nqn }) => {
+            ("nvmf_subsystem_get_listeners", json!({ "nqn": nqn }))
+        }
         Cmd::Pool(PoolCmd::Create {
             name,
             bdevs,
