@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod auth;
 mod controller;
 mod copy;
 mod error;
@@ -22,6 +23,7 @@ mod poll_group;
 mod request;
 mod target;
 
+pub use auth::CONNECT_AUTHREQ_ATR;
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};

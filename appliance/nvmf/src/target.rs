@@ -70,6 +70,8 @@ pub struct Subsystem {
     /// Transport addresses hosts may reach this subsystem through (SPDK's subsystem
     /// listeners). The discovery subsystem is reachable through every target listener.
     pub listeners: BTreeSet<Listener>,
+    /// DH-HMAC-CHAP secrets per host NQN: a host listed here must authenticate (see `auth.rs`).
+    pub dhchap: BTreeMap<String, Arc<ferrite_auth::HostKeys>>,
 }
 
 impl Subsystem {
@@ -128,6 +130,8 @@ pub struct TargetConfig {
     pub listeners: Vec<Listener>,
     /// Bumped on every change a discovery log reader could see (GENCTR).
     pub generation: u64,
+    /// Hashes and DH groups DH-HMAC-CHAP may negotiate (`nvmf_set_config`'s dhchap_*).
+    pub dhchap_policy: Arc<ferrite_auth::AuthPolicy>,
 }
 
 impl TargetConfig {
@@ -182,6 +186,7 @@ impl Target {
             namespaces: BTreeMap::new(),
             max_namespaces: 0,
             listeners: BTreeSet::new(),
+            dhchap: BTreeMap::new(),
         };
         config
             .subsystems
@@ -219,7 +224,7 @@ impl Target {
     }
 
     /// Applies `change` to a copy of the configuration and publishes it if it succeeds.
-    fn update<R>(
+    pub(crate) fn update<R>(
         &self,
         change: impl FnOnce(&mut TargetConfig) -> Result<R, NvmfError>,
     ) -> Result<R, NvmfError> {
@@ -317,6 +322,7 @@ impl Target {
                 namespaces: BTreeMap::new(),
                 max_namespaces,
                 listeners: BTreeSet::new(),
+                dhchap: BTreeMap::new(),
             };
             cfg.subsystems.insert(params.nqn.clone(), Arc::new(sub));
             Ok(())
@@ -337,7 +343,7 @@ impl Target {
     }
 
     /// Edits one (non-discovery) subsystem in a new configuration version.
-    fn update_subsystem<R>(
+    pub(crate) fn update_subsystem<R>(
         &self,
         nqn: &str,
         change: impl FnOnce(&mut Subsystem, &TargetConfig) -> Result<R, NvmfError>,
@@ -437,6 +443,7 @@ impl Target {
                     host: host.to_string(),
                 });
             }
+            sub.dhchap.remove(host);
             Ok(sub.allow_any_host)
         })?;
         if !allow_any {
