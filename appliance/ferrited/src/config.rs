@@ -76,6 +76,12 @@ pub struct Config {
     /// The journal stream endpoint (default: the RPC socket's path with `.journal` appended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_socket: Option<std::path::PathBuf>,
+    /// DH-HMAC-CHAP: allowed hashes and groups (`nvmf_set_config`), see auth_config.rs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhchap: Option<crate::auth_config::DhchapConfig>,
+    /// The keyring (`keyring_file_add_key`), loaded before the subsystems.
+    #[serde(default, rename = "key", skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<crate::auth_config::KeyConfig>,
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -169,6 +175,9 @@ pub struct SubsystemConfig {
     pub listen: Option<Vec<SocketAddr>>,
     #[serde(default)]
     pub namespaces: Vec<NamespaceConfig>,
+    /// DH-HMAC-CHAP keys (keyring names) of hosts on `hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<crate::auth_config::HostKeyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -218,6 +227,8 @@ impl Config {
             pools: Vec::new(),
             journals: Vec::new(),
             journal_socket: None,
+            dhchap: None,
+            keys: Vec::new(),
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,
@@ -226,6 +237,7 @@ impl Config {
                 allow_any_host: true,
                 hosts: Vec::new(),
                 listen: None,
+                host_keys: Vec::new(),
                 namespaces: vec![NamespaceConfig {
                     nsid: Some(1),
                     bdev: "ram0".into(),

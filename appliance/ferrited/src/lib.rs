@@ -3,6 +3,7 @@
 //! parse flags and call [`Daemon::start_with`] / the RPC client.
 #![forbid(unsafe_code)]
 
+pub mod auth_config;
 pub mod config;
 mod control;
 mod daemon;

@@ -7,10 +7,11 @@
 //! with Authentication Required. A failed exchange answers AUTH_Failure1 and closes the queue.
 //! The protocol itself lives in `ferrite-auth`; this file only moves bytes and keeps state.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ferrite_auth::message::{auth_id, AuthCommand};
-use ferrite_auth::{AuthPolicy, AuthState, ControllerAuth, HostKeys};
+use ferrite_auth::{AuthPolicy, AuthState, ControllerAuth, HostKeys, Keyring};
 use ferrite_nvme::Status;
 use ferrite_reactor::TaskContext;
 
@@ -22,15 +23,91 @@ use crate::target::Target;
 /// Connect response dword 0, AUTHREQ: authentication transaction required.
 pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
 
+/// A host's DH-HMAC-CHAP configuration: the secrets, and the keyring names they came from
+/// (what `save_config` and `nvmf_get_subsystems` show; secrets never leave the keyring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhchapHost {
+    pub keys: Arc<HostKeys>,
+    pub key_name: String,
+    pub ctrlr_key_name: Option<String>,
+}
+
+fn keyring_error(e: ferrite_auth::AuthError) -> NvmfError {
+    NvmfError::InvalidParameter {
+        field: "key",
+        reason: e.to_string(),
+    }
+}
+
 impl Target {
-    /// Sets (`Some`) or clears the DH-HMAC-CHAP secrets of a host on the allowed list of
-    /// subsystem `nqn`. Queues connected before keep their state; new ones use the new keys.
+    fn lock_keyring(&self) -> std::sync::MutexGuard<'_, Keyring> {
+        self.keyring.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `keyring_file_add_key`: loads a `DHHC-1:` secret from `path` under `name`.
+    pub fn keyring_add_file(&self, name: &str, path: &Path) -> Result<(), NvmfError> {
+        self.lock_keyring().add_file(name, path).map_err(keyring_error)
+    }
+
+    /// `keyring_file_remove_key`: refused while a host of a subsystem uses the key.
+    pub fn keyring_remove(&self, name: &str) -> Result<(), NvmfError> {
+        let cfg = self.config();
+        for sub in cfg.subsystems.values() {
+            for (host, d) in &sub.dhchap {
+                if d.key_name == name || d.ctrlr_key_name.as_deref() == Some(name) {
+                    return Err(NvmfError::InvalidParameter {
+                        field: "name",
+                        reason: format!("key {name:?} is in use by host {host} of {}", sub.nqn),
+                    });
+                }
+            }
+        }
+        self.lock_keyring().remove(name).map(|_| ()).map_err(keyring_error)
+    }
+
+    /// (name, path) of every key, sorted by name.
+    pub fn keyring_entries(&self) -> Vec<(String, PathBuf)> {
+        self.lock_keyring()
+            .entries()
+            .map(|e| (e.name.clone(), e.path.clone()))
+            .collect()
+    }
+
+    /// Sets the DH-HMAC-CHAP keys (keyring names) of a host on the allowed list of subsystem
+    /// `nqn`; `None` for `key` stops requiring authentication. Queues connected before keep
+    /// their state; new ones and re-authentications use the new keys.
     pub fn set_host_dhchap(
         &self,
         nqn: &str,
         host: &str,
-        keys: Option<HostKeys>,
+        key: Option<&str>,
+        ctrlr_key: Option<&str>,
     ) -> Result<(), NvmfError> {
+        let entry = match key {
+            None if ctrlr_key.is_some() => {
+                return Err(NvmfError::InvalidParameter {
+                    field: "dhchap_ctrlr_key",
+                    reason: "a controller key needs a host key (dhchap_key)".into(),
+                })
+            }
+            None => None,
+            Some(name) => {
+                let ring = self.lock_keyring();
+                let host_key = ring.get(name).map_err(keyring_error)?.key.clone();
+                let ctrl = ctrlr_key
+                    .map(|n| ring.get(n).map(|e| e.key.clone()))
+                    .transpose()
+                    .map_err(keyring_error)?;
+                Some(DhchapHost {
+                    keys: Arc::new(HostKeys {
+                        host: host_key,
+                        ctrl,
+                    }),
+                    key_name: name.to_string(),
+                    ctrlr_key_name: ctrlr_key.map(str::to_string),
+                })
+            }
+        };
         self.update_subsystem(nqn, |sub, _| {
             if !sub.hosts.contains(host) {
                 return Err(NvmfError::NoSuchHost {
@@ -38,16 +115,16 @@ impl Target {
                     host: host.to_string(),
                 });
             }
-            match keys {
-                Some(k) => sub.dhchap.insert(host.to_string(), Arc::new(k)),
+            match entry {
+                Some(d) => sub.dhchap.insert(host.to_string(), d),
                 None => sub.dhchap.remove(host),
             };
             Ok(())
         })
     }
 
-    /// The secrets of `host` on `nqn`, if it must authenticate.
-    pub fn host_dhchap(&self, nqn: &str, host: &str) -> Option<Arc<HostKeys>> {
+    /// The DH-HMAC-CHAP configuration of `host` on `nqn`, if it must authenticate.
+    pub fn host_dhchap(&self, nqn: &str, host: &str) -> Option<DhchapHost> {
         self.config().subsystem(nqn)?.dhchap.get(host).cloned()
     }
 
@@ -88,7 +165,7 @@ impl PollGroup {
         qp.auth = Some(Box::new(ControllerAuth::new(
             &ctrl.hostnqn,
             &ctrl.subnqn,
-            Arc::clone(keys),
+            Arc::clone(&keys.keys),
             policy,
         )));
         CONNECT_AUTHREQ_ATR

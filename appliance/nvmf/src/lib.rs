@@ -23,7 +23,7 @@ mod poll_group;
 mod request;
 mod target;
 
-pub use auth::CONNECT_AUTHREQ_ATR;
+pub use auth::{DhchapHost, CONNECT_AUTHREQ_ATR};
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};

@@ -71,7 +71,7 @@ pub struct Subsystem {
     /// listeners). The discovery subsystem is reachable through every target listener.
     pub listeners: BTreeSet<Listener>,
     /// DH-HMAC-CHAP secrets per host NQN: a host listed here must authenticate (see `auth.rs`).
-    pub dhchap: BTreeMap<String, Arc<ferrite_auth::HostKeys>>,
+    pub dhchap: BTreeMap<String, crate::auth::DhchapHost>,
 }
 
 impl Subsystem {
@@ -161,6 +161,8 @@ pub struct Target {
     /// Serializes writers; readers never take it.
     writer: Mutex<()>,
     controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    /// Named DH-HMAC-CHAP secrets (`keyring_file_add_key`), see `auth.rs`.
+    pub(crate) keyring: Mutex<ferrite_auth::Keyring>,
     next_cntlid: AtomicU16,
     next_bdev_id: std::sync::atomic::AtomicU32,
     /// Mirror of the published configuration's generation, for cheap staleness checks.
@@ -195,6 +197,7 @@ impl Target {
             config: ArcSwap::from_pointee(config),
             writer: Mutex::new(()),
             controllers: Mutex::new(BTreeMap::new()),
+            keyring: Mutex::new(ferrite_auth::Keyring::new()),
             next_cntlid: AtomicU16::new(FIRST_CNTLID),
             next_bdev_id: std::sync::atomic::AtomicU32::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
