@@ -165,6 +165,13 @@ impl ControllerAuth {
         }
     }
 
+    /// Replaces the keys and policy for the next exchange (a re-authentication after the
+    /// host's keys changed).
+    pub fn rekey(&mut self, keys: Arc<HostKeys>, policy: Arc<AuthPolicy>) {
+        self.keys = keys;
+        self.policy = policy;
+    }
+
     pub fn is_authenticated(&self) -> bool {
         self.authenticated
     }

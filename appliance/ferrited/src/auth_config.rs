@@ -58,19 +58,27 @@ impl DhchapConfig {
             digests: self
                 .digests
                 .iter()
-                .map(|n| HashId::from_name(n).ok_or_else(|| anyhow!("dhchap: unknown digest {n:?}")))
+                .map(|n| {
+                    HashId::from_name(n).ok_or_else(|| anyhow!("dhchap: unknown digest {n:?}"))
+                })
                 .collect::<Result<_>>()?,
             dhgroups: self
                 .dhgroups
                 .iter()
-                .map(|n| DhGroup::from_name(n).ok_or_else(|| anyhow!("dhchap: unknown DH group {n:?}")))
+                .map(|n| {
+                    DhGroup::from_name(n).ok_or_else(|| anyhow!("dhchap: unknown DH group {n:?}"))
+                })
                 .collect::<Result<_>>()?,
         })
     }
 }
 
 /// Loads the keyring and the policy (before the subsystems).
-pub fn apply_keys(target: &Target, keys: &[KeyConfig], dhchap: Option<&DhchapConfig>) -> Result<()> {
+pub fn apply_keys(
+    target: &Target,
+    keys: &[KeyConfig],
+    dhchap: Option<&DhchapConfig>,
+) -> Result<()> {
     for k in keys {
         target
             .keyring_add_file(&k.name, &k.path)
@@ -86,7 +94,12 @@ pub fn apply_keys(target: &Target, keys: &[KeyConfig], dhchap: Option<&DhchapCon
 pub fn apply_host_keys(target: &Target, nqn: &str, host_keys: &[HostKeyConfig]) -> Result<()> {
     for h in host_keys {
         target
-            .set_host_dhchap(nqn, &h.host, Some(&h.dhchap_key), h.dhchap_ctrlr_key.as_deref())
+            .set_host_dhchap(
+                nqn,
+                &h.host,
+                Some(&h.dhchap_key),
+                h.dhchap_ctrlr_key.as_deref(),
+            )
             .with_context(|| format!("subsystem {nqn} host {} keys", h.host))?;
     }
     Ok(())

@@ -46,7 +46,9 @@ impl Target {
 
     /// `keyring_file_add_key`: loads a `DHHC-1:` secret from `path` under `name`.
     pub fn keyring_add_file(&self, name: &str, path: &Path) -> Result<(), NvmfError> {
-        self.lock_keyring().add_file(name, path).map_err(keyring_error)
+        self.lock_keyring()
+            .add_file(name, path)
+            .map_err(keyring_error)
     }
 
     /// `keyring_file_remove_key`: refused while a host of a subsystem uses the key.
@@ -62,7 +64,10 @@ impl Target {
                 }
             }
         }
-        self.lock_keyring().remove(name).map(|_| ()).map_err(keyring_error)
+        self.lock_keyring()
+            .remove(name)
+            .map(|_| ())
+            .map_err(keyring_error)
     }
 
     /// (name, path) of every key, sorted by name.
@@ -211,6 +216,16 @@ impl PollGroup {
         };
         let bytes = &bytes[..(len as usize).min(bytes.len())];
         let host_gave_up = bytes.get(1) == Some(&auth_id::FAILURE2);
+        // A new transaction (re-authentication) uses the keys configured now.
+        let fresh = if bytes.get(..2) == Some(&[0, auth_id::NEGOTIATE]) {
+            let cfg = self.target.config();
+            self.qpair(conn)
+                .and_then(|qp| Some((qp.ctrl.as_ref()?, qp.subsystem.as_ref()?)))
+                .and_then(|(c, s)| cfg.subsystem(&s.nqn)?.dhchap.get(&c.hostnqn).cloned())
+                .map(|d| (d.keys, Arc::clone(&cfg.dhchap_policy)))
+        } else {
+            None
+        };
         let qp = self
             .qpair_mut(conn)
             .expect("auth_command checked the qpair");
@@ -219,6 +234,9 @@ impl PollGroup {
             .auth
             .as_mut()
             .expect("auth_command checked the transaction");
+        if let Some((keys, policy)) = fresh {
+            auth.rekey(keys, policy);
+        }
         let before = auth.is_authenticated();
         auth.send(bytes);
         let (now, state, negotiated) = (auth.is_authenticated(), auth.state(), auth.negotiated());

@@ -156,7 +156,12 @@ pub(super) fn add_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError>
     }
     t.add_host(&p.nqn, &p.host)?;
     if p.dhchap_key.is_some() {
-        t.set_host_dhchap(&p.nqn, &p.host, p.dhchap_key.as_deref(), p.dhchap_ctrlr_key.as_deref())?;
+        t.set_host_dhchap(
+            &p.nqn,
+            &p.host,
+            p.dhchap_key.as_deref(),
+            p.dhchap_ctrlr_key.as_deref(),
+        )?;
     }
     Ok(json!(true))
 }

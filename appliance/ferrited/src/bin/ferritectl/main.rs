@@ -198,7 +198,10 @@ enum HostCmd {
 #[derive(Debug, Subcommand)]
 enum KeyringCmd {
     /// Add a key from a file holding a DHHC-1: secret (absolute path, mode 0600).
-    Add { name: String, path: std::path::PathBuf },
+    Add {
+        name: String,
+        path: std::path::PathBuf,
+    },
     /// Remove a key no host uses.
     Remove { name: String },
     /// List the keys (names and paths; never the secrets).
