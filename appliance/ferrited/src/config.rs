@@ -91,6 +91,12 @@ pub struct Config {
     /// last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub housekeeping_reactor: Option<usize>,
+    /// DH-HMAC-CHAP: allowed hashes and groups (`nvmf_set_config`), see auth_config.rs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dhchap: Option<crate::auth_config::DhchapConfig>,
+    /// The keyring (`keyring_file_add_key`), loaded before the subsystems.
+    #[serde(default, rename = "key", skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<crate::auth_config::KeyConfig>,
 }
 
 /// `[[listener]] trtype = "rdma" address = "192.0.2.1:4420"`: a port of a given transport.
@@ -220,6 +226,9 @@ pub struct SubsystemConfig {
     /// ANA states that are not `optimized`, applied in order after the listeners.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ana: Vec<AnaConfig>,
+    /// DH-HMAC-CHAP keys (keyring names) of hosts on `hosts`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host_keys: Vec<crate::auth_config::HostKeyConfig>,
 }
 
 /// One ANA state of a subsystem listener (`nvmf_subsystem_listener_set_ana_state`).
@@ -286,6 +295,8 @@ impl Config {
             journals: Vec::new(),
             journal_socket: None,
             housekeeping_reactor: None,
+            dhchap: None,
+            keys: Vec::new(),
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,
@@ -295,6 +306,7 @@ impl Config {
                 hosts: Vec::new(),
                 listen: None,
                 listeners: Vec::new(),
+                host_keys: Vec::new(),
                 namespaces: vec![NamespaceConfig {
                     nsid: Some(1),
                     bdev: "ram0".into(),

@@ -139,6 +139,7 @@ impl Control {
                     .then_some(s.max_namespaces),
                 allow_any_host: s.allow_any_host,
                 hosts: s.hosts.iter().cloned().collect(),
+                host_keys: crate::auth_config::running_host_keys(s),
                 listen: Some(
                     s.listeners
                         .iter()
@@ -170,7 +171,10 @@ impl Control {
                     .collect(),
             })
             .collect();
+        let (keys, dhchap) = crate::auth_config::running_keys(&self.target);
         Config {
+            keys,
+            dhchap,
             cores: self.cores.clone(),
             idle: self.idle.clone(),
             listen: cfg

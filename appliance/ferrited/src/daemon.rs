@@ -149,6 +149,7 @@ impl Daemon {
                 .open_configured(&target, &control.pools.all(), j)
                 .map_err(|e| anyhow!("journal of group {}: {}", j.group, e.message))?;
         }
+        crate::auth_config::apply_keys(&target, &config.keys, config.dhchap.as_ref())?;
         for s in &config.subsystems {
             target
                 .create_subsystem(SubsystemParams {
@@ -164,6 +165,7 @@ impl Daemon {
                     .add_host(&s.nqn, host)
                     .with_context(|| format!("subsystem {} host {host}", s.nqn))?;
             }
+            crate::auth_config::apply_host_keys(&target, &s.nqn, &s.host_keys)?;
             for ns in &s.namespaces {
                 if let Some(pool) = control.pools.pool_of_bdev(&ns.bdev) {
                     bail!(

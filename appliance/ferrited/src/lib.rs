@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod backends;
+pub mod auth_config;
 pub mod config;
 mod control;
 mod daemon;

@@ -48,6 +48,10 @@ pub enum HostError {
     /// A command completed with an error status.
     #[error("command failed: {0}")]
     Status(Status),
+    /// DH-HMAC-CHAP failed: refused by the controller, or the controller failed to prove
+    /// its own key.
+    #[error("in-band authentication failed: {0}")]
+    Authentication(#[from] ferrite_auth::AuthError),
     /// The target broke the NVMe/TCP protocol.
     #[error("protocol violation by the target: {0}")]
     Protocol(#[from] Violation),

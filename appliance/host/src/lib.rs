@@ -31,6 +31,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod controller;
 pub mod discovery;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod qpair;
 pub mod raw;
 pub mod types;
 
+pub use auth::DhchapSecrets;
 pub use controller::{ConnectOptions, Controller, IoData};
 pub use discovery::DiscoveryEntry;
 pub use error::{HostError, Result, Violation};

@@ -57,6 +57,11 @@ impl PollGroup {
             _ if state != Some(QpairState::Active) => {
                 self.finish(conn, slot, Status::COMMAND_SEQUENCE_ERROR, 0, req.buf, cx)
             }
+            Some(fctype::AUTHENTICATION_SEND) => self.auth_send(conn, req, cx),
+            Some(fctype::AUTHENTICATION_RECEIVE) => self.auth_receive(conn, req, cx),
+            Some(fctype::PROPERTY_GET | fctype::PROPERTY_SET) if self.auth_pending(conn) => {
+                self.finish(conn, slot, Status::AUTHENTICATION_REQUIRED, 0, req.buf, cx)
+            }
             Some(fctype::PROPERTY_GET) => {
                 let (status, value) = self.property_get(conn, &req.cmd);
                 self.finish_with_result64(conn, slot, status, value, req.buf, cx)
@@ -106,7 +111,10 @@ impl PollGroup {
         };
         let result = self.accept_connect(conn, &params, &data, cx);
         let (status, dw0) = match result {
-            Ok(cntlid) => (Status::SUCCESS, connect_response_dw0(cntlid)),
+            Ok(cntlid) => (
+                Status::SUCCESS,
+                connect_response_dw0(cntlid) | self.start_auth(conn),
+            ),
             Err(refusal) => (refusal.status, refusal.dw0),
         };
         if !status.is_success() {

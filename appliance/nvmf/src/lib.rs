@@ -12,6 +12,7 @@ mod admin;
 mod admin_result;
 mod ana;
 mod bdev_status;
+mod auth;
 mod controller;
 mod copy;
 mod error;
@@ -29,6 +30,7 @@ mod target;
 mod transport;
 
 pub use ana::{AnaState, AnaTable, ANACAP, ANATT_SECONDS, MAX_ANA_GROUP};
+pub use auth::{DhchapHost, CONNECT_AUTHREQ_ATR};
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};

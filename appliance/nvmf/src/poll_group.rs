@@ -99,6 +99,8 @@ pub(crate) struct Qpair {
     pub shutdown_flushes: u16,
     /// The target address the connection arrived on.
     pub local: Option<std::net::SocketAddr>,
+    /// The DH-HMAC-CHAP transaction of a host that must authenticate (see `auth.rs`).
+    pub auth: Option<Box<ferrite_auth::ControllerAuth>>,
 }
 
 impl Qpair {
@@ -124,6 +126,7 @@ impl Qpair {
             aers: Vec::with_capacity(crate::MAX_AERS),
             shutdown_flushes: 0,
             local: None,
+            auth: None,
         }
     }
 
@@ -458,6 +461,16 @@ impl PollGroup {
                 conn,
                 req.slot,
                 Status::COMMAND_SEQUENCE_ERROR,
+                0,
+                req.buf,
+                cx,
+            );
+        }
+        if self.auth_pending(conn) {
+            return self.finish(
+                conn,
+                req.slot,
+                Status::AUTHENTICATION_REQUIRED,
                 0,
                 req.buf,
                 cx,

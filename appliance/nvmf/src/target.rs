@@ -76,6 +76,8 @@ pub struct Subsystem {
     pub listeners: BTreeSet<Listener>,
     /// ANA state per (listener, group).
     pub ana: crate::ana::AnaTable,
+    /// DH-HMAC-CHAP secrets per host NQN: a host listed here must authenticate (see `auth.rs`).
+    pub dhchap: BTreeMap<String, crate::auth::DhchapHost>,
 }
 
 impl Subsystem {
@@ -136,6 +138,8 @@ pub struct TargetConfig {
     pub listeners: Vec<Listener>,
     /// Bumped on every change a discovery log reader could see (GENCTR).
     pub generation: u64,
+    /// Hashes and DH groups DH-HMAC-CHAP may negotiate (`nvmf_set_config`'s dhchap_*).
+    pub dhchap_policy: Arc<ferrite_auth::AuthPolicy>,
 }
 
 impl TargetConfig {
@@ -169,6 +173,8 @@ pub struct Target {
     /// Serializes writers; readers never take it.
     writer: Mutex<()>,
     pub(crate) controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    /// Named DH-HMAC-CHAP secrets (`keyring_file_add_key`), see `auth.rs`.
+    pub(crate) keyring: Mutex<ferrite_auth::Keyring>,
     next_cntlid: AtomicU16,
     next_bdev_id: std::sync::atomic::AtomicU32,
     /// Mirror of the published configuration's generation, for cheap staleness checks.
@@ -195,6 +201,7 @@ impl Target {
             max_namespaces: 0,
             listeners: BTreeSet::new(),
             ana: Default::default(),
+            dhchap: BTreeMap::new(),
         };
         config
             .subsystems
@@ -203,6 +210,7 @@ impl Target {
             config: ArcSwap::from_pointee(config),
             writer: Mutex::new(()),
             controllers: Mutex::new(BTreeMap::new()),
+            keyring: Mutex::new(ferrite_auth::Keyring::new()),
             next_cntlid: AtomicU16::new(FIRST_CNTLID),
             next_bdev_id: std::sync::atomic::AtomicU32::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -232,7 +240,7 @@ impl Target {
     }
 
     /// Applies `change` to a copy of the configuration and publishes it if it succeeds.
-    fn update<R>(
+    pub(crate) fn update<R>(
         &self,
         change: impl FnOnce(&mut TargetConfig) -> Result<R, NvmfError>,
     ) -> Result<R, NvmfError> {
@@ -331,6 +339,7 @@ impl Target {
                 max_namespaces,
                 listeners: BTreeSet::new(),
                 ana: Default::default(),
+                dhchap: BTreeMap::new(),
             };
             cfg.subsystems.insert(params.nqn.clone(), Arc::new(sub));
             Ok(())
@@ -467,6 +476,7 @@ impl Target {
                     host: host.to_string(),
                 });
             }
+            sub.dhchap.remove(host);
             Ok(sub.allow_any_host)
         })?;
         if !allow_any {

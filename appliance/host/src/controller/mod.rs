@@ -78,6 +78,8 @@ pub struct ConnectOptions {
     pub max_transfer: u32,
     /// Enable the controller (CC.EN, wait CSTS.RDY); false leaves it disabled.
     pub enable: bool,
+    /// DH-HMAC-CHAP secrets, used when a Connect response requires authentication.
+    pub dhchap: Option<crate::auth::DhchapSecrets>,
 }
 
 impl ConnectOptions {
@@ -99,6 +101,7 @@ impl ConnectOptions {
             disable_sq_flow_control: false,
             max_transfer: 1 << 20,
             enable: true,
+            dhchap: None,
         }
     }
 
@@ -240,6 +243,7 @@ impl Controller {
         );
         let admin = QueuePair::connect(opts.addr, admin_cfg, opts.timeout)?;
         let cntlid = admin.negotiated().cntlid;
+        let admin_auth = admin.negotiated().auth_required;
         let mut ctrl = Controller {
             max_transfer: opts.max_transfer,
             opts,
@@ -252,6 +256,9 @@ impl Controller {
             block_sizes: HashMap::new(),
             last_keep_alive: Instant::now(),
         };
+        if admin_auth {
+            crate::auth::authenticate(&mut ctrl.admin, &ctrl.opts)?;
+        }
         ctrl.cap = Cap(ctrl.property_get(property::CAP)?);
         ctrl.vs = ctrl.property_get(property::VS)? as u32;
         if !ctrl.opts.enable {
@@ -325,7 +332,12 @@ impl Controller {
             let mut cfg = cfg;
             cfg.max_transfer = self.max_transfer;
             let qp = QueuePair::connect(self.opts.addr, cfg, self.opts.timeout)?;
-            self.io.push(Queue::new(qp));
+            let auth = qp.negotiated().auth_required;
+            let mut q = Queue::new(qp);
+            if auth {
+                crate::auth::authenticate(&mut q, &self.opts)?;
+            }
+            self.io.push(q);
         }
         Ok(())
     }
@@ -333,6 +345,19 @@ impl Controller {
     /// The options it was connected with.
     pub fn options(&self) -> &ConnectOptions {
         &self.opts
+    }
+
+    /// Runs DH-HMAC-CHAP again on the admin queue and every I/O queue (re-authentication);
+    /// `secrets` replaces the ones connected with when given.
+    pub fn reauthenticate(&mut self, secrets: Option<crate::auth::DhchapSecrets>) -> Result<()> {
+        if let Some(s) = secrets {
+            self.opts.dhchap = Some(s);
+        }
+        crate::auth::authenticate(&mut self.admin, &self.opts)?;
+        for q in &mut self.io {
+            crate::auth::authenticate(q, &self.opts)?;
+        }
+        Ok(())
     }
 
     /// Controller ID assigned at Connect.

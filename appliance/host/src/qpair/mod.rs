@@ -224,6 +224,8 @@ pub struct Negotiated {
     pub cntlid: u16,
     /// SQHD of the Connect response.
     pub connect_sqhd: u16,
+    /// The Connect response asked for in-band authentication (AUTHREQ).
+    pub auth_required: bool,
 }
 
 /// One NVMe/TCP queue pair over a non-blocking socket.
@@ -706,6 +708,7 @@ impl QueuePair {
             }
             self.neg.cntlid = cqe.result() as u16;
             self.neg.connect_sqhd = cqe.sqhd.get();
+            self.neg.auth_required = cqe.result() & crate::auth::CONNECT_AUTHREQ_MASK != 0;
             self.set_state(QpState::Ready);
             log::debug!(
                 "queue {} connected to controller {} (digests {:?})",

@@ -4,6 +4,7 @@
 //! in sync).
 
 mod ana;
+pub mod auth;
 mod bdev;
 mod journal;
 mod nvmf;
@@ -56,6 +57,15 @@ pub static METHODS: &[Method] = &[
     m("nvmf_subsystem_remove_ns", true, nvmf::remove_ns),
     m("nvmf_subsystem_add_host", true, nvmf::add_host),
     m("nvmf_subsystem_remove_host", true, nvmf::remove_host),
+    m("nvmf_subsystem_set_keys", true, auth::set_keys),
+    m("nvmf_set_config", true, auth::set_config),
+    m("keyring_file_add_key", true, auth::keyring_file_add_key),
+    m(
+        "keyring_file_remove_key",
+        true,
+        auth::keyring_file_remove_key,
+    ),
+    m("keyring_get_keys", false, auth::keyring_get_keys),
     m("nvmf_subsystem_allow_any_host", true, nvmf::allow_any_host),
     m("nvmf_subsystem_add_listener", true, nvmf::add_listener),
     m(

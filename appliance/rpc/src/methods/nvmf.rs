@@ -130,9 +130,43 @@ struct Host {
     host: String,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddHost {
+    nqn: String,
+    host: String,
+    /// DH-HMAC-CHAP keys by keyring name (SPDK's parameters).
+    #[serde(default)]
+    dhchap_key: Option<String>,
+    #[serde(default)]
+    dhchap_ctrlr_key: Option<String>,
+}
+
 pub(super) fn add_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
-    let p: Host = params(p)?;
-    app.target().add_host(&p.nqn, &p.host)?;
+    let p: AddHost = params(p)?;
+    let t = app.target();
+    // Keys first checked against the keyring, so a bad name leaves the host list unchanged.
+    if p.dhchap_ctrlr_key.is_some() && p.dhchap_key.is_none() {
+        return Err(RpcError::invalid_params(
+            "dhchap_ctrlr_key needs dhchap_key (bidirectional authentication starts with the host's key)",
+        ));
+    }
+    for name in [&p.dhchap_key, &p.dhchap_ctrlr_key].into_iter().flatten() {
+        if !t.keyring_entries().iter().any(|(n, _)| n == name) {
+            return Err(RpcError::invalid_params(format!(
+                "no key {name:?} in the keyring (keyring_file_add_key first)"
+            )));
+        }
+    }
+    t.add_host(&p.nqn, &p.host)?;
+    if p.dhchap_key.is_some() {
+        t.set_host_dhchap(
+            &p.nqn,
+            &p.host,
+            p.dhchap_key.as_deref(),
+            p.dhchap_ctrlr_key.as_deref(),
+        )?;
+    }
     Ok(json!(true))
 }
 
@@ -343,7 +377,18 @@ pub(super) fn get_subsystems(app: &dyn Appliance, p: Value) -> Result<Value, Rpc
                     })
                 })
                 .collect();
-            let hosts: Vec<Value> = s.hosts.iter().map(|h| json!({ "nqn": h })).collect();
+            let hosts: Vec<Value> = s
+                .hosts
+                .iter()
+                .map(|h| match s.dhchap.get(h) {
+                    Some(d) => json!({
+                        "nqn": h,
+                        "dhchap_key": d.key_name,
+                        "dhchap_ctrlr_key": d.ctrlr_key_name,
+                    }),
+                    None => json!({ "nqn": h }),
+                })
+                .collect();
             let own: Vec<Value> = s
                 .listeners
                 .iter()

@@ -45,9 +45,15 @@ enum Cmd {
     /// Namespaces (nvmf_subsystem_add_ns / remove_ns).
     #[command(subcommand)]
     Ns(NsCmd),
-    /// Allowed hosts (nvmf_subsystem_add_host / remove_host).
+    /// Allowed hosts (nvmf_subsystem_add_host / remove_host / set_keys).
     #[command(subcommand)]
     Host(HostCmd),
+    /// DH-HMAC-CHAP secrets by name (keyring_file_add_key / remove_key, keyring_get_keys).
+    #[command(subcommand)]
+    Keyring(KeyringCmd),
+    /// DH-HMAC-CHAP: allowed hashes and groups (nvmf_set_config), new secrets.
+    #[command(subcommand)]
+    Dhchap(DhchapCmd),
     /// Listeners (nvmf_subsystem_add_listener / remove_listener).
     #[command(subcommand)]
     Listener(ListenerCmd),
@@ -174,10 +180,63 @@ enum NsCmd {
 
 #[derive(Debug, Subcommand)]
 enum HostCmd {
-    /// Allow a host NQN.
-    Add { nqn: String, host: String },
+    /// Allow a host NQN, optionally requiring DH-HMAC-CHAP with keyring keys.
+    Add {
+        nqn: String,
+        host: String,
+        /// Keyring name of the host's secret: the host must authenticate.
+        #[arg(long)]
+        dhchap_key: Option<String>,
+        /// Keyring name of the controller's secret (bidirectional authentication).
+        #[arg(long, requires = "dhchap_key")]
+        dhchap_ctrlr_key: Option<String>,
+    },
     /// Disallow a host NQN; its controllers are disconnected.
     Remove { nqn: String, host: String },
+    /// Change (or, without --dhchap-key, drop) a host's DH-HMAC-CHAP keys.
+    SetKeys {
+        nqn: String,
+        host: String,
+        #[arg(long)]
+        dhchap_key: Option<String>,
+        #[arg(long, requires = "dhchap_key")]
+        dhchap_ctrlr_key: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyringCmd {
+    /// Add a key from a file holding a DHHC-1: secret (absolute path, mode 0600).
+    Add {
+        name: String,
+        path: std::path::PathBuf,
+    },
+    /// Remove a key no host uses.
+    Remove { name: String },
+    /// List the keys (names and paths; never the secrets).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DhchapCmd {
+    /// Hashes and DH groups the target may negotiate, in order of preference.
+    Config {
+        /// e.g. sha512,sha384,sha256
+        #[arg(long, value_delimiter = ',')]
+        digests: Option<Vec<String>>,
+        /// e.g. ffdhe2048,ffdhe3072,null
+        #[arg(long, value_delimiter = ',')]
+        dhgroups: Option<Vec<String>>,
+    },
+    /// Print a new DHHC-1 secret, as `nvme gen-dhchap-key` does (runs locally).
+    GenKey {
+        /// Transform hash: 0 none, 1 SHA-256, 2 SHA-384, 3 SHA-512.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+        hmac: u8,
+        /// Secret length in bytes: 32, 48 or 64 (default: the transform hash's length, or 32).
+        #[arg(long)]
+        len: Option<usize>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -477,8 +536,53 @@ fn run(args: Args) -> Result<()> {
         Cmd::Ns(NsCmd::Reservation { nqn, nsid }) => {
             ("nvmf_ns_get_reservation", json!({"nqn": nqn, "nsid": nsid}))
         }
-        Cmd::Host(HostCmd::Add { nqn, host }) => {
-            ("nvmf_subsystem_add_host", json!({"nqn": nqn, "host": host}))
+        Cmd::Host(HostCmd::Add {
+            nqn,
+            host,
+            dhchap_key,
+            dhchap_ctrlr_key,
+        }) => {
+            let mut p = json!({"nqn": nqn, "host": host});
+            if let Some(k) = dhchap_key {
+                p["dhchap_key"] = json!(k);
+            }
+            if let Some(k) = dhchap_ctrlr_key {
+                p["dhchap_ctrlr_key"] = json!(k);
+            }
+            ("nvmf_subsystem_add_host", p)
+        }
+        Cmd::Host(HostCmd::SetKeys {
+            nqn,
+            host,
+            dhchap_key,
+            dhchap_ctrlr_key,
+        }) => (
+            "nvmf_subsystem_set_keys",
+            json!({"nqn": nqn, "host": host, "dhchap_key": dhchap_key,
+                   "dhchap_ctrlr_key": dhchap_ctrlr_key}),
+        ),
+        Cmd::Keyring(KeyringCmd::Add { name, path }) => {
+            let path = if path.is_absolute() {
+                path
+            } else {
+                std::env::current_dir()?.join(path)
+            };
+            ("keyring_file_add_key", json!({"name": name, "path": path}))
+        }
+        Cmd::Keyring(KeyringCmd::Remove { name }) => {
+            ("keyring_file_remove_key", json!({ "name": name }))
+        }
+        Cmd::Keyring(KeyringCmd::List) => ("keyring_get_keys", Value::Null),
+        Cmd::Dhchap(DhchapCmd::Config { digests, dhgroups }) => (
+            "nvmf_set_config",
+            json!({"dhchap_digests": digests, "dhchap_dhgroups": dhgroups}),
+        ),
+        Cmd::Dhchap(DhchapCmd::GenKey { hmac, len }) => {
+            let transform = ferrite_auth::HashId::from_id(hmac);
+            let len = len.unwrap_or(transform.map_or(32, |h| h.len()));
+            let key = ferrite_auth::DhchapKey::generate(len, transform)?;
+            println!("{}", key.to_text());
+            return Ok(());
         }
         Cmd::Host(HostCmd::Remove { nqn, host }) => (
             "nvmf_subsystem_remove_host",
