@@ -76,6 +76,9 @@ pub struct Config {
     /// The journal stream endpoint (default: the RPC socket's path with `.journal` appended).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_socket: Option<std::path::PathBuf>,
+    /// I/O limits per bdev or host (`crate::qos`), applied after the subsystems.
+    #[serde(default, rename = "qos", skip_serializing_if = "Vec::is_empty")]
+    pub qos: Vec<crate::qos::QosConfig>,
 }
 
 /// A pool over registered bdevs. Its volumes live in the pool's own metadata, not here; they
@@ -218,6 +221,7 @@ impl Config {
             pools: Vec::new(),
             journals: Vec::new(),
             journal_socket: None,
+            qos: Vec::new(),
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,

@@ -160,6 +160,7 @@ impl Control {
             subsystems,
             journals: self.journals.configs(),
             journal_socket: self.journal_socket.clone(),
+            qos: crate::qos::configs(&self.target.qos().table()),
         }
     }
 

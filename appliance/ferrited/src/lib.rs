@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 pub mod journals;
 mod pools;
+pub mod qos;
 pub mod state;
 
 pub use config::{BdevConfig, Config, ConfigError, NamespaceConfig, PoolConfig, SubsystemConfig};

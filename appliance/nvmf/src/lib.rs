@@ -19,6 +19,7 @@ mod io;
 mod logpage;
 mod ns_stats;
 mod poll_group;
+mod qos_gate;
 mod request;
 mod target;
 

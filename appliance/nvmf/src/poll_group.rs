@@ -204,6 +204,8 @@ pub struct PollGroup {
     next_housekeeping: Option<Instant>,
     next_generation: u16,
     pub(crate) stats: PollGroupStats,
+    /// I/O limits (QoS): this reactor's token buckets and waiting commands.
+    pub(crate) qos: crate::qos_gate::QosGate,
 }
 
 impl std::fmt::Debug for PollGroup {
@@ -235,6 +237,7 @@ impl PollGroup {
             next_housekeeping: None,
             next_generation: 0,
             stats: PollGroupStats::default(),
+            qos: Default::default(),
         }
     }
 
@@ -295,6 +298,7 @@ impl PollGroup {
             }
         }
         self.deferred = kept;
+        self.qos_purge(conn, cx);
         self.try_release(conn, cx);
     }
 
@@ -453,7 +457,7 @@ impl PollGroup {
         if is_admin {
             self.execute_admin(conn, req, cx)
         } else {
-            self.execute_io(conn, req, cx)
+            self.execute_io_shaped(conn, req, cx)
         }
     }
 
@@ -648,6 +652,7 @@ impl PollGroup {
             busy = true;
         }
         busy |= self.retry_submissions();
+        busy |= self.qos_poll(cx, out);
         for index in 0..self.channels.len() {
             let Some(entry) = self.channels[index].as_mut() else {
                 continue;
@@ -679,7 +684,11 @@ impl PollGroup {
 
     /// Time of the next housekeeping pass, for interrupt-mode wakeups.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_housekeeping
+        let qos = self.qos.next_deadline();
+        match (self.next_housekeeping, qos) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn retry_submissions(&mut self) -> bool {

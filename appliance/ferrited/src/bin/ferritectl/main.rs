@@ -3,6 +3,7 @@
 
 mod client;
 mod human;
+mod qos;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ enum Cmd {
     /// Replication journals of consistency groups (journal_*).
     #[command(subcommand)]
     Journal(JournalCmd),
+    /// I/O limits per bdev or host (bdev_set_qos_limit, nvmf_set_host_qos_limit).
+    #[command(subcommand)]
+    Qos(qos::QosCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -560,6 +564,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::LogLevel { level: None } => ("log_get_level", Value::Null),
         Cmd::Reactors => ("framework_get_reactors", Value::Null),
         Cmd::Methods => ("rpc_get_methods", Value::Null),
+        Cmd::Qos(cmd) => qos::request(cmd)?,
     };
     let result = ctl.call(method, params)?;
     if json {
