@@ -20,7 +20,7 @@ use crate::registry::{Entry, Table};
 pub const TIMESLICE: Duration = Duration::from_millis(1);
 /// Most time worth of tokens a bucket holds: an idle limit allows this much of a burst, and a
 /// refill that comes late (a busy reactor) loses nothing up to this.
-pub const BURST: Duration = Duration::from_millis(10);
+pub const BURST: Duration = Duration::from_millis(50);
 /// A reactor that served no I/O of a limit for this long gives its share back.
 const IDLE: Duration = Duration::from_millis(100);
 
@@ -86,13 +86,20 @@ impl<T> Bucket<T> {
         }
     }
 
-    /// Adds `elapsed` worth of this reactor's share of every limit.
+    /// Adds `elapsed` worth of this reactor's share of every limit. An idle bucket holds at most
+    /// [`BURST`] worth; one with I/O waiting keeps all the time that passed (up to a second), so
+    /// a reactor that was descheduled for a while catches up instead of losing the time.
     fn refill(&mut self, elapsed: Duration) {
         let sharers = self.entry.active_reactors().max(1) as f64;
+        let horizon = if self.waiting() > 0 {
+            BURST.max(elapsed.min(Duration::from_secs(1)))
+        } else {
+            BURST
+        };
         for (k, _) in self.entry.limits.iter() {
             let rate = self.entry.limits.rate(k).unwrap_or(0.0) / sharers;
             let t = &mut self.tokens[k as usize];
-            *t = (*t + rate * elapsed.as_secs_f64()).min(rate * BURST.as_secs_f64());
+            *t = (*t + rate * elapsed.as_secs_f64()).min(rate * horizon.as_secs_f64());
         }
     }
 }
@@ -277,11 +284,13 @@ impl<T> Shaper<T> {
     }
 
     /// The timed poller: refills when a timeslice has passed and hands out the waiting I/Os the
-    /// tokens allow, oldest first. Returns whether any went out.
+    /// tokens allow, oldest first. Returns whether any went out. Cheap when nothing waits.
     pub fn poll(&mut self, now: Instant, out: &mut dyn FnMut(T)) -> bool {
-        if self.queued == 0 || !self.refill_if_due(now) {
+        if self.queued == 0 {
             return false;
         }
+        // `admit` may have refilled since the last poll: drain whether or not this call did.
+        self.refill_if_due(now);
         let mut released = false;
         for i in 0..self.buckets.len() {
             // Reads and writes alternate while tokens last.
