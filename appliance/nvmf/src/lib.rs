@@ -18,6 +18,7 @@ mod identify;
 mod io;
 mod logpage;
 mod ns_stats;
+mod observe;
 mod poll_group;
 mod qos_gate;
 mod request;
@@ -26,6 +27,7 @@ mod target;
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};
+pub use observe::ControllerSnapshot;
 pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
 pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
 pub use target::{

@@ -156,7 +156,7 @@ pub struct Target {
     config: ArcSwap<TargetConfig>,
     /// Serializes writers; readers never take it.
     writer: Mutex<()>,
-    controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
+    pub(crate) controllers: Mutex<BTreeMap<u16, Arc<Controller>>>,
     next_cntlid: AtomicU16,
     next_bdev_id: std::sync::atomic::AtomicU32,
     /// Mirror of the published configuration's generation, for cheap staleness checks.
