@@ -129,6 +129,27 @@ fn curl_scrapes_and_promtool_accepts() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Every series the Grafana dashboard queries exists.
+    let dash = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/grafana-dashboard.json"
+    ))
+    .expect("docs/grafana-dashboard.json");
+    let mut used: Vec<&str> = dash
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("ferrite_"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() > 10, "{used:?}");
+    for name in used {
+        let family = name.strip_suffix("_bucket").unwrap_or(name);
+        assert!(
+            body.contains(&format!("# TYPE {family} ")),
+            "the dashboard queries {name}, which the endpoint does not serve"
+        );
+    }
+
     // Other methods and paths.
     let (_, code) = curl(&["-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", &url]);
     assert_eq!(code, "405");
