@@ -25,6 +25,8 @@ needs=(
   "bash|bash"
   # ferrite-tape's catalog links the system SQLite (rusqlite without the bundled copy)
   "/usr/lib/*/libsqlite3.so|libsqlite3-dev"
+  # `promtool check metrics` validates ferrited's Prometheus endpoint (tests: metrics)
+  "promtool|prometheus"
   # the Ansible collection's checks run from Python venvs (tests/ansible/venv.sh)
   "/usr/lib/python3*/ensurepip/__init__.py|python3-venv"
 )

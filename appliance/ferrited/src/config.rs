@@ -97,6 +97,9 @@ pub struct Config {
     /// The keyring (`keyring_file_add_key`), loaded before the subsystems.
     #[serde(default, rename = "key", skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<crate::auth_config::KeyConfig>,
+    /// I/O limits per bdev or host (`crate::qos`), applied after the subsystems.
+    #[serde(default, rename = "qos", skip_serializing_if = "Vec::is_empty")]
+    pub qos: Vec<crate::qos::QosConfig>,
 }
 
 /// `[[listener]] trtype = "rdma" address = "192.0.2.1:4420"`: a port of a given transport.
@@ -297,6 +300,7 @@ impl Config {
             housekeeping_reactor: None,
             dhchap: None,
             keys: Vec::new(),
+            qos: Vec::new(),
             subsystems: vec![SubsystemConfig {
                 nqn: DEFAULT_NQN.into(),
                 serial_number: None,

@@ -190,6 +190,7 @@ impl Control {
             journals: self.journals.configs(),
             journal_socket: self.journal_socket.clone(),
             housekeeping_reactor: self.housekeeping,
+            qos: crate::qos::configs(&self.target.qos().table()),
         }
     }
 

@@ -195,6 +195,7 @@ impl Daemon {
                 log::info!("subsystem {}: namespace {nsid} = bdev {}", s.nqn, ns.bdev);
             }
         }
+        crate::qos::apply(&target, &config.qos)?;
         // Each subsystem listens on its own addresses (default: every top-level one). They are
         // registered before the ports are bound, so a host connecting the moment a port opens is
         // not refused; an address only a subsystem names is bound too.

@@ -11,6 +11,7 @@ mod daemon;
 pub mod journals;
 mod pools;
 pub mod replication;
+pub mod qos;
 pub mod state;
 pub mod transports;
 

@@ -46,7 +46,7 @@ impl PollGroup {
 
     /// Brings the queue's view of its subsystem up to date when the configuration changed
     /// (one atomic load per command otherwise).
-    fn refresh(&mut self, conn: ConnId) {
+    pub(crate) fn refresh(&mut self, conn: ConnId) {
         let generation = self.target.generation();
         let stale = self
             .qpair(conn)
@@ -69,7 +69,7 @@ impl PollGroup {
         }
     }
 
-    fn ns_info(&self, conn: ConnId, nsid: u32) -> Option<NsInfo> {
+    pub(crate) fn ns_info(&self, conn: ConnId, nsid: u32) -> Option<NsInfo> {
         *self.qpair(conn)?.ns_table.get(nsid as usize)?
     }
 

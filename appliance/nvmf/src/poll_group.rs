@@ -213,6 +213,8 @@ pub struct PollGroup {
     pub(crate) stats: PollGroupStats,
     /// The transport moves data by Keyed SGL Data Blocks (NVMe/RDMA), as Identify reports.
     pub(crate) keyed_sgl: bool,
+    /// I/O limits (QoS): this reactor's token buckets and waiting commands.
+    pub(crate) qos: crate::qos_gate::QosGate,
 }
 
 impl std::fmt::Debug for PollGroup {
@@ -244,6 +246,7 @@ impl PollGroup {
             next_housekeeping: None,
             next_generation: 0,
             stats: PollGroupStats::default(),
+            qos: Default::default(),
             keyed_sgl: false,
         }
     }
@@ -314,6 +317,7 @@ impl PollGroup {
             }
         }
         self.deferred = kept;
+        self.qos_purge(conn, cx);
         self.try_release(conn, cx);
     }
 
@@ -482,7 +486,7 @@ impl PollGroup {
         if is_admin {
             self.execute_admin(conn, req, cx)
         } else {
-            self.execute_io(conn, req, cx)
+            self.execute_io_shaped(conn, req, cx)
         }
     }
 
@@ -677,6 +681,7 @@ impl PollGroup {
             busy = true;
         }
         busy |= self.retry_submissions();
+        busy |= self.qos_poll(cx, out);
         for index in 0..self.channels.len() {
             let Some(entry) = self.channels[index].as_mut() else {
                 continue;
@@ -708,7 +713,11 @@ impl PollGroup {
 
     /// Time of the next housekeeping pass, for interrupt-mode wakeups.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.next_housekeeping
+        let qos = self.qos.next_deadline();
+        match (self.next_housekeeping, qos) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn retry_submissions(&mut self) -> bool {

@@ -181,6 +181,8 @@ pub struct Target {
     generation: std::sync::atomic::AtomicU64,
     started: Instant,
     pub options: TargetOptions,
+    /// I/O limits per bdev and per host (`qos_gate`).
+    pub(crate) qos: ferrite_qos::Registry,
 }
 
 /// First controller id handed out; 0 is avoided because some hosts treat it specially.
@@ -216,6 +218,7 @@ impl Target {
             generation: std::sync::atomic::AtomicU64::new(0),
             started: Instant::now(),
             options,
+            qos: ferrite_qos::Registry::default(),
         })
     }
 

@@ -12,6 +12,7 @@ mod appliance;
 pub mod client;
 pub mod journals;
 pub mod methods;
+pub mod metrics;
 pub mod protocol;
 pub mod replication;
 mod server;

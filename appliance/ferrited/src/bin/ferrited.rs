@@ -41,6 +41,10 @@ struct Args {
     /// the place of --config; --listen, --cores, --idle still override).
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Serve Prometheus metrics over HTTP at ADDR:PORT/metrics (off by default; port 0 picks
+    /// one, logged at start).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// RUST_LOG as a plain level sets the starting level, which `log_set_level` can later raise;
@@ -112,10 +116,21 @@ fn main() -> Result<()> {
             state,
         },
     )?;
+    // The scrape thread reads the same sources as stats_get; it never runs on a reactor.
+    let mut metrics = match args.metrics {
+        Some(addr) => {
+            let app = Arc::clone(&daemon.control) as Arc<dyn ferrite_rpc::Appliance>;
+            Some(ferrite_rpc::metrics::http::MetricsServer::start(addr, app)?)
+        }
+        None => None,
+    };
     log::info!("ferrited ready on {:?}", daemon.listening);
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     log::info!("signal received: shutting down");
+    if let Some(m) = metrics.as_mut() {
+        m.stop();
+    }
     daemon.shutdown()
 }

@@ -89,6 +89,8 @@ struct Named {
 pub(super) fn delete(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let p: Named = params(p)?;
     app.delete_bdev(&p.name)?;
+    // Limits die with their bdev (a new bdev of that name starts unlimited).
+    app.target().qos().remove_bdev(&p.name);
     Ok(json!(true))
 }
 

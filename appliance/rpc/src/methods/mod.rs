@@ -11,6 +11,7 @@ mod nvmf;
 mod pool;
 mod replication;
 mod snapshot_diff;
+pub(crate) mod qos;
 mod system;
 mod volume;
 
@@ -51,6 +52,9 @@ pub static METHODS: &[Method] = &[
     m("bdev_delay_update_latency", true, bdev::delay_update),
     m("bdev_power_cut_create", true, bdev::power_cut_create),
     m("bdev_power_cut", false, bdev::power_cut),
+    m("bdev_set_qos_limit", true, qos::set_bdev),
+    m("nvmf_set_host_qos_limit", true, qos::set_host),
+    m("qos_get_limits", false, qos::get_limits),
     m("nvmf_create_subsystem", true, nvmf::create_subsystem),
     m("nvmf_delete_subsystem", true, nvmf::delete_subsystem),
     m("nvmf_subsystem_add_ns", true, nvmf::add_ns),

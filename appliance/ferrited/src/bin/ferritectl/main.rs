@@ -4,6 +4,7 @@
 mod client;
 mod human;
 mod replication;
+mod qos;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -75,6 +76,9 @@ enum Cmd {
     /// Replication pairs: mode, pause, status with lag (replication_*).
     #[command(subcommand)]
     Replication(replication::ReplicationCmd),
+    /// I/O limits per bdev or host (bdev_set_qos_limit, nvmf_set_host_qos_limit).
+    #[command(subcommand)]
+    Qos(qos::QosCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -714,6 +718,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::LogLevel { level: None } => ("log_get_level", Value::Null),
         Cmd::Reactors => ("framework_get_reactors", Value::Null),
         Cmd::Methods => ("rpc_get_methods", Value::Null),
+        Cmd::Qos(cmd) => qos::request(cmd)?,
     };
     let result = ctl.call(method, params)?;
     if json {
