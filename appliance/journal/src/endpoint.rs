@@ -205,6 +205,7 @@ impl Connection {
                     let mut tx = std::mem::take(&mut self.tx);
                     tx.clear();
                     let status = self.with_reader(p.group, |r, cx| {
+                        r.persist_due(cx).map_err(|e| e.to_string())?;
                         let trimmed = r.journal().trimmed();
                         // 0: from the trim point (a replicator starting up).
                         let from = if p.from_seq.0 == 0 {

@@ -37,7 +37,7 @@ mod sync;
 pub use channel::{JournaledBdev, FULL_WAIT, JOURNAL_CHANNEL_DEPTH};
 pub use error::JournalError;
 pub use journal::{Journal, JournalStats};
-pub use reader::{JournalReader, OwnedRecord, ReadCtx};
+pub use reader::{JournalReader, OwnedRecord, ReadCtx, TRIM_PERSIST_INTERVAL};
 pub use sync::{
     LinkPolicy, Mode, SyncPolicy, SyncState, SyncStats, CATCHUP_SLACK, DEFAULT_SYNC_TIMEOUT,
 };

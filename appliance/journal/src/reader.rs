@@ -60,7 +60,16 @@ pub struct JournalReader {
     ts: VecDeque<(u64, u32)>,
     domain: DomainId,
     epoch: Epoch,
+    /// Acknowledged up to (at or past the persisted trim point).
+    acked: u64,
+    /// When the trim point was last persisted.
+    last_persist: Option<std::time::Instant>,
 }
+
+/// Acknowledgements are persisted as the trim point at most this often (and at once when the
+/// acknowledged records hold a quarter of the slots), so a steady stream of acknowledgements
+/// does not put a synchronous superblock write in front of every pull.
+pub const TRIM_PERSIST_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl std::fmt::Debug for JournalReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,6 +88,8 @@ impl JournalReader {
             ts: VecDeque::new(),
             domain,
             epoch,
+            acked: 0,
+            last_persist: None,
         }
     }
 
@@ -202,28 +213,53 @@ impl JournalReader {
         Ok((Timestamp(t.max(floor)), SeqNo(last)))
     }
 
-    /// Trims every record up to `seq` (acknowledged by the peer): the
-    /// superblock is rewritten first, then the slots are free.
+    /// Every record up to `seq` is acknowledged by the peer: sync writes up to it may complete
+    /// at once, and the trim point (superblock, then the slots are free) is persisted when due
+    /// ([`TRIM_PERSIST_INTERVAL`]; the first acknowledgement at once). An acknowledgement not
+    /// persisted before a crash only means those records are shipped again; the secondary drops
+    /// duplicates.
     pub fn trim(&mut self, cx: &mut ReadCtx, seq: u64) -> Result<(), JournalError> {
         let trimmed = self.journal.trimmed();
-        if seq <= trimmed {
+        let acked = self.acked.max(trimmed);
+        if seq <= acked {
             return Ok(());
         }
         let committed = self.journal.committed();
         if seq > committed {
             return Err(JournalError::TrimBeyondCommitted { seq, committed });
         }
-        // A trim is the secondary's durable acknowledgement: sync writes may complete now,
-        // before the superblock write.
-        self.journal.ack_remote(seq);
-        let ts = self.shipped_ts(cx, seq)?;
-        self.journal.persist_trim(&mut *cx.ch, seq, ts)?;
+        self.shipped_ts(cx, seq)?;
         let bytes: u64 = self
             .ts
-            .drain(..(seq - trimmed) as usize)
-            .map(|(_, len)| u64::from(len))
+            .range((acked - trimmed) as usize..(seq - trimmed) as usize)
+            .map(|&(_, len)| u64::from(len))
             .sum();
         self.journal.note_trimmed_bytes(bytes);
+        self.acked = seq;
+        // The secondary's durable acknowledgement: sync writes may complete now.
+        self.journal.ack_remote(seq);
+        self.persist_due(cx)
+    }
+
+    /// Persists the acknowledged point as the trim point if that is due (see [`Self::trim`]);
+    /// the stream endpoint also calls it on every pull.
+    pub fn persist_due(&mut self, cx: &mut ReadCtx) -> Result<(), JournalError> {
+        let trimmed = self.journal.trimmed();
+        let seq = self.acked;
+        if seq <= trimmed {
+            return Ok(());
+        }
+        let due = self
+            .last_persist
+            .is_none_or(|t| t.elapsed() >= TRIM_PERSIST_INTERVAL)
+            || seq - trimmed >= (self.journal.stats().slots / 4).max(1);
+        if !due {
+            return Ok(());
+        }
+        let ts = self.shipped_ts(cx, seq)?;
+        self.journal.persist_trim(&mut *cx.ch, seq, ts)?;
+        self.ts.drain(..(seq - trimmed) as usize);
+        self.last_persist = Some(std::time::Instant::now());
         Ok(())
     }
 }

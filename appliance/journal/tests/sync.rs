@@ -228,3 +228,38 @@ fn lag_bytes_count_unacknowledged_data_and_survive_a_reopen() {
     );
     assert_eq!(reopened.sync_stats().remote_acked, 3);
 }
+
+#[test]
+fn acknowledgements_release_at_once_and_persist_as_the_trim_point_when_due() {
+    let journal = Journal::format(malloc("j", 1 + 64 * 2), GroupId(3), 512).expect("format");
+    let bdev = JournaledBdev::new(malloc("vol", 256), journal.clone(), Nsid(1)).expect("wrap");
+    let mut ch = bdev.open_channel(&[]).expect("channel");
+    for t in 0..6 {
+        complete_one(&mut *ch, write(t, t)).0.expect("write");
+    }
+    let mut r = JournalReader::new(
+        journal.clone(),
+        ferrite_gateway_protocol::DomainId(1),
+        ferrite_gateway_protocol::Epoch(1),
+    );
+    let mut cx = ReadCtx::open(&journal).expect("ctx");
+    r.trim(&mut cx, 2).expect("first trim");
+    assert_eq!(
+        journal.trimmed(),
+        2,
+        "the first acknowledgement is persisted at once"
+    );
+    r.trim(&mut cx, 4).expect("second trim");
+    assert_eq!(journal.sync_stats().remote_acked, 4, "released at once");
+    assert_eq!(journal.lag_bytes(), 2 * u64::from(BS));
+    assert_eq!(journal.trimmed(), 2, "persisted later");
+    std::thread::sleep(ferrite_journal::TRIM_PERSIST_INTERVAL);
+    r.persist_due(&mut cx).expect("persist");
+    assert_eq!(journal.trimmed(), 4);
+    // A trim at or below the acknowledged point changes nothing.
+    r.trim(&mut cx, 3).expect("old ack");
+    assert_eq!(
+        (journal.trimmed(), journal.lag_bytes()),
+        (4, 2 * u64::from(BS))
+    );
+}

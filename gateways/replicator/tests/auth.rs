@@ -104,10 +104,18 @@ fn send(s: &mut TcpStream, session: Option<&mut Session>, plain: &[u8]) -> Vec<u
 /// Waits for the secondary to close the connection.
 fn closed(s: &mut TcpStream) -> bool {
     let deadline = Instant::now() + Duration::from_secs(10);
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     let mut chunk = [0u8; 4096];
     while Instant::now() < deadline {
         match s.read(&mut chunk) {
-            Ok(0) | Err(_) => return true,
+            Ok(0) => return true,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return true,
             Ok(_) => {}
         }
     }

@@ -6,9 +6,11 @@
 //! site (its `ferrited` and its replicator) is killed with SIGKILL in the middle of the load.
 //! Every acknowledged write must be on the secondary: each block holds the acknowledged
 //! generation or a later one the same thread had issued (a write in flight at the kill).
+//! With link policy `degrade`, killing the secondary's replicator degrades the pair (writes go
+//! on, asynchronously) and restarting it brings the pair back to sync once it caught up.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,16 +37,31 @@ struct Acked {
     writes: u64,
 }
 
-#[test]
-fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
+/// Two daemons, group 1 a sync pair with `policy`, both replicators running over a sealed link.
+struct Pair {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    pport: u16,
+    sport: u16,
+    psock: PathBuf,
+    pd: common::Proc,
+    _sd: common::Proc,
+    pri: common::Proc,
+    sec: common::Proc,
+    sec_cfg: String,
+    sec_status: PathBuf,
+}
+
+fn pair(policy: &str, timeout_ms: u64) -> Pair {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path();
+    let dir = tmp.path().to_path_buf();
+    let dir = dir.as_path();
     let (pport, sport) = (port(), port());
     let bdev = |name: &str, nqn: &str| {
         format!("[[bdev]]\nname = \"{name}\"\nkind = \"malloc\"\nsize = \"128MiB\"\nblock_size = 512\n[[subsystem]]\nnqn = \"{nqn}\"\nallow_any_host = true\n")
     };
-    let (mut pd, psock) = ferrited(dir, "primary", pport, &bdev("m0", NQN_P));
-    let (_sd, ssock) = ferrited(dir, "secondary", sport, &bdev("n0", NQN_S));
+    let (pd, psock) = ferrited(dir, "primary", pport, &bdev("m0", NQN_P));
+    let (sd, ssock) = ferrited(dir, "secondary", sport, &bdev("n0", NQN_S));
     for (sock, pool, b) in [(&psock, "p", "m0"), (&ssock, "q", "n0")] {
         rpc(
             sock,
@@ -85,7 +102,7 @@ fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
     let created = rpc(
         &psock,
         "replication_create",
-        json!({"group": 1, "mode": "sync", "link_policy": "fail", "sync_timeout_ms": 20000,
+        json!({"group": 1, "mode": "sync", "link_policy": policy, "sync_timeout_ms": timeout_ms,
                "replicator_status_socket": pri_status}),
     );
     assert_eq!(created["sync_state"], "sync", "{created}");
@@ -96,17 +113,14 @@ fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
     let key = dir.join("link.key");
     std::fs::write(&key, "0123456789abcdef".repeat(4)).expect("key file");
     let sec_status = dir.join("sec.status");
-    let _sec = replicator(
-        dir,
-        "sec-repl",
-        &format!(
+    let sec_cfg = format!(
             "role = \"secondary\"\ngroup = 1\nlisten = \"127.0.0.1:{rport}\"\ntarget = \"127.0.0.1:{sport}\"\nnqn = \"{NQN_S}\"\nstate_file = \"{}\"\nstatus_socket = \"{}\"\npsk_file = \"{}\"\n",
             dir.join("sec.state").display(),
             sec_status.display(),
             key.display()
-        ),
-    );
-    let mut pri = replicator(
+        );
+    let sec = replicator(dir, "sec-repl", &sec_cfg);
+    let pri = replicator(
         dir,
         "pri-repl",
         &format!(
@@ -117,6 +131,35 @@ fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
         ),
     );
 
+    Pair {
+        dir: dir.to_path_buf(),
+        _tmp: tmp,
+        pport,
+        sport,
+        psock,
+        pd,
+        _sd: sd,
+        pri,
+        sec,
+        sec_cfg,
+        sec_status,
+    }
+}
+
+#[test]
+fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
+    let Pair {
+        pport,
+        sport,
+        psock,
+        mut pd,
+        mut pri,
+        sec_status,
+        _tmp: _keep_dir,
+        _sd: _keep_secondary,
+        sec: _keep_replicator,
+        ..
+    } = pair("fail", 20000);
     let acked: Vec<Arc<Mutex<Acked>>> = (0..THREADS)
         .map(|_| {
             Arc::new(Mutex::new(Acked {
@@ -237,4 +280,73 @@ fn sync_mode_loses_no_acknowledged_write_when_the_primary_is_killed() {
         "{total} acknowledged sync writes, all on the secondary ({newer} blocks hold a later in-flight write)"
     );
     assert!(total >= 400);
+}
+
+#[test]
+fn degrade_policy_keeps_writing_through_a_lost_secondary_and_returns_to_sync() {
+    let mut p = pair("degrade", 1500);
+    let writes = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (writes, stop, pport) = (Arc::clone(&writes), Arc::clone(&stop), p.pport);
+        std::thread::spawn(move || {
+            let mut c = controller(pport, NQN_P);
+            let mut buf = vec![0u8; BS];
+            let mut gen = 0;
+            while !stop.load(Ordering::Relaxed) {
+                gen += 1;
+                let lba = gen % 1024;
+                stamp(&mut buf, BS, lba, gen);
+                c.write(1, 1, lba, &buf, false)
+                    .expect("degrade never fails a write");
+                writes.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let state =
+        |psock: &std::path::Path| rpc(psock, "replication_status", json!({"group": 1}))[0].clone();
+    wait_for("sync writes", || writes.load(Ordering::Relaxed) >= 100, 120);
+    assert_eq!(state(&p.psock)["sync_state"], "sync");
+    // The secondary site's replicator dies: after the timeout the pair degrades, writes go on.
+    p.sec.kill9();
+    wait_for(
+        "the pair to degrade",
+        || state(&p.psock)["sync_state"] == "degraded",
+        60,
+    );
+    let s = state(&p.psock);
+    assert_eq!(
+        (s["state"].as_str(), s["sync"]["degrades"].as_u64()),
+        (Some("degraded"), Some(1)),
+        "{s}"
+    );
+    let before = writes.load(Ordering::Relaxed);
+    wait_for(
+        "writes while degraded",
+        || writes.load(Ordering::Relaxed) >= before + 100,
+        60,
+    );
+    assert!(state(&p.psock)["lag_records"].as_u64() > Some(0));
+    // It comes back: the secondary catches up and the pair is synchronous again by itself.
+    p.sec = replicator(&p.dir, "sec-repl-2", &p.sec_cfg);
+    wait_for(
+        "the pair to return to sync",
+        || state(&p.psock)["sync_state"] == "sync",
+        120,
+    );
+    let s = state(&p.psock);
+    assert_eq!(s["sync"]["recoveries"].as_u64(), Some(1), "{s}");
+    let after = writes.load(Ordering::Relaxed);
+    wait_for(
+        "sync writes after the recovery",
+        || writes.load(Ordering::Relaxed) >= after + 20,
+        60,
+    );
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    eprintln!(
+        "{} writes; status at the end: {}",
+        writes.load(Ordering::Relaxed),
+        state(&p.psock)
+    );
 }
