@@ -827,7 +827,7 @@ fn journal_archived_in_order_trimmed_after_tape_and_replayed_to_a_point_in_time(
     let ts = r17["last_ts"].as_u64().expect("ts").to_string();
     let r = replay(&gw, &[job1, job2], addr, 3, &["--up-to-ts", &ts]);
     let last = r["last_seq"].as_u64().expect("last") as usize;
-    assert!(last >= 17 && last < 55, "{r}");
+    assert!((17..55).contains(&last), "{r}");
     assert!(
         read_all(addr, 3, SIZE) == images[last],
         "pit2 differs from the volume after record {last}"

@@ -259,7 +259,8 @@ impl<'a, 'l> PartWriter<'a, 'l> {
         };
         self.blocks += 1;
         self.bytes += data.len() as u64;
-        self.crcs.push(crc32c::crc32c(data));
+        // The frame's header already holds the payload's CRC32C: no second pass over the data.
+        self.crcs.push(format::payload_crc(&framed));
         self.progress
             .done_bytes
             .fetch_add(data.len() as u64, Ordering::Relaxed);

@@ -147,6 +147,11 @@ pub fn encode_block(kind: Kind, job: u64, index: u64, offset: u64, payload: &[u8
     v
 }
 
+/// The payload CRC32C recorded in the header of a block made by [`encode_block`].
+pub fn payload_crc(block: &[u8]) -> u32 {
+    block.get(44..48).map_or(0, |_| le32(block, 44))
+}
+
 /// A block with a JSON payload.
 pub fn encode_record<T: Serialize>(kind: Kind, job: u64, index: u64, value: &T) -> Vec<u8> {
     // Serializing these plain structs cannot fail; an empty payload would fail to parse back.
@@ -298,6 +303,7 @@ mod tests {
         assert_eq!(le64(&b, 16), 7);
         assert_eq!(le64(&b, 24), 42);
         assert_eq!(le32(&b, 40), 7);
+        assert_eq!(payload_crc(&b), crc32c::crc32c(b"payload"));
         let (h, p) = parse_block(&b).expect("parse");
         assert_eq!(
             (h.kind, h.job, h.index, h.offset),

@@ -368,7 +368,7 @@ fn full_and_two_incrementals_restore_byte_exact_in_order() {
     backup(&mut r, 1, &src, true).expect("full");
 
     // Change clusters 3..5 and 20, deallocate 9: only those go to tape.
-    let mut change = |image: &mut Vec<u8>, at: u64, len: u64, seed: u64| {
+    let change = |image: &mut Vec<u8>, at: u64, len: u64, seed: u64| {
         image[at as usize..(at + len) as usize].copy_from_slice(&pattern(len as usize, seed));
     };
     change(&mut image, 3 * C, 2 * C, 22);
@@ -436,7 +436,6 @@ fn full_and_two_incrementals_restore_byte_exact_in_order() {
     r.catalog = Catalog::open(&path).expect("fresh catalog");
     let mut m = Mounter::new(&mut r.lib, 0).expect("mounter");
     scan_cartridge(&mut m, &Barcode::new("I00001").expect("bc"), &r.catalog).expect("scan");
-    drop(m);
     let j = r.catalog.job(3).expect("job 3 scanned");
     assert_eq!(
         (j.kind.as_str(), j.base_job, j.state),

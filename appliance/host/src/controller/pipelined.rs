@@ -99,6 +99,37 @@ impl Controller {
         Ok(bs)
     }
 
+    /// Runs `len` bytes at `lba` as `op` commands of at most `piece` bytes; `data` gives each
+    /// piece's transfer, `complete` sees each completion with its `(offset, length)`.
+    #[allow(clippy::too_many_arguments)]
+    fn pipelined<'d>(
+        &mut self,
+        qid: u16,
+        nsid: u32,
+        lba: u64,
+        len: usize,
+        piece: usize,
+        op: u8,
+        data: impl Fn(usize, usize) -> Data<'d>,
+        mut complete: impl FnMut(&QueuePair, (usize, usize), &Completed) -> Result<()>,
+    ) -> Result<()> {
+        let bs = self.check_pieces(nsid, len, piece)?;
+        let timeout = self.opts.timeout;
+        let ps = pieces(len, piece);
+        let qp = &mut self.io_mut(qid)?.qp;
+        run(
+            qp,
+            ps.len(),
+            timeout,
+            |qp, i| {
+                let (start, n) = ps[i];
+                let cmd = Self::piece_cmd(nsid, lba, bs, start, n, op)?;
+                qp.submit(&cmd, data(start, n))
+            },
+            |qp, i, c| complete(qp, ps[i], c),
+        )
+    }
+
     /// Reads `buf.len()` bytes at `lba` of `nsid` as commands of at most `piece` bytes, with
     /// up to the queue's depth of them outstanding at once.
     pub fn read_pipelined(
@@ -109,29 +140,24 @@ impl Controller {
         buf: &mut [u8],
         piece: usize,
     ) -> Result<()> {
-        let bs = self.check_pieces(nsid, buf.len(), piece)?;
-        let timeout = self.opts.timeout;
-        let ps = pieces(buf.len(), piece);
-        let qp = &mut self.io_mut(qid)?.qp;
-        run(
-            qp,
-            ps.len(),
-            timeout,
-            |qp, i| {
-                let (start, len) = ps[i];
-                let cmd = Self::piece_cmd(nsid, lba, bs, start, len, opcode::io::READ)?;
-                qp.submit(&cmd, Data::Read(len as u32))
-            },
-            |qp, i, c| {
-                let (start, len) = ps[i];
+        let len = buf.len();
+        self.pipelined(
+            qid,
+            nsid,
+            lba,
+            len,
+            piece,
+            opcode::io::READ,
+            |_, n| Data::Read(n as u32),
+            |qp, (start, n), c| {
                 let data = qp.data(c.cid);
-                if data.len() != len {
+                if data.len() != n {
                     return Err(HostError::InvalidArgument(format!(
-                        "read of {len} bytes returned {}",
+                        "read of {n} bytes returned {}",
                         data.len()
                     )));
                 }
-                buf[start..start + len].copy_from_slice(data);
+                buf[start..start + n].copy_from_slice(data);
                 Ok(())
             },
         )
@@ -147,19 +173,14 @@ impl Controller {
         data: &[u8],
         piece: usize,
     ) -> Result<()> {
-        let bs = self.check_pieces(nsid, data.len(), piece)?;
-        let timeout = self.opts.timeout;
-        let ps = pieces(data.len(), piece);
-        let qp = &mut self.io_mut(qid)?.qp;
-        run(
-            qp,
-            ps.len(),
-            timeout,
-            |qp, i| {
-                let (start, len) = ps[i];
-                let cmd = Self::piece_cmd(nsid, lba, bs, start, len, opcode::io::WRITE)?;
-                qp.submit(&cmd, Data::Write(&data[start..start + len]))
-            },
+        self.pipelined(
+            qid,
+            nsid,
+            lba,
+            data.len(),
+            piece,
+            opcode::io::WRITE,
+            |start, n| Data::Write(&data[start..start + n]),
             |_, _, _| Ok(()),
         )
     }

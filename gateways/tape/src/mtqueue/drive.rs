@@ -41,11 +41,7 @@ struct Inner {
 #[derive(Debug)]
 pub struct DriveQueue {
     inner: Mutex<Inner>,
-    /// Deliverers waiting for the window to move (notified when a block is written).
     cv: Condvar,
-    /// The drive thread waiting for the block at the cursor: notified only when that block
-    /// arrives, so other deliveries do not wake it for nothing.
-    writer_cv: Condvar,
 }
 
 impl DriveQueue {
@@ -59,7 +55,6 @@ impl DriveQueue {
                 stats: DriveQueueStats::default(),
             }),
             cv: Condvar::new(),
-            writer_cv: Condvar::new(),
         }
     }
 
@@ -96,14 +91,11 @@ impl DriveQueue {
                 .0;
         }
         let o = g.q.offer(seq, expected, data)?;
-        let wake = g.writer_waiting && g.q.next_ready();
-        if wake && g.next_arrived.is_none() {
+        if g.writer_waiting && g.q.next_ready() && g.next_arrived.is_none() {
             g.next_arrived = Some(Instant::now());
         }
         drop(g);
-        if wake {
-            self.writer_cv.notify_one();
-        }
+        self.cv.notify_all();
         Ok(o)
     }
 
@@ -111,7 +103,6 @@ impl DriveQueue {
     pub fn close(&self, why: &str) {
         self.lock().closed.get_or_insert_with(|| why.to_string());
         self.cv.notify_all();
-        self.writer_cv.notify_all();
     }
 
     pub fn stats(&self) -> DriveQueueStats {
@@ -158,7 +149,7 @@ impl DriveQueue {
                     g.writer_waiting = true;
                     let t0 = Instant::now();
                     let (ng, to) = self
-                        .writer_cv
+                        .cv
                         .wait_timeout(g, idle_timeout)
                         .unwrap_or_else(|p| p.into_inner());
                     g = ng;
