@@ -22,7 +22,7 @@ fn connect(host: &LinuxHost, port: u16, hostnqn: &str, hostid: &str) -> String {
     host.run_ok_within(
         &format!(
             "nvme connect -t tcp -a {} -s {port} -n {NQN} --hostnqn={hostnqn} --hostid={hostid} \
-             --reconnect-delay=1 --ctrl-loss-tmo=120 --duplicate-connect",
+             --reconnect-delay=1 --ctrl-loss-tmo=120",
             host.target_addr()
         ),
         Duration::from_secs(60),
@@ -77,9 +77,15 @@ fn read_block(dev: &str) -> String {
 
 #[test]
 fn vm_reservations_two_hosts_conflict_and_survive_restart() {
+    // Each host connects through its own listener: nvme-cli refuses a second controller to
+    // the same address and subsystem whatever the host NQN.
     let port = ferrited::free_port().expect("a free port");
+    let mut port_b = ferrited::free_port().expect("a free port");
+    while port_b == port {
+        port_b = ferrited::free_port().expect("a free port");
+    }
     let Some(host) = LinuxHost::boot_or_skip(HostOptions {
-        forward_ports: vec![port],
+        forward_ports: vec![port, port_b],
         ..HostOptions::default()
     })
     .expect("the Linux host boots") else {
@@ -95,6 +101,7 @@ fn vm_reservations_two_hosts_conflict_and_survive_restart() {
         format!(
             "cores = \"0\"\n[[bdev]]\nname = \"ram0\"\nkind = \"malloc\"\nsize = \"32MiB\"\n\
              block_size = 4096\n[[subsystem]]\nnqn = \"{NQN}\"\nallow_any_host = true\n\
+             listen = [\"127.0.0.1:{port}\", \"127.0.0.1:{port_b}\"]\n\
              namespaces = [{{ nsid = 1, bdev = \"ram0\" }}]\n"
         ),
     )
@@ -102,7 +109,7 @@ fn vm_reservations_two_hosts_conflict_and_survive_restart() {
     let mut target =
         ManagedFerrited::start(dir.path(), port, Some(&config)).expect("ferrited starts");
     let a = connect(&host, port, HOST_A, ID_A);
-    let b = connect(&host, port, HOST_B, ID_B);
+    let b = connect(&host, port_b, HOST_B, ID_B);
     assert_ne!(a, b);
     let idns = ok(&host, &format!("nvme id-ns {a} -o json"));
     assert!(idns.contains("\"rescap\":255"), "{idns}");

@@ -336,11 +336,12 @@ fn ana_rpc_and_config_refuse_bad_input_and_round_trip() {
     call("non-optimized", p2, Some(7)).expect("accepted");
     let listeners =
         dispatch(app, "nvmf_subsystem_get_listeners", json!({"nqn": NQN})).expect("listeners");
+    let p2s = p2.to_string();
     let second = listeners
         .as_array()
         .expect("array")
         .iter()
-        .find(|l| l["address"]["trsvcid"] == p2.to_string())
+        .find(|l| l["address"]["trsvcid"].as_str() == Some(p2s.as_str()))
         .expect("second listener")
         .clone();
     assert_eq!(

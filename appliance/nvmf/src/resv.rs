@@ -319,7 +319,7 @@ impl ResvState {
                 // All registrants hold an all-registrants reservation: it stays while any is
                 // left, represented by one of them.
                 if self.rtype.is_some_and(|t| t.all_registrants())
-                    && !self.holder.is_some_and(|h| self.key_of(&h).is_some())
+                    && self.holder.is_none_or(|h| self.key_of(&h).is_none())
                 {
                     self.holder = self.registrants.first().map(|r| r.hostid);
                     if self.holder.is_none() {

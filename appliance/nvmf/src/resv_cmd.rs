@@ -118,18 +118,23 @@ fn keys(buf: Option<&IoBuf>, need: usize) -> Result<&[u8], Status> {
     }
 }
 
+/// The action field (CDW10 bits 2:0) of a reservation command; reserved values are Invalid
+/// Field.
+fn action_of<T: Copy>(cdw10: u32, actions: &[T]) -> Result<T, Status> {
+    actions
+        .get((cdw10 & 0x7) as usize)
+        .copied()
+        .ok_or(Status::INVALID_FIELD)
+}
+
 fn register(
     ns: &Namespace,
     host: &HostId,
     cdw10: u32,
     buf: Option<&IoBuf>,
 ) -> Result<Notices, Status> {
-    let action = match cdw10 & 0x7 {
-        0 => RegisterAction::Register,
-        1 => RegisterAction::Unregister,
-        2 => RegisterAction::Replace,
-        _ => return Err(Status::INVALID_FIELD),
-    };
+    use RegisterAction::*;
+    let action = action_of(cdw10, &[Register, Unregister, Replace])?;
     let ignore_key = cdw10 & (1 << 3) != 0;
     // Change Persist Through Power Loss State: 00b no change, 10b clear, 11b set.
     let ptpl = match cdw10 >> 30 {
@@ -155,12 +160,8 @@ fn acquire(
     cdw10: u32,
     buf: Option<&IoBuf>,
 ) -> Result<Notices, Status> {
-    let action = match cdw10 & 0x7 {
-        0 => AcquireAction::Acquire,
-        1 => AcquireAction::Preempt,
-        2 => AcquireAction::PreemptAndAbort,
-        _ => return Err(Status::INVALID_FIELD),
-    };
+    use AcquireAction::*;
+    let action = action_of(cdw10, &[Acquire, Preempt, PreemptAndAbort])?;
     // IEKEY is reserved for Acquire since NVMe 1.3.
     let rtype = ResvType::from_code(((cdw10 >> 8) & 0xFF) as u8).ok_or(Status::INVALID_FIELD)?;
     let data = keys(buf, 16)?;
@@ -175,11 +176,8 @@ fn release(
     cdw10: u32,
     buf: Option<&IoBuf>,
 ) -> Result<Notices, Status> {
-    let clear = match cdw10 & 0x7 {
-        0 => false,
-        1 => true,
-        _ => return Err(Status::INVALID_FIELD),
-    };
+    // Release action: 0 release, 1 clear.
+    let clear = action_of(cdw10, &[false, true])?;
     let rtype = ((cdw10 >> 8) & 0xFF) as u8;
     let data = keys(buf, 8)?;
     let crkey = u64_at(data, 0);
