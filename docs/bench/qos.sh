@@ -62,7 +62,7 @@ done
 "$bin/ferritectl" --socket "$tmp/qos.sock" qos bdev ram0 --rw-ios-per-sec 100000000 \
   --rw-mbytes-per-sec 1000000 >/dev/null
 
-only() { for t in "${!pid[@]}"; do if [[ $t == "$1" ]]; then kill -CONT "${pid[$t]}"; else kill -STOP "${pid[$t]}"; fi; done; }
+only() { local t; for t in "${!pid[@]}"; do if [[ $t == "$1" ]]; then kill -CONT "${pid[$t]}"; else kill -STOP "${pid[$t]}"; fi; done; }
 
 tid() { echo "trtype:tcp traddr:127.0.0.1 trsvcid:${port[$1]} subnqn:$nqn"; }
 # Precondition: write every namespace once so reads touch real pages.

@@ -127,30 +127,32 @@ host = "nqn.h1"
 rw_ios_per_sec = 5000
 w_mbytes_per_sec = 10
 "#;
-        let cfg = Config::parse(text, Path::new("t.toml")).unwrap();
+        let cfg = Config::parse(text, Path::new("t.toml")).expect("must succeed");
         let target = Target::new(Default::default());
-        apply(&target, &cfg.qos).unwrap();
+        apply(&target, &cfg.qos).expect("must succeed");
         assert_eq!(configs(&target.qos().table()), cfg.qos);
         let zero = Config::parse(
             "[[qos]]\nhost = \"h\"\nrw_ios_per_sec = 0\n",
             Path::new("t.toml"),
         )
-        .unwrap();
-        let e = apply(&target, &zero.qos).unwrap_err().to_string();
+        .expect("must succeed");
+        let e = apply(&target, &zero.qos)
+            .expect_err("must be refused")
+            .to_string();
         assert!(e.contains("rw_ios_per_sec must be a positive"), "{e}");
         let both = Config::parse(
             "[[qos]]\nhost = \"h\"\nbdev = \"b\"\nrw_ios_per_sec = 1\n",
             Path::new("t.toml"),
         )
-        .unwrap();
+        .expect("must succeed");
         assert!(apply(&target, &both.qos).is_err());
         let missing = Config::parse(
             "[[qos]]\nbdev = \"nope\"\nrw_ios_per_sec = 1\n",
             Path::new("t.toml"),
         )
-        .unwrap();
+        .expect("must succeed");
         assert!(apply(&target, &missing.qos)
-            .unwrap_err()
+            .expect_err("must be refused")
             .to_string()
             .contains("no such bdev"));
     }

@@ -40,7 +40,9 @@ fn curl_scrapes_and_promtool_accepts() {
     let mport = free_port();
     let maddr = format!("127.0.0.1:{mport}");
     let mut config = ram_config_for(NQN, port, "64MiB", &[]);
-    config.push_str("[[qos]]\nbdev = \"ram0\"\nrw_ios_per_sec = 1000000\n");
+    config.push_str(
+        "[[qos]]\nbdev = \"ram0\"\nrw_ios_per_sec = 1000000\nrw_mbytes_per_sec = 100000\n",
+    );
     let d = start_with_config(dir.path(), &config, port, &["--metrics", &maddr]);
     let url = format!("http://{maddr}/metrics");
 

@@ -12,7 +12,10 @@ use serde_json::json;
 
 const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:0f0e0d0c-0b0a-0908-0706-050403020100";
 
-/// 2 controllers x 2 queues at QD 16: the queues land on both reactors, so the limit is split.
+/// 2 controllers x 2 queues at QD 32 from two client threads: the queues land on both reactors,
+/// so the limit is split, and the target holds a backlog of 128 commands, enough to ride out the
+/// client being descheduled for a while on this loaded machine (a limit is a ceiling: a client
+/// that does not keep commands queued gets less).
 fn run(d: &CtlDaemon, workload: Workload, size: u32, hostnqn: Option<&str>) -> PerfReport {
     let tid = TransportId {
         addr: d.addr,
@@ -23,7 +26,7 @@ fn run(d: &CtlDaemon, workload: Workload, size: u32, hostnqn: Option<&str>) -> P
     let mut c = PerfConfig::new(vec![tid]);
     c.controllers = 2;
     c.qpairs = 2;
-    c.queue_depth = 16;
+    c.queue_depth = 32;
     c.workload = workload;
     c.io_size = IoSize {
         min: size,
@@ -31,7 +34,8 @@ fn run(d: &CtlDaemon, workload: Workload, size: u32, hostnqn: Option<&str>) -> P
     };
     c.warmup = Duration::from_secs(1);
     c.time = Duration::from_secs(4);
-    c.cores = vec![0];
+    let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+    c.cores = vec![0, 1 % ncpu];
     c.timeout = Duration::from_secs(10);
     let outcome = engine::run(&c).unwrap_or_else(|e| panic!("perf run failed: {e}"));
     assert!(
@@ -85,59 +89,70 @@ fn limits_hold_for_a_real_client_and_bad_ones_are_refused() {
             "bdev_set_qos_limit",
             json!({"name": "ram0", "w_mbytes_per_sec": 2.5}),
         )
-        .unwrap_err();
+        .expect_err("must be refused");
     assert_eq!(e.code, -32602);
     assert!(e.message.contains("w_mbytes_per_sec"), "{}", e.message);
     let e = d
         .call("nvmf_set_host_qos_limit", json!({"host": HOST}))
-        .unwrap_err();
+        .expect_err("must be refused");
     assert!(e.message.contains("no limit given"), "{}", e.message);
 
-    // Unlimited first: the target must be well above the limits below, or the test proves
-    // nothing.
+    // Each limit is a quarter of what this (shared, loaded) machine served unlimited just
+    // before (at most 1500 IOPS: 128 queued commands then cover 85 ms of the client being off
+    // the CPU), so the target always has the headroom to exceed it, and the test shows the limit
+    // rather than the machine's load.
     let free = run(&d, Workload::RandRead, 4096, None).total.iops;
-    assert!(
-        free > 3000.0,
-        "unlimited randread only reached {free:.0} IOPS"
-    );
-
-    // IOPS on the namespace's bdev.
-    d.ok(&["qos", "bdev", "ram0", "--rw-ios-per-sec", "2000"]);
+    let limit = ((free / 4.0) as u64).clamp(100, 1500);
+    d.ok(&[
+        "qos",
+        "bdev",
+        "ram0",
+        "--rw-ios-per-sec",
+        &limit.to_string(),
+    ]);
     let r = run(&d, Workload::RandRead, 4096, None);
-    within_10pct("rw_ios_per_sec 2000", r.total.iops, 2000.0);
+    within_10pct("rw_ios_per_sec", r.total.iops, limit as f64);
     let limits = d.json(&["qos", "list"]);
     assert!(
         limits["bdevs"][0]["delayed_ios"].as_u64().unwrap_or(0) > 0,
         "{limits}"
     );
 
-    // Write bandwidth: reads are not held back by it.
+    // Write bandwidth (whole MiB/s): reads are not held back by it.
+    d.ok(&["qos", "bdev", "ram0", "--rw-ios-per-sec", "none"]);
+    let free_w = run(&d, Workload::RandWrite, 64 * 1024, None)
+        .total
+        .mib_per_sec;
+    let mib = ((free_w / 4.0) as u64).clamp(1, 24);
     d.ok(&[
         "qos",
         "bdev",
         "ram0",
-        "--rw-ios-per-sec",
-        "none",
         "--w-mbytes-per-sec",
-        "4",
+        &mib.to_string(),
     ]);
     let r = run(&d, Workload::RandWrite, 64 * 1024, None);
-    within_10pct("w_mbytes_per_sec 4", r.total.mib_per_sec, 4.0);
+    within_10pct("w_mbytes_per_sec", r.total.mib_per_sec, mib as f64);
     let reads = run(&d, Workload::RandRead, 64 * 1024, None)
         .total
         .mib_per_sec;
     assert!(
-        reads > 8.0,
+        reads > 1.5 * mib as f64,
         "reads were limited by a write limit: {reads:.1} MiB/s"
     );
 
     // A host limit on top of the namespace's: only that host is held to it.
     d.ok(&["qos", "bdev", "ram0", "--w-mbytes-per-sec", "none"]);
-    d.ok(&["qos", "host", HOST, "--rw-ios-per-sec", "1000"]);
+    let free = run(&d, Workload::RandRead, 4096, Some(HOST)).total.iops;
+    let limit = ((free / 4.0) as u64).clamp(100, 1500);
+    d.ok(&["qos", "host", HOST, "--rw-ios-per-sec", &limit.to_string()]);
     let r = run(&d, Workload::RandRead, 4096, Some(HOST));
-    within_10pct("host rw_ios_per_sec 1000", r.total.iops, 1000.0);
+    within_10pct("host rw_ios_per_sec", r.total.iops, limit as f64);
     let other = run(&d, Workload::RandRead, 4096, None).total.iops;
-    assert!(other > 2000.0, "another host was limited: {other:.0} IOPS");
+    assert!(
+        other > 1.5 * limit as f64,
+        "another host was limited: {other:.0} IOPS"
+    );
 
     // The limits in force are part of the running configuration.
     let saved = d.ok(&["save-config"]);

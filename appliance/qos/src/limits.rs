@@ -163,9 +163,13 @@ mod tests {
     #[test]
     fn zero_and_negative_are_refused() {
         let mut u = LimitUpdate::default();
-        let e = u.set(LimitKind::RwIos, Some(0)).unwrap_err();
+        let e = u
+            .set(LimitKind::RwIos, Some(0))
+            .expect_err("must be refused");
         assert!(e.to_string().contains("rw_ios_per_sec must be a positive"));
-        let e = u.set(LimitKind::WBytes, Some(-5)).unwrap_err();
+        let e = u
+            .set(LimitKind::WBytes, Some(-5))
+            .expect_err("must be refused");
         assert!(e.to_string().contains("w_mbytes_per_sec") && e.to_string().contains("-5"));
         assert!(u.set(LimitKind::RBytes, Some(1 << 41)).is_err());
         assert!(u.is_empty());
@@ -174,13 +178,13 @@ mod tests {
     #[test]
     fn updates_set_keep_and_remove() {
         let mut u = LimitUpdate::default();
-        u.set(LimitKind::RwIos, Some(1000)).unwrap();
-        u.set(LimitKind::RBytes, Some(10)).unwrap();
+        u.set(LimitKind::RwIos, Some(1000)).expect("must succeed");
+        u.set(LimitKind::RBytes, Some(10)).expect("must succeed");
         let l = Limits::default().apply(&u);
         assert_eq!(l.get(LimitKind::RwIos), Some(1000));
         assert_eq!(l.rate(LimitKind::RBytes), Some(10.0 * MIB as f64));
         let mut u = LimitUpdate::default();
-        u.set(LimitKind::RwIos, None).unwrap();
+        u.set(LimitKind::RwIos, None).expect("must succeed");
         let l = l.apply(&u);
         assert_eq!(l.get(LimitKind::RwIos), None);
         assert_eq!(l.get(LimitKind::RBytes), Some(10));

@@ -140,17 +140,17 @@ mod tests {
         let r = Registry::default();
         assert_eq!(r.generation(), 0);
         let mut u = LimitUpdate::default();
-        u.set(LimitKind::RwIos, Some(5000)).unwrap();
-        r.set_bdev("ram0", &u).unwrap();
-        r.set_host("nqn.h", &u).unwrap();
+        u.set(LimitKind::RwIos, Some(5000)).expect("must succeed");
+        r.set_bdev("ram0", &u).expect("must succeed");
+        r.set_host("nqn.h", &u).expect("must succeed");
         assert_eq!(r.generation(), 2);
         assert_eq!(
             r.table().bdevs["ram0"].limits.get(LimitKind::RwIos),
             Some(5000)
         );
         let mut clear = LimitUpdate::default();
-        clear.set(LimitKind::RwIos, None).unwrap();
-        assert!(r.set_bdev("ram0", &clear).unwrap().is_empty());
+        clear.set(LimitKind::RwIos, None).expect("must succeed");
+        assert!(r.set_bdev("ram0", &clear).expect("must succeed").is_empty());
         assert!(r.table().bdevs.is_empty());
         assert!(!r.table().is_empty());
         assert_eq!(

@@ -20,7 +20,7 @@ use crate::registry::{Entry, Table};
 pub const TIMESLICE: Duration = Duration::from_millis(1);
 /// Most time worth of tokens a bucket holds: an idle limit allows this much of a burst, and a
 /// refill that comes late (a busy reactor) loses nothing up to this.
-pub const BURST: Duration = Duration::from_millis(50);
+pub const BURST: Duration = Duration::from_millis(100);
 /// A reactor that served no I/O of a limit for this long gives its share back.
 const IDLE: Duration = Duration::from_millis(100);
 

@@ -125,7 +125,7 @@ mod tests {
     use super::*;
 
     fn err(p: Value) -> String {
-        decode(p, "name").unwrap_err().message
+        decode(p, "name").expect_err("must be refused").message
     }
 
     #[test]
@@ -142,7 +142,7 @@ mod tests {
             json!({"name": "a", "rw_ios_per_sec": 2000, "r_mbytes_per_sec": null}),
             "name",
         )
-        .unwrap();
+        .expect("must succeed");
         assert_eq!(name, "a");
         assert!(!u.is_empty());
     }

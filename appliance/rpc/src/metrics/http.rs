@@ -210,10 +210,15 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        let ok = parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        let ok =
+            parse_request(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").expect("must succeed");
         assert_eq!(ok.path, "/metrics");
         assert!(!ok.head_only);
-        assert!(parse_request(b"HEAD / HTTP/1.0\r\n\r\n").unwrap().head_only);
+        assert!(
+            parse_request(b"HEAD / HTTP/1.0\r\n\r\n")
+                .expect("must succeed")
+                .head_only
+        );
         assert_eq!(
             parse_request(b"GET /metrics HTTP/1.1"),
             Err(HttpError::Incomplete)

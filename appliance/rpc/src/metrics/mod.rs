@@ -524,7 +524,7 @@ mod tests {
                 .unwrap_or_else(|| panic!("no le={le} in {}", e.text))
                 .rsplit(' ')
                 .next()
-                .unwrap()
+                .expect("must succeed")
                 .to_string()
         };
         assert_eq!(line("0.000001024"), "0");
