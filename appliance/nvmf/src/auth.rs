@@ -237,10 +237,11 @@ impl PollGroup {
         if let Some((keys, policy)) = fresh {
             auth.rekey(keys, policy);
         }
-        let before = auth.is_authenticated();
+        let before = auth.state();
         auth.send(bytes);
-        let (now, state, negotiated) = (auth.is_authenticated(), auth.state(), auth.negotiated());
-        if now && !before {
+        let (state, negotiated) = (auth.state(), auth.negotiated());
+        // Logged once per completed exchange (re-authentications included).
+        if state == AuthState::Authenticated && before != AuthState::Authenticated {
             self.log_authenticated(conn, qid, negotiated);
         }
         if host_gave_up && matches!(state, AuthState::Failed(_)) {
@@ -281,9 +282,9 @@ impl PollGroup {
             .auth
             .as_mut()
             .expect("auth_command checked the transaction");
-        let before = auth.is_authenticated();
+        let before = auth.state();
         let msg = auth.receive();
-        let (now, negotiated) = (auth.is_authenticated(), auth.negotiated());
+        let (state, negotiated) = (auth.state(), auth.negotiated());
         if msg.len() > len as usize {
             // The host's buffer cannot hold the message: the transaction cannot go on.
             log::info!(
@@ -293,7 +294,7 @@ impl PollGroup {
             self.defer(GroupEvent::Close(conn));
             return self.finish(conn, slot, Status::INVALID_FIELD, 0, Some(buf), cx);
         }
-        if now && !before {
+        if state == AuthState::Authenticated && before != AuthState::Authenticated {
             self.log_authenticated(conn, qid, negotiated);
         }
         if msg.get(1) == Some(&auth_id::FAILURE1) {
