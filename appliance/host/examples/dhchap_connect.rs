@@ -12,7 +12,9 @@ use ferrite_host::{ConnectOptions, Controller, DhchapSecrets};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.len() < 5 {
-        return Err("usage: ADDR NQN HOST_UUID_BYTE COUNT IO_QUEUES [HOST_KEY_FILE [CTRL_KEY_FILE]]".into());
+        return Err(
+            "usage: ADDR NQN HOST_UUID_BYTE COUNT IO_QUEUES [HOST_KEY_FILE [CTRL_KEY_FILE]]".into(),
+        );
     }
     let addr = args[0].parse()?;
     let mut uuid = [0x42u8; 16];
