@@ -226,14 +226,7 @@ impl PollGroup {
         } else {
             None
         };
-        let qp = self
-            .qpair_mut(conn)
-            .expect("auth_command checked the qpair");
-        let qid = qp.qid;
-        let auth = qp
-            .auth
-            .as_mut()
-            .expect("auth_command checked the transaction");
+        let (qid, auth) = self.transaction(conn);
         if let Some((keys, policy)) = fresh {
             auth.rekey(keys, policy);
         }
@@ -274,14 +267,7 @@ impl PollGroup {
                 cx,
             );
         }
-        let qp = self
-            .qpair_mut(conn)
-            .expect("auth_command checked the qpair");
-        let qid = qp.qid;
-        let auth = qp
-            .auth
-            .as_mut()
-            .expect("auth_command checked the transaction");
+        let (qid, auth) = self.transaction(conn);
         let before = auth.state();
         let msg = auth.receive();
         let (state, negotiated) = (auth.state(), auth.negotiated());
@@ -309,6 +295,18 @@ impl PollGroup {
             qp.slot_mut(slot).data_len = len;
         }
         self.finish(conn, slot, Status::SUCCESS, 0, Some(buf), cx)
+    }
+
+    /// The queue's id and transaction (present: `auth_command` checked).
+    fn transaction(&mut self, conn: ConnId) -> (u16, &mut ControllerAuth) {
+        let qp = self
+            .qpair_mut(conn)
+            .expect("auth_command checked the qpair");
+        let auth = qp
+            .auth
+            .as_deref_mut()
+            .expect("auth_command checked the transaction");
+        (qp.qid, auth)
     }
 
     fn log_authenticated(
