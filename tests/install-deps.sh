@@ -73,7 +73,43 @@ install_tools() {
   bash "$(dirname "$0")/ansible/venv.sh"
 }
 
+# The DH-HMAC-CHAP end-to-end test (tests/tests/vm_dhchap.rs) needs a host kernel with
+# CONFIG_NVME_AUTH, which Debian's 6.1 lacks. The 6.12 kernel built for bookworm (backports
+# suite) is staged beside /boot, not in it, so every other vm_* test keeps booting 6.1: its image
+# goes to $AUTH_KERNEL_DIR, its modules to /lib/modules/<version> (the guest loads them over 9p).
+AUTH_KERNEL_DIR=${FERRITE_E2E_AUTH_KERNEL_DIR:-/usr/local/lib/ferrite-e2e}
+stage_auth_kernel() {
+  if compgen -G "$AUTH_KERNEL_DIR/vmlinuz-6.12*" >/dev/null; then
+    return 0
+  fi
+  local sudo=""
+  [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    echo "deb http://deb.debian.org/debian bookworm-backports main" |
+      $sudo tee /etc/apt/sources.list.d/ferrite-bookworm-backports.list >/dev/null
+  fi
+  $sudo apt-get update
+  local pkg
+  pkg=$(apt-cache depends linux-image-6.12-amd64 | awk '/Depends: linux-image-6\.12/ {print $2; exit}')
+  if [[ -z $pkg ]]; then
+    echo "install-deps: no linux-image-6.12 package found (bookworm-backports)" >&2
+    return 1
+  fi
+  local ver=${pkg#linux-image-} tmp
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download "$pkg")
+  dpkg-deb -x "$tmp"/*.deb "$tmp/root"
+  $sudo mkdir -p "$AUTH_KERNEL_DIR" /lib/modules
+  $sudo rm -rf "/lib/modules/$ver"
+  $sudo cp -a "$tmp/root/lib/modules/$ver" /lib/modules/
+  $sudo depmod "$ver"
+  $sudo cp "$tmp/root/boot/vmlinuz-$ver" "$AUTH_KERNEL_DIR/"
+  rm -rf "$tmp"
+  echo "install-deps: staged $pkg in $AUTH_KERNEL_DIR (for vm_dhchap)"
+}
+
 if ((${#missing[@]} == 0)); then
+  stage_auth_kernel
   install_tools
   echo "install-deps: everything is already installed"
   exit 0
@@ -89,4 +125,5 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update
 $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+stage_auth_kernel
 install_tools

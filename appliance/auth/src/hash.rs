@@ -28,7 +28,8 @@ impl HashId {
         self as u8
     }
 
-    /// Digest length in bytes: also the challenge and response length (HL).
+    /// Digest length in bytes: also the challenge and response length (HL); never zero.
+    #[allow(clippy::len_without_is_empty)]
     pub fn len(self) -> usize {
         match self {
             HashId::Sha256 => 32,

@@ -13,6 +13,8 @@
 //!
 //! No I/O happens here: both state machines are plain values driven by the caller.
 #![forbid(unsafe_code)]
+// Tests unwrap freely: a panic there is the failure report.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod dh;
 pub mod hash;

@@ -4,6 +4,8 @@
 //! commands before authentication refused, re-authentication with changed keys, and the keys
 //! surviving `save_config` by name only.
 
+#![allow(clippy::unwrap_used)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -226,21 +226,15 @@ impl PollGroup {
         } else {
             None
         };
-        let qp = self
-            .qpair_mut(conn)
-            .expect("auth_command checked the qpair");
-        let qid = qp.qid;
-        let auth = qp
-            .auth
-            .as_mut()
-            .expect("auth_command checked the transaction");
+        let (qid, auth) = self.transaction(conn);
         if let Some((keys, policy)) = fresh {
             auth.rekey(keys, policy);
         }
-        let before = auth.is_authenticated();
+        let before = auth.state();
         auth.send(bytes);
-        let (now, state, negotiated) = (auth.is_authenticated(), auth.state(), auth.negotiated());
-        if now && !before {
+        let (state, negotiated) = (auth.state(), auth.negotiated());
+        // Logged once per completed exchange (re-authentications included).
+        if state == AuthState::Authenticated && before != AuthState::Authenticated {
             self.log_authenticated(conn, qid, negotiated);
         }
         if host_gave_up && matches!(state, AuthState::Failed(_)) {
@@ -273,17 +267,10 @@ impl PollGroup {
                 cx,
             );
         }
-        let qp = self
-            .qpair_mut(conn)
-            .expect("auth_command checked the qpair");
-        let qid = qp.qid;
-        let auth = qp
-            .auth
-            .as_mut()
-            .expect("auth_command checked the transaction");
-        let before = auth.is_authenticated();
+        let (qid, auth) = self.transaction(conn);
+        let before = auth.state();
         let msg = auth.receive();
-        let (now, negotiated) = (auth.is_authenticated(), auth.negotiated());
+        let (state, negotiated) = (auth.state(), auth.negotiated());
         if msg.len() > len as usize {
             // The host's buffer cannot hold the message: the transaction cannot go on.
             log::info!(
@@ -293,7 +280,7 @@ impl PollGroup {
             self.defer(GroupEvent::Close(conn));
             return self.finish(conn, slot, Status::INVALID_FIELD, 0, Some(buf), cx);
         }
-        if now && !before {
+        if state == AuthState::Authenticated && before != AuthState::Authenticated {
             self.log_authenticated(conn, qid, negotiated);
         }
         if msg.get(1) == Some(&auth_id::FAILURE1) {
@@ -308,6 +295,18 @@ impl PollGroup {
             qp.slot_mut(slot).data_len = len;
         }
         self.finish(conn, slot, Status::SUCCESS, 0, Some(buf), cx)
+    }
+
+    /// The queue's id and transaction (present: `auth_command` checked).
+    fn transaction(&mut self, conn: ConnId) -> (u16, &mut ControllerAuth) {
+        let qp = self
+            .qpair_mut(conn)
+            .expect("auth_command checked the qpair");
+        let auth = qp
+            .auth
+            .as_deref_mut()
+            .expect("auth_command checked the transaction");
+        (qp.qid, auth)
     }
 
     fn log_authenticated(
