@@ -25,6 +25,17 @@ needs=(
   "bash|bash"
   # ferrite-tape's catalog links the system SQLite (rusqlite without the bundled copy)
   "/usr/lib/*/libsqlite3.so|libsqlite3-dev"
+  # NVMe/RDMA (issue 12): rdma-sys links libibverbs and librdmacm and runs bindgen (libclang)
+  # at build time; the QEMU guest uses the rxe provider, `rdma` (iproute2) and rping from here
+  "/usr/include/infiniband/verbs.h|libibverbs-dev"
+  "/usr/include/rdma/rdma_cma.h|librdmacm-dev"
+  "/usr/lib/*/libibverbs/librxe-*.so|ibverbs-providers"
+  "/etc/rdma/modules/rdma.conf|rdma-core"
+  "ibv_devices|ibverbs-utils"
+  "rping|rdmacm-utils"
+  "rdma|iproute2"
+  "/usr/lib/*/libclang*.so*|libclang-dev"
+  "clang|clang"
   # the Ansible collection's checks run from Python venvs (tests/ansible/venv.sh)
   "/usr/lib/python3*/ensurepip/__init__.py|python3-venv"
 )

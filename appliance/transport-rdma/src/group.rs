@@ -162,7 +162,7 @@ impl RdmaGroup {
             self.reserved.push(0);
             (self.conns.len() - 1) as u32
         });
-        let mut conn = Conn::new(qp, ConnId(conn_id));
+        let mut conn = Conn::new(qp, ConnId(conn_id), req.qid);
         let local = conn.qp.id().local_addr();
         let ready = conn.post_all_recvs(entries).and_then(|()| {
             conn.qp
