@@ -27,6 +27,17 @@ needs=(
   "/usr/lib/*/libsqlite3.so|libsqlite3-dev"
   # `promtool check metrics` validates ferrited's Prometheus endpoint (tests: metrics)
   "promtool|prometheus"
+  # NVMe/RDMA (issue 12): rdma-sys links libibverbs and librdmacm and runs bindgen (libclang)
+  # at build time; the QEMU guest uses the rxe provider, `rdma` (iproute2) and rping from here
+  "/usr/include/infiniband/verbs.h|libibverbs-dev"
+  "/usr/include/rdma/rdma_cma.h|librdmacm-dev"
+  "/usr/lib/*/libibverbs/librxe-*.so|ibverbs-providers"
+  "/etc/rdma/modules/rdma.conf|rdma-core"
+  "ibv_devices|ibverbs-utils"
+  "rping|rdmacm-utils"
+  "rdma|iproute2"
+  "/usr/lib/*/libclang*.so*|libclang-dev"
+  "clang|clang"
   # the Ansible collection's checks run from Python venvs (tests/ansible/venv.sh)
   "/usr/lib/python3*/ensurepip/__init__.py|python3-venv"
 )

@@ -45,7 +45,8 @@ pub use target::{
     TargetOptions, Trtype,
 };
 pub use transport::{
-    dispatch_events, QueuePair, QueuePairs, StartTransport, Transport, TransportError,
+    dispatch_events, reap_released, QueuePair, QueuePairs, Routing, StartTransport, Transport,
+    TransportError,
 };
 
 /// Highest namespace id a subsystem may use (and Identify Controller NN).

@@ -108,6 +108,48 @@ pub trait QueuePairs {
     fn close(&mut self, conn: ConnId, cx: &mut TaskContext);
 }
 
+/// The usual connection table of a transport group seen as [`QueuePairs`]: connections indexed by
+/// [`ConnId`], the list of those with output, and the closes asked for during a dispatch (done by
+/// the caller once the poll group is free again).
+#[derive(Debug)]
+pub struct Routing<'a, C> {
+    pub conns: &'a mut Vec<Option<C>>,
+    pub dirty: &'a mut Vec<u32>,
+    pub closing: &'a mut Vec<u32>,
+}
+
+impl<C: QueuePair> QueuePairs for Routing<'_, C> {
+    type Qpair = C;
+
+    fn qpair(&mut self, conn: ConnId) -> Option<&mut C> {
+        self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut)
+    }
+
+    fn mark_dirty(&mut self, conn: ConnId) {
+        if !self.dirty.contains(&conn.0) {
+            self.dirty.push(conn.0);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId, _cx: &mut TaskContext) {
+        if !self.closing.contains(&conn.0) {
+            self.closing.push(conn.0);
+        }
+    }
+}
+
+/// Moves the closed connections whose NVMe state has drained from `zombies` to `free_ids`.
+pub fn reap_released(nvmf: &PollGroup, zombies: &mut Vec<u32>, free_ids: &mut Vec<u32>) {
+    let mut i = 0;
+    while i < zombies.len() {
+        if nvmf.is_released(ConnId(zombies[i])) {
+            free_ids.push(zombies.swap_remove(i));
+        } else {
+            i += 1;
+        }
+    }
+}
+
 /// Polls `nvmf` and routes what it produced: responses to their queue pairs (or their buffers
 /// back to the pool when the queue pair is gone), close requests to the transport. `scratch`
 /// is the caller's reused event list. Returns whether anything happened.

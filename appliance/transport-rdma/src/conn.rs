@@ -79,6 +79,7 @@ pub(crate) struct Conn {
     pub key: usize,
     pub peer: Option<SocketAddr>,
     id: ConnId,
+    qid: u16,
     slots: Vec<Slot>,
     free: Vec<u16>,
     waiting: VecDeque<u16>,
@@ -100,7 +101,7 @@ pub(crate) fn lkey(pools: &[PoolRegistration], buf: &IoBuf, len: usize) -> Optio
 }
 
 impl Conn {
-    pub fn new(qp: QueuePair, id: ConnId) -> Conn {
+    pub fn new(qp: QueuePair, id: ConnId, qid: u16) -> Conn {
         let key = qp.id().key();
         let peer = qp.id().peer_addr();
         Conn {
@@ -108,6 +109,7 @@ impl Conn {
             key,
             peer,
             id,
+            qid,
             slots: vec![Slot::default(); MAX_COMMAND_SLOTS],
             free: (0..MAX_COMMAND_SLOTS as u16).rev().collect(),
             waiting: VecDeque::with_capacity(MAX_COMMAND_SLOTS),
@@ -155,6 +157,14 @@ impl Conn {
         }
         let cmd = Command::parse(&capsule[..64]).map_err(|e| Gone(format!("bad capsule: {e}")))?;
         let icd = (capsule.len() - 64) as u32;
+        if self.qid == 0 {
+            log::trace!(
+                "{:?}: admin command opcode {:#x} cid {} ({icd} bytes in capsule)",
+                self.peer,
+                cmd.opcode,
+                cmd.cid.get()
+            );
+        }
         let Some(slot) = self.free.pop() else {
             return Err(Gone("more commands than the queue holds".into()));
         };
@@ -352,6 +362,16 @@ impl Conn {
             return Err(Gone(format!("response for unknown slot {slot}")));
         }
         let s = self.slots[index];
+        if self.qid == 0 {
+            log::trace!(
+                "{:?}: admin response cid {} opcode {:#x} status {:#x} ({} bytes)",
+                self.peer,
+                resp.cqe.cid.get(),
+                s.cmd.opcode,
+                resp.cqe.status.get(),
+                resp.data_len
+            );
+        }
         let send_id = encode(self.id.0, Kind::Send, slot);
         match (resp.buf, s.remote) {
             (Some(buf), Some(keyed))

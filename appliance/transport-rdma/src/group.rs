@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use ferrite_nvme::rdma::{cm_reject, encode_accept, encode_reject, CmRequest};
 use ferrite_nvmf::{
-    dispatch_events, ConnId, GroupEvent, PollGroup, PollGroupStats, QueuePair as NvmfQueuePair,
-    QueuePairs, Response, Target, MAX_COMMAND_SLOTS,
+    dispatch_events, reap_released, ConnId, GroupEvent, PollGroup, PollGroupStats,
+    QueuePair as NvmfQueuePair, Response, Routing, Target, MAX_COMMAND_SLOTS,
 };
 use ferrite_rdma::{
     CmId, CompletionQueue, Opcode, PoolRegistration, ProtectionDomain, QpCaps, QueuePair,
@@ -162,7 +162,7 @@ impl RdmaGroup {
             self.reserved.push(0);
             (self.conns.len() - 1) as u32
         });
-        let mut conn = Conn::new(qp, ConnId(conn_id));
+        let mut conn = Conn::new(qp, ConnId(conn_id), req.qid);
         let local = conn.qp.id().local_addr();
         let ready = conn.post_all_recvs(entries).and_then(|()| {
             conn.qp
@@ -331,16 +331,7 @@ impl RdmaGroup {
     }
 
     fn reap_zombies(&mut self) {
-        let mut i = 0;
-        while i < self.zombies.len() {
-            let id = self.zombies[i];
-            if self.nvmf.is_released(ConnId(id)) {
-                self.free_ids.push(id);
-                self.zombies.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        reap_released(&self.nvmf, &mut self.zombies, &mut self.free_ids);
     }
 }
 
@@ -368,33 +359,6 @@ impl Task for RdmaGroup {
         self.zombies
             .iter()
             .all(|id| self.nvmf.is_released(ConnId(*id)))
-    }
-}
-
-/// The connection table as the shared completion path sees it (as in NVMe/TCP).
-struct Routing<'a> {
-    conns: &'a mut Vec<Option<Conn>>,
-    dirty: &'a mut Vec<u32>,
-    closing: &'a mut Vec<u32>,
-}
-
-impl QueuePairs for Routing<'_> {
-    type Qpair = Conn;
-
-    fn qpair(&mut self, conn: ConnId) -> Option<&mut Conn> {
-        self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut)
-    }
-
-    fn mark_dirty(&mut self, conn: ConnId) {
-        if !self.dirty.contains(&conn.0) {
-            self.dirty.push(conn.0);
-        }
-    }
-
-    fn close(&mut self, conn: ConnId, _cx: &mut TaskContext) {
-        if !self.closing.contains(&conn.0) {
-            self.closing.push(conn.0);
-        }
     }
 }
 

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use ferrite_nvmf::{
-    dispatch_events, ConnId, GroupEvent, PollGroup, PollGroupStats, QueuePair, QueuePairs,
-    Response, Target,
+    dispatch_events, reap_released, ConnId, GroupEvent, PollGroup, PollGroupStats, QueuePair,
+    Response, Routing, Target,
 };
 use ferrite_reactor::{PollStatus, Task, TaskContext};
 use rustix::buffer::spare_capacity;
@@ -303,16 +303,7 @@ impl SocketGroup {
     }
 
     fn reap_zombies(&mut self) {
-        let mut i = 0;
-        while i < self.zombies.len() {
-            let id = self.zombies[i];
-            if self.nvmf.is_released(ConnId(id)) {
-                self.free_ids.push(id);
-                self.zombies.swap_remove(i);
-            } else {
-                i += 1;
-            }
-        }
+        reap_released(&self.nvmf, &mut self.zombies, &mut self.free_ids);
     }
 }
 
@@ -342,34 +333,6 @@ impl Task for SocketGroup {
                 .zombies
                 .iter()
                 .all(|id| self.nvmf.is_released(ConnId(*id)))
-    }
-}
-
-/// The connection table as the shared completion path (`ferrite_nvmf::dispatch_events`) sees
-/// it; closes are collected and done once the NVMe poll group is free again.
-struct Routing<'a> {
-    conns: &'a mut Vec<Option<Conn>>,
-    dirty: &'a mut Vec<u32>,
-    closing: &'a mut Vec<u32>,
-}
-
-impl QueuePairs for Routing<'_> {
-    type Qpair = Conn;
-
-    fn qpair(&mut self, conn: ConnId) -> Option<&mut Conn> {
-        self.conns.get_mut(conn.0 as usize).and_then(Option::as_mut)
-    }
-
-    fn mark_dirty(&mut self, conn: ConnId) {
-        if !self.dirty.contains(&conn.0) {
-            self.dirty.push(conn.0);
-        }
-    }
-
-    fn close(&mut self, conn: ConnId, _cx: &mut TaskContext) {
-        if !self.closing.contains(&conn.0) {
-            self.closing.push(conn.0);
-        }
     }
 }
 

@@ -379,9 +379,12 @@ impl CompletionQueue {
                 ibv_wc_opcode::IBV_WC_RECV => Opcode::Recv,
                 other => Opcode::Other(other),
             };
-            let invalidated_rkey = (wc.wc_flags & ibv_wc_flags::IBV_WC_WITH_INV.0 != 0)
+            let invalidated_rkey = if wc.wc_flags & ibv_wc_flags::IBV_WC_WITH_INV.0 != 0 {
                 // SAFETY: with IBV_WC_WITH_INV set, the union holds the invalidated rkey.
-                .then(|| unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey });
+                Some(unsafe { wc.imm_data_invalidated_rkey_union.invalidated_rkey })
+            } else {
+                None
+            };
             out.push(WorkCompletion {
                 wr_id: wc.wr_id,
                 status: wc.status,
