@@ -3,15 +3,15 @@
 //! parse flags and call [`Daemon::start_with`] / the RPC client.
 #![forbid(unsafe_code)]
 
-mod backends;
 pub mod auth_config;
+mod backends;
 pub mod config;
 mod control;
 mod daemon;
 pub mod journals;
 mod pools;
-pub mod replication;
 pub mod qos;
+pub mod replication;
 pub mod state;
 pub mod transports;
 

@@ -11,8 +11,8 @@
 mod admin;
 mod admin_result;
 mod ana;
-mod bdev_status;
 mod auth;
+mod bdev_status;
 mod controller;
 mod copy;
 mod error;

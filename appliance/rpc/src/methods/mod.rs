@@ -9,9 +9,9 @@ mod bdev;
 mod journal;
 mod nvmf;
 mod pool;
+pub(crate) mod qos;
 mod replication;
 mod snapshot_diff;
-pub(crate) mod qos;
 mod system;
 mod volume;
 

@@ -3,8 +3,8 @@
 
 mod client;
 mod human;
-mod replication;
 mod qos;
+mod replication;
 
 use std::io::Write;
 use std::net::SocketAddr;
