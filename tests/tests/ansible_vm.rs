@@ -252,7 +252,8 @@ fn vm_nvmeof_host_role_in_the_guest_connects_to_what_site_yml_provisioned() {
         .run_ok_within("nvme discover", Duration::from_secs(120))
         .expect("nvme discover with the role's discovery.conf");
     assert!(
-        disc.contains(&format!("subnqn: {NQN}")),
+        disc.lines()
+            .any(|l| l.starts_with("subnqn:") && l.trim_end().ends_with(NQN)),
         "the discovery log from discovery.conf lists {NQN}: {disc}"
     );
 
