@@ -125,12 +125,14 @@ fn tail(s: &str) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// The namespace's block device once a controller of `NQN` is there (the guest has no other
+/// NVMe device; with native multipath the controller's own node is the hidden `nvmeXcYn1`).
 fn wait_device(host: &LinuxHost) -> String {
     let cmd = format!(
         "for i in $(seq 300); do for c in /sys/class/nvme/nvme*; do \
          [ \"$(cat $c/subsysnqn 2>/dev/null)\" = {NQN} ] || continue; \
-         d=$(ls -d $c/nvme*n1 2>/dev/null | head -1); [ -n \"$d\" ] && [ -b /dev/$(basename $d) ] \
-         && echo /dev/$(basename $d) && exit 0; done; sleep 0.1; done; nvme list; exit 1"
+         d=$(ls /dev/nvme*n1 2>/dev/null | head -1); [ -n \"$d\" ] && [ -b \"$d\" ] \
+         && echo $d && exit 0; done; sleep 0.1; done; nvme list; exit 1"
     );
     host.run_ok_within(&cmd, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("the guest never saw the namespace of {NQN}: {e}"))
