@@ -140,12 +140,16 @@ class Harness(object):
             "ferrite_primary": {"hosts": {"localhost": None}},
             "ferrite_hosts": {"hosts": {"localhost": None}},
         }, "vars": variables}}
+        return self.write_inventory(inv, name)
+
+    def write_inventory(self, inv, name):
         path = self.path("inventory-%s.json" % name)
         with open(path, "w") as f:
             json.dump(inv, f, indent=1)
         return path
 
     def run(self, playbook, variables, name, check=False, extra=()):
+        """ansible-playbook; returns (exit status, changed summed over the hosts, output)."""
         cmd = [self.playbook, "-i", self.inventory(variables, name),
                os.path.join(COLLECTION, "playbooks", playbook)]
         if check:
@@ -153,15 +157,15 @@ class Harness(object):
         cmd += list(extra)
         started = time.time()
         proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, cwd=self.tmp, timeout=600)
+                              universal_newlines=True, cwd=self.tmp, timeout=900)
         out = proc.stdout
         with open(self.path("%s.log" % name), "w") as f:
             f.write(out)
-        recap = re.search(r"localhost\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out)
-        changed = int(recap.group(2)) if recap else None
-        print("   ansible-playbook %s%s (%s): rc=%d changed=%s, %.1f s"
+        recaps = re.findall(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
+        changed = sum(int(r[2]) for r in recaps) if recaps else None
+        print("   ansible-playbook %s%s (%s): rc=%d changed=%s (%s), %.1f s"
               % (playbook, " --check --diff" if check else "", name, proc.returncode, changed,
-                 time.time() - started))
+                 " ".join("%s=%s" % (r[0], r[2]) for r in recaps), time.time() - started))
         return proc.returncode, changed, out
 
     def rpc(self, method, params=None):

@@ -150,29 +150,7 @@ class Site(Harness):
             "ferrite_secondary": {"hosts": {"secondary": hosts["secondary"]}},
             "ferrite_tape": {"hosts": {"tapegw": hosts["tapegw"]}},
         }}}
-        path = self.path("inventory-%s.json" % name)
-        with open(path, "w") as f:
-            json.dump(inv, f, indent=1)
-        return path
-
-    def run(self, playbook, variables, name, check=False, extra=()):
-        cmd = [self.playbook, "-i", self.inventory(variables, name),
-               os.path.join(COLLECTION, "playbooks", playbook)]
-        if check:
-            cmd += ["--check", "--diff"]
-        cmd += list(extra)
-        started = time.time()
-        proc = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              universal_newlines=True, cwd=self.tmp, timeout=900)
-        out = proc.stdout
-        with open(self.path("%s.log" % name), "w") as f:
-            f.write(out)
-        recaps = re.findall(r"^(\w+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", out, re.M)
-        changed = sum(int(r[2]) for r in recaps) if recaps else None
-        print("   ansible-playbook %s%s (%s): rc=%d changed=%s (%s), %.1f s"
-              % (playbook, " --check --diff" if check else "", name, proc.returncode, changed,
-                 " ".join("%s=%s" % (r[0], r[2]) for r in recaps), time.time() - started))
-        return proc.returncode, changed, out
+        return self.write_inventory(inv, name)
 
     def call(self, socket_path, method, params=None):
         client = FerriteRpc(socket_path, 60.0)
