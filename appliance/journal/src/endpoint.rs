@@ -56,11 +56,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Binds the endpoint at `path` (an existing socket file is replaced) and
-/// serves it on a background thread.
+/// Binds the endpoint at `path` (mode 0600: it streams every replicated write) and serves it on
+/// a background thread. A stale socket left by a dead daemon is replaced; a live socket or a
+/// file that is not a socket is an error, never deleted.
 pub fn serve(path: &Path, groups: Arc<Groups>) -> std::io::Result<PathBuf> {
-    let _ = std::fs::remove_file(path);
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        let refuse = |why: &str| {
+            std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{}: {why}", path.display()),
+            )
+        };
+        if !meta.file_type().is_socket() {
+            return Err(refuse("exists and is not a socket"));
+        }
+        if UnixStream::connect(path).is_ok() {
+            return Err(refuse("another process serves this socket"));
+        }
+        std::fs::remove_file(path)?;
+    }
     let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     let p = path.to_path_buf();
     std::thread::Builder::new()
         .name("journal-endpoint".into())

@@ -379,3 +379,26 @@ fn the_stream_endpoint_serves_pulls_and_trims() {
     );
     let _ = RefuseCode::UnknownGroup;
 }
+
+#[test]
+fn the_stream_endpoint_never_deletes_a_file_or_a_live_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, b"keep me").expect("write");
+    let e = serve(&file, Arc::new(Groups::default())).expect_err("a regular file is refused");
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).expect("still there"), b"keep me");
+
+    let path = dir.path().join("journal.sock");
+    serve(&path, Arc::new(Groups::default())).expect("serve");
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode();
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the stream carries every replicated write"
+    );
+    let e = serve(&path, Arc::new(Groups::default())).expect_err("a live socket is refused");
+    assert!(e.to_string().contains("another process"), "{e}");
+    UnixStream::connect(&path).expect("the first endpoint still serves");
+}
