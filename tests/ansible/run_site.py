@@ -9,10 +9,12 @@ replication, and a tape gateway, all real processes (connection: local, three in
   2. Writes to the primary's journaled namespace (ferrite-perf over NVMe/TCP) are shipped,
      applied on the secondary and acknowledged: the journal is trimmed to its committed point.
   3. A second run reports changed=0, and so does --check --diff; no process was restarted.
-  4. A changed inventory (a new backup, a changed schedule) shows in --check without changing
-     anything, then is applied (2 changes) and the new backup holds the replicated data's size.
-  5. Wrong variables (mode sync, a bad barcode, a journal in an unknown pool) fail naming the
-     variable, and nothing changes.
+  4. A changed inventory (a new backup, a changed schedule, group 1 switched to sync mode with
+     lost_link: degrade) shows in --check without changing anything, then is applied (3 changes:
+     the pair's mode through replication_set_mode, no replicator restarted); writes then wait
+     for the secondary (the pair counts sync waits) and the new backup holds the replica's size.
+  5. Wrong variables (a lost-link policy, a sync timeout out of range, a bad barcode, a journal
+     in an unknown pool) fail naming the variable, and nothing changes.
   6. teardown.yml stops every process and removes what the roles installed; a second teardown
      changes nothing.
 
@@ -136,6 +138,7 @@ class Site(Harness):
             "replication_groups": [{
                 "group": 1,
                 "mode": "async",
+                "rpo_s": 30,
                 "journal": {"pool": "tank", "size": "8MiB"},
                 "namespaces": [{"bdev": "tank/db", "nsid": 1, "target_nsid": 1}],
                 "pair": {"secondary": "127.0.0.1:%d" % self.r_port, "target": "127.0.0.1:%d" % self.s_port,
@@ -206,6 +209,8 @@ class Site(Harness):
                 "journals": sorted((j["group"], j["volume"], json.dumps(j["namespaces"], sort_keys=True))
                                    for j in self.call(self.sock(side), "journal_list") or []),
             }
+        out["pairs"] = sorted((x["group"], x["mode"], x["link_policy"], x["sync_timeout_ms"], x["rpo_s"], x["paused"])
+                              for x in self.call(self.sock("p"), "replication_status"))
         tape_sock = self.path("t", "run", "tape.sock")
         out["cartridges"] = sorted((c["barcode"], c["labelled_at"] is not None, c["element"] is not None)
                                    for c in self.call(tape_sock, "tape_cartridge_list"))
@@ -258,6 +263,10 @@ def scenario(h):
             json.dumps(st))
     with open(h.path("s", "etc", "repl-g1.toml")) as f:
         sec = f.read()
+    pair = h.call(h.sock("p"), "replication_status")
+    h.check("group 1 is an async replication pair in ferrited, with its RPO and the replicator's status",
+            [(x["group"], x["mode"], x["rpo_s"], x["paused"]) for x in pair] == [(1, "async", 30, False)]
+            and (pair[0]["replicator"] or {}).get("role") == "primary", json.dumps(pair))
     h.check("the secondary's configuration maps group nsid 1 to its nsid 1",
             'role = "secondary"' in sec and "namespaces = [[1, 1]]" in sec
             and 'listen = "127.0.0.1:%d"' % h.r_port in sec, sec)
@@ -304,45 +313,67 @@ def scenario(h):
     h.check("--check --diff after convergence reports changed=0", rc == 0 and changed == 0, out[-4000:])
     h.check("no process restarted, nothing changed", h.state() == st)
 
-    print("== 4. a changed inventory: a new backup, a changed schedule")
+    print("== 4. a changed inventory: a new backup, a changed schedule, group 1 in sync mode")
     hosts = copy.deepcopy(h.hosts)
     tape = hosts["tapegw"]
     tape["tape_jobs"].append({"name": "dr-db-replicated", "address": "127.0.0.1:%d" % h.s_port, "subnqn": DR,
                               "nsid": 1})
     tape["tape_schedules"][0]["cron"] = "15 3 * * 0"
-    new = (hosts, h.common)
+    common = copy.deepcopy(h.common)
+    common["replication_groups"][0].update({"mode": "sync", "lost_link": "degrade", "sync_timeout_ms": 20000})
+    new = (hosts, common)
     rc, changed, out = h.run("site.yml", new, "change-check", check=True)
-    h.check("--check --diff reports the two changes", rc == 0 and changed == 2, out[-4000:])
-    h.check("--check shows the diff", "dr-db-replicated" in out and "15 3 * * 0" in out, out[-4000:])
+    h.check("--check --diff reports the three changes", rc == 0 and changed == 3, out[-4000:])
+    h.check("--check shows the diff", "dr-db-replicated" in out and "15 3 * * 0" in out
+            and "replication_set_mode 1 (sync mode, lost link degrade)" in out, out[-4000:])
     h.check("--check changed nothing", h.state() == st)
     rc, changed, out = h.run("site.yml", new, "change")
-    h.check("the changed inventory applies", rc == 0 and changed == 2, out[-4000:])
+    h.check("the changed inventory applies", rc == 0 and changed == 3, out[-4000:])
+    pair = h.call(h.sock("p"), "replication_status", {"group": 1})[0]
+    h.check("group 1 is now synchronous, degrading on a lost link",
+            (pair["mode"], pair["link_policy"], pair["sync_timeout_ms"], pair["sync_state"]) == ("sync", "degrade", 20000, "sync"),
+            json.dumps(pair))
+    proc = subprocess.run(perf[:-5] + ["-t", "1", "--rate", "100", "--no-progress"], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, universal_newlines=True, timeout=120)
+    pair = h.call(h.sock("p"), "replication_status", {"group": 1})[0]
+    h.check("sync writes complete once the secondary holds them (the pair counts waits, no timeout)",
+            proc.returncode == 0 and pair["sync"]["waits"] > 0 and pair["sync"]["timeouts"] == 0
+            and pair["sync_state"] == "sync", proc.stdout[-2000:] + json.dumps(pair))
     jobs = [x for x in tape_jobs(h) if x["kind"] == "backup"]
     h.check("the new backup is done and holds the whole replica",
             [(x["source"]["name"], x["state"], x["done_bytes"]) for x in jobs]
             == [("dr-db-initial", "done", 16 * MIB), ("dr-db-replicated", "done", 16 * MIB)], json.dumps(jobs))
     got = h.state()
     h.check("nothing else changed (processes, journals, exports, cartridges)",
-            all(got[k] == st[k] for k in ("p", "s", "cartridges", "pids", "p/repl-g1.toml", "s/repl-g1.toml")),
+            all(got[k] == st[k] for k in ("s", "cartridges", "pids", "p/repl-g1.toml", "s/repl-g1.toml"))
+            and got["p"]["subsystems"] == st["p"]["subsystems"] and got["p"]["journals"] == st["p"]["journals"],
             json.dumps(got))
-    rc, changed, out = h.run("site.yml", new, "change-again")
+    # Only the two roles whose variables changed, on their hosts (the whole site ran above).
+    rc, changed, out = h.run("site.yml", new, "change-again",
+                             extra=["--tags", "replication,tape", "--limit", "primary,tapegw"])
     h.check("re-applying the changed inventory reports changed=0", rc == 0 and changed == 0, out[-4000:])
 
     print("== 5. wrong variables fail naming the variable, nothing changes")
     cases = []
-    common = copy.deepcopy(h.common)
-    common["replication_groups"][0]["mode"] = "sync"
-    cases.append(("mode sync", (hosts, common), "replication_groups[0].mode: sync is not built"))
+    common = copy.deepcopy(new[1])
+    common["replication_groups"][0]["lost_link"] = "sometimes"
+    common["replication_groups"][0]["sync_timeout_ms"] = 5
+    cases.append(("a lost-link policy and a sync timeout", (hosts, common), "primary",
+                  "replication_groups[0].lost_link: sometimes must be fail or degrade; "
+                  "replication_groups[0].sync_timeout_ms: 5 is not a number from 10 to 600000"))
     bad = copy.deepcopy(hosts)
     bad["tapegw"]["tape_cartridges"].append({"barcode": "LTO 3!"})
-    cases.append(("bad barcode", (bad, h.common), "tape_cartridges[2].barcode: LTO 3! is not a barcode"))
-    common = copy.deepcopy(h.common)
+    cases.append(("bad barcode", (bad, new[1]), "tapegw", "tape_cartridges[2].barcode: LTO 3! is not a barcode"))
+    common = copy.deepcopy(new[1])
     common["replication_groups"].append({"group": 2, "journal": {"pool": "nopool", "size": "8MiB"},
                                          "namespaces": [], "pair": dict(common["replication_groups"][0]["pair"])})
-    cases.append(("journal in an unknown pool", (hosts, common), "replication_groups[1].journal.pool: unknown pool nopool"))
+    cases.append(("journal in an unknown pool", (hosts, common), "primary",
+                  "replication_groups[1].journal.pool: unknown pool nopool"))
     before = h.state()
-    for i, (what, variables, message) in enumerate(cases):
-        rc, changed, out = h.run("site.yml", variables, "wrong-%d" % i, extra=["--tags", "replication,tape"])
+    # Each on the host whose variable is wrong: the checks run before any change of its role.
+    for i, (what, variables, host, message) in enumerate(cases):
+        rc, changed, out = h.run("site.yml", variables, "wrong-%d" % i,
+                                 extra=["--tags", "replication,tape", "--limit", host])
         h.check("%s fails naming the variable" % what, rc != 0 and message in out, out[-4000:])
         h.check("%s changed nothing" % what, h.state() == before)
 

@@ -39,3 +39,20 @@ options:
       - Error messages about a parameter then name C(volumes_volumes[2].size) instead of C(size).
     type: str
 """
+
+    SUBSYSTEM_PART = r"""
+options:
+  nqn:
+    description: The subsystem NQN.
+    type: str
+    required: true
+  state:
+    description: C(present) adds the listed items to the subsystem, C(absent) removes them.
+    type: str
+    choices: [present, absent]
+    default: present
+  exclusive:
+    description: With I(state=present), also remove every item of the subsystem not listed.
+    type: bool
+    default: false
+"""

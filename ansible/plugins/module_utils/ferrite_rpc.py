@@ -418,3 +418,19 @@ def call_or_none(module, rpc, method, params=None):
             return None
         rpc.close()
         module.fail_json(msg=str(e), rpc_code=e.code)
+
+
+def call_first(module, rpc, method, params=None):
+    """The first item of a list answer; None when the list is empty or the object is not
+    found (-19)."""
+    found = call_or_none(module, rpc, method, params)
+    return found[0] if found else None
+
+
+def pick(obj, keys, rename=None):
+    """The `keys` of an object read from the daemon ({} when there is none), each under its
+    name in `rename` when it has one there (the module's own parameter names)."""
+    if not obj:
+        return {}
+    rename = rename or {}
+    return dict((rename.get(k, k), obj.get(k)) for k in keys)

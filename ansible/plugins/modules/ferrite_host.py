@@ -21,25 +21,13 @@ author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable
+  - ferrite.storage.rpc.subsystem_part
 options:
-  nqn:
-    description: The subsystem NQN.
-    type: str
-    required: true
   hosts:
     description: Host NQNs (as in C(/etc/nvme/hostnqn) of each host).
     type: list
     elements: str
     required: true
-  state:
-    description: C(present) allows the listed hosts, C(absent) removes them.
-    type: str
-    choices: [present, absent]
-    default: present
-  exclusive:
-    description: With I(state=present), also remove every allowed host not listed.
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
@@ -65,7 +53,6 @@ object:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import (
     Plan,
     call_or_none,
@@ -73,8 +60,10 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     fail_param,
     subsystem_part,
     nqn_error,
-    subsystem_nqn_error,
-    object_spec,
+)
+from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_subsystem_part import (
+    plan_members,
+    subsystem_part_module,
 )
 
 
@@ -86,19 +75,9 @@ def allowed(module, rpc, nqn):
 
 
 def main():
-    spec = object_spec(
-        nqn=dict(type="str", required=True),
-        hosts=dict(type="list", elements="str", required=True),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        exclusive=dict(type="bool", default=False),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = subsystem_part_module("hosts", "str")
     p = module.params
     nqn = p["nqn"]
-
-    err = subsystem_nqn_error(nqn)
-    if err:
-        fail_param(module, "nqn", err)
     for i, host in enumerate(p["hosts"]):
         err = nqn_error(host)
         if err:
@@ -108,24 +87,12 @@ def main():
     current = allowed(module, rpc, nqn)
     current = subsystem_part(module, current)
     plan = Plan()
-    wanted = sorted(set(p["hosts"]))
-    if p["state"] == "absent":
-        after = [h for h in current if h not in wanted]
-        for host in wanted:
-            if host in current:
-                plan.add("nvmf_subsystem_remove_host", {"nqn": nqn, "host": host},
-                         "nvmf_subsystem_remove_host %s %s" % (nqn, host))
-    else:
-        after = sorted(set(wanted) | (set() if p["exclusive"] else set(current)))
-        if p["exclusive"]:
-            for host in current:
-                if host not in wanted:
-                    plan.add("nvmf_subsystem_remove_host", {"nqn": nqn, "host": host},
-                             "nvmf_subsystem_remove_host %s %s" % (nqn, host))
-        for host in wanted:
-            if host not in current:
-                plan.add("nvmf_subsystem_add_host", {"nqn": nqn, "host": host},
-                         "nvmf_subsystem_add_host %s %s" % (nqn, host))
+
+    def change(method):
+        return lambda host: plan.add(method, {"nqn": nqn, "host": host}, "%s %s %s" % (method, nqn, host))
+
+    after = plan_members(module, current, sorted(set(p["hosts"])),
+                         change("nvmf_subsystem_remove_host"), change("nvmf_subsystem_add_host"))
     plan.finish(module, rpc, {"hosts": current}, {"hosts": after},
                 refresh=lambda r: allowed(module, r, nqn), object=current)
 

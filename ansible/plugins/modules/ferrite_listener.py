@@ -22,11 +22,8 @@ author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable
+  - ferrite.storage.rpc.subsystem_part
 options:
-  nqn:
-    description: The subsystem NQN.
-    type: str
-    required: true
   listeners:
     description: Listen addresses.
     type: list
@@ -48,15 +45,6 @@ options:
         description: TCP port, 1-65535.
         type: str
         required: true
-  state:
-    description: C(present) adds the listed addresses, C(absent) removes them.
-    type: str
-    choices: [present, absent]
-    default: present
-  exclusive:
-    description: With I(state=present), also remove every listener of the subsystem not listed.
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
@@ -82,7 +70,6 @@ object:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import (
     Plan,
     call_or_fail,
@@ -94,8 +81,10 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     listener_key,
     listener_params,
     port_in_use_error,
-    subsystem_nqn_error,
-    object_spec,
+)
+from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_subsystem_part import (
+    plan_members,
+    subsystem_part_module,
 )
 
 
@@ -121,19 +110,9 @@ def main():
         traddr=dict(type="str", required=True),
         trsvcid=dict(type="str", required=True),
     )
-    spec = object_spec(
-        nqn=dict(type="str", required=True),
-        listeners=dict(type="list", elements="dict", required=True, options=listener_spec),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        exclusive=dict(type="bool", default=False),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = subsystem_part_module("listeners", "dict", listener_spec)
     p = module.params
     nqn = p["nqn"]
-
-    err = subsystem_nqn_error(nqn)
-    if err:
-        fail_param(module, "nqn", err)
     wanted = []
     for i, listener in enumerate(p["listeners"]):
         given = dict((k, v) for k, v in listener.items() if v is not None)
@@ -150,30 +129,20 @@ def main():
     current = subsystem_part(module, current)
     plan = Plan()
     keys = [w[0] for w in wanted]
-    if p["state"] == "absent":
-        after = [k for k in current if k not in keys]
-        for key, given, dummy in wanted:
-            if key in current:
-                plan.add("nvmf_subsystem_remove_listener", listener_params(nqn, given),
-                         "nvmf_subsystem_remove_listener %s %s" % (nqn, show(key)))
-    else:
-        after = sorted(set(keys) | (set() if p["exclusive"] else set(current)))
+    if p["state"] == "present":
         # Every new address is checked before anything changes.
         for key, given, i in wanted:
             if key not in current and key not in bound:
                 err = port_in_use_error(given)
                 if err:
                     fail_param(module, "listeners[%d]" % i, err)
-        if p["exclusive"]:
-            for key in current:
-                if key not in keys:
-                    plan.add("nvmf_subsystem_remove_listener",
-                             listener_params(nqn, {"traddr": key[1], "trsvcid": key[2]}),
-                             "nvmf_subsystem_remove_listener %s %s" % (nqn, show(key)))
-        for key, given, dummy in wanted:
-            if key not in current:
-                plan.add("nvmf_subsystem_add_listener", listener_params(nqn, given),
-                         "nvmf_subsystem_add_listener %s %s" % (nqn, show(key)))
+
+    def change(method):
+        return lambda key: plan.add(method, listener_params(nqn, {"traddr": key[1], "trsvcid": key[2]}),
+                                    "%s %s %s" % (method, nqn, show(key)))
+
+    after = plan_members(module, current, keys,
+                         change("nvmf_subsystem_remove_listener"), change("nvmf_subsystem_add_listener"))
 
     def refresh(r):
         own = state(module, r, nqn)[0]

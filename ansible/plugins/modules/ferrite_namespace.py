@@ -22,11 +22,8 @@ author: Ferrite contributors (!UNKNOWN)
 extends_documentation_fragment:
   - ferrite.storage.rpc
   - ferrite.storage.rpc.variable
+  - ferrite.storage.rpc.subsystem_part
 options:
-  nqn:
-    description: The subsystem NQN.
-    type: str
-    required: true
   namespaces:
     description: Namespaces.
     type: list
@@ -51,10 +48,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  exclusive:
-    description: With I(state=present), also remove every namespace of the subsystem not listed.
-    type: bool
-    default: false
 """
 
 EXAMPLES = r"""
@@ -81,7 +74,6 @@ object:
   elements: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import (
     Plan,
     call_or_fail,
@@ -90,10 +82,9 @@ from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import
     fail_param,
     hex16_error,
     normalize_hex16,
-    object_spec,
-    subsystem_nqn_error,
     subsystem_part,
 )
+from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_subsystem_part import subsystem_part_module
 
 
 def read(module, rpc, nqn):
@@ -123,19 +114,9 @@ def main():
         uuid=dict(type="str"),
         nguid=dict(type="str"),
     )
-    spec = object_spec(
-        nqn=dict(type="str", required=True),
-        namespaces=dict(type="list", elements="dict", required=True, options=ns_spec),
-        state=dict(type="str", choices=["present", "absent"], default="present"),
-        exclusive=dict(type="bool", default=False),
-    )
-    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    module = subsystem_part_module("namespaces", "dict", ns_spec)
     p = module.params
     nqn = p["nqn"]
-
-    err = subsystem_nqn_error(nqn)
-    if err:
-        fail_param(module, "nqn", err)
     rpc = connect(module)
     current, max_ns = read(module, rpc, nqn)
     current = subsystem_part(module, current)

@@ -71,11 +71,12 @@ object:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.ferrite.storage.plugins.module_utils.ferrite_rpc import (
     Plan,
-    call_or_none,
+    call_first,
     connect,
     fail_param,
     subsystem_nqn_error,
     object_spec,
+    pick,
 )
 
 
@@ -86,14 +87,11 @@ def printable_error(text, longest):
 
 
 def find(module, rpc, nqn):
-    found = call_or_none(module, rpc, "nvmf_get_subsystems", {"nqn": nqn})
-    return found[0] if found else None
+    return call_first(module, rpc, "nvmf_get_subsystems", {"nqn": nqn})
 
 
 def summary(sub):
-    if not sub:
-        return {}
-    return dict((k, sub.get(k)) for k in ("nqn", "serial_number", "model_number", "allow_any_host", "max_namespaces"))
+    return pick(sub, ("nqn", "serial_number", "model_number", "allow_any_host", "max_namespaces"))
 
 
 def main():
