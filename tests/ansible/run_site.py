@@ -325,7 +325,7 @@ def scenario(h):
     rc, changed, out = h.run("site.yml", new, "change-check", check=True)
     h.check("--check --diff reports the three changes", rc == 0 and changed == 3, out[-4000:])
     h.check("--check shows the diff", "dr-db-replicated" in out and "15 3 * * 0" in out
-            and "replication_set_mode 1 (sync mode, lost link degrade)" in out, out[-4000:])
+            and '+    "mode": "sync"' in out and '+    "lost_link": "degrade"' in out, out[-4000:])
     h.check("--check changed nothing", h.state() == st)
     rc, changed, out = h.run("site.yml", new, "change")
     h.check("the changed inventory applies", rc == 0 and changed == 3, out[-4000:])

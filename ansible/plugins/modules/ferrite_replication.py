@@ -80,7 +80,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 actions:
-  description: The RPC calls made (or that would be made in check mode).
+  description: The C(replication_*) calls made on the pair, or in check mode those it would make, each with the group and settings.
   returned: always
   type: list
   elements: str
