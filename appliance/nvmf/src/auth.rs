@@ -18,19 +18,11 @@ use ferrite_reactor::TaskContext;
 use crate::error::NvmfError;
 use crate::poll_group::{ConnId, Exec, GroupEvent, PollGroup};
 use crate::request::{DataPlan, Request};
+use crate::subsystem::DhchapHost;
 use crate::target::Target;
 
 /// Connect response dword 0, AUTHREQ: authentication transaction required.
 pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
-
-/// A host's DH-HMAC-CHAP configuration: the secrets, and the keyring names they came from
-/// (what `save_config` and `nvmf_get_subsystems` show; secrets never leave the keyring).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhchapHost {
-    pub keys: Arc<HostKeys>,
-    pub key_name: String,
-    pub ctrlr_key_name: Option<String>,
-}
 
 fn keyring_error(e: ferrite_auth::AuthError) -> NvmfError {
     NvmfError::InvalidParameter {

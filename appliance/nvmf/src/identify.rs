@@ -8,7 +8,7 @@ use ferrite_nvme::identify::{
 use zerocopy::IntoBytes;
 
 use crate::controller::Controller;
-use crate::target::{Namespace, Subsystem};
+use crate::subsystem::{Namespace, Subsystem};
 use crate::{
     ERROR_LOG_ENTRIES, FIRMWARE_REVISION, IN_CAPSULE_DATA_BYTES, MAX_AERS, MAX_NSID,
     MAX_QUEUE_ENTRIES, MDTS,

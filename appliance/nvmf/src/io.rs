@@ -13,7 +13,7 @@ use crate::bdev_status::status_of;
 use crate::poll_group::NsInfo;
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request, Response};
-use crate::target::Subsystem;
+use crate::subsystem::Subsystem;
 use crate::MAX_TRANSFER_BYTES;
 
 /// NSID meaning "every namespace" (Flush).

@@ -22,7 +22,8 @@ use ferrite_reactor::{IoBuf, TaskContext};
 
 use crate::controller::{Controller, HealthCounters};
 use crate::request::{Request, Response};
-use crate::target::{Subsystem, Target};
+use crate::subsystem::Subsystem;
+use crate::target::Target;
 
 /// The transport's identifier of a connection (one queue pair) on this reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -153,7 +154,7 @@ pub(crate) struct NsInfo {
     /// Write-protected (a snapshot): modifying commands are refused.
     pub read_only: bool,
     /// The namespace's ANA group state on this queue's path.
-    pub ana: crate::ana::AnaState,
+    pub ana: crate::subsystem::AnaState,
 }
 
 impl NsInfo {

@@ -9,7 +9,8 @@ use crate::controller::{AsyncEvent, Controller};
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request};
 use crate::resv::{AcquireAction, HostId, Notices, RegisterAction, ResvType};
-use crate::target::{Namespace, Target};
+use crate::subsystem::Namespace;
+use crate::target::Target;
 
 /// Reservation command opcodes (NVM command set).
 pub(crate) mod op {
@@ -281,7 +282,7 @@ pub(crate) fn is_reservation_feature(cmd: &ferrite_nvme::Command) -> bool {
 /// Get or Set Features 82h/83h; the result is completion dword 0.
 pub(crate) fn reservation_feature(
     cmd: &ferrite_nvme::Command,
-    sub: &crate::target::Subsystem,
+    sub: &crate::subsystem::Subsystem,
     ctrl: &Controller,
 ) -> Result<u32, Status> {
     use ferrite_nvme::command::opcode::admin;
