@@ -126,7 +126,7 @@ pub(crate) fn namespace(ns: &Namespace) -> IdentifyNamespace {
     } else {
         0x00
     };
-    let limits = crate::copy::CopyLimits::for_block_size(ns.bdev.block_size());
+    let limits = crate::copy_job::CopyLimits::for_block_size(ns.bdev.block_size());
     id.mssrl.set(limits.mssrl);
     id.mcl.set(limits.mcl);
     id.msrc = limits.msrc;

@@ -15,6 +15,7 @@ mod auth;
 mod bdev_status;
 mod controller;
 mod copy;
+mod copy_job;
 mod error;
 mod error_log;
 mod fabrics;

@@ -71,7 +71,7 @@ pub(crate) struct Slot {
     pub started: Option<Instant>,
     /// A Copy command's progress (one boxed job per Copy; Copy is not on the Read/Write
     /// fast path).
-    pub copy: Option<Box<crate::copy::CopyJob>>,
+    pub copy: Option<Box<crate::copy_job::CopyJob>>,
 }
 
 #[derive(Debug)]
