@@ -28,6 +28,7 @@ mod poll_group;
 mod qos_gate;
 mod request;
 mod resv;
+mod resv_abort;
 mod resv_cmd;
 mod subsystem;
 mod target;

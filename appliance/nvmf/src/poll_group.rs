@@ -72,6 +72,9 @@ pub(crate) struct Slot {
     /// A Copy command's progress (one boxed job per Copy; Copy is not on the Read/Write
     /// fast path).
     pub copy: Option<Box<crate::copy_job::CopyJob>>,
+    /// The namespace's Preempt and Abort epoch when an I/O command passed the reservation
+    /// check (see `resv_abort.rs`).
+    pub resv_epoch: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -550,7 +553,7 @@ impl PollGroup {
         let qp = self.qpairs[conn.0 as usize]
             .as_mut()
             .expect("caller holds a live qpair");
-        let (cid, data_len, nsid, lba, aux, started) = {
+        let (cid, data_len, nsid, lba, aux, started, resv_epoch) = {
             let s = qp.slot_mut(slot);
             s.in_use = false;
             (
@@ -560,8 +563,19 @@ impl PollGroup {
                 s.lba,
                 s.aux.take(),
                 s.started.take(),
+                s.resv_epoch.take(),
             )
         };
+        let status = resv_epoch
+            .and_then(|since| {
+                crate::resv_cmd::preempt_abort_status(
+                    qp.subsystem.as_ref(),
+                    qp.ctrl.as_ref(),
+                    nsid,
+                    since,
+                )
+            })
+            .unwrap_or(status);
         if let Some(started) = started {
             if let Some(ns) = qp.subsystem.as_ref().and_then(|s| s.namespaces.get(&nsid)) {
                 ns.stats.completed(
