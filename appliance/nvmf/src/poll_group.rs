@@ -105,6 +105,8 @@ pub(crate) struct Qpair {
     pub local: Option<std::net::SocketAddr>,
     /// The DH-HMAC-CHAP transaction of a host that must authenticate (see `auth.rs`).
     pub auth: Option<Box<ferrite_auth::ControllerAuth>>,
+    /// When the current authentication transaction must have succeeded (see `auth.rs`).
+    pub auth_deadline: Option<Instant>,
 }
 
 impl Qpair {
@@ -131,6 +133,7 @@ impl Qpair {
             shutdown_flushes: 0,
             local: None,
             auth: None,
+            auth_deadline: None,
         }
     }
 
@@ -834,8 +837,12 @@ impl PollGroup {
             if qp.is_admin() && !ctrl.is_failed() && ctrl.keep_alive_expired(now) {
                 ctrl.fail("keep-alive timeout expired");
             }
-            // A failed controller loses every queue; a reset one its I/O queues.
-            if ctrl.is_failed() || (!qp.is_admin() && qp.epoch != ctrl.epoch()) {
+            // A failed controller loses every queue; a reset one its I/O queues; a host that
+            // stopped in the middle of authenticating loses the queue.
+            if ctrl.is_failed()
+                || (!qp.is_admin() && qp.epoch != ctrl.epoch())
+                || crate::auth::auth_expired(qp, now)
+            {
                 out(GroupEvent::Close(ConnId(index as u32)));
             }
         }
