@@ -1,7 +1,8 @@
 //! ANA and persistent reservations over NVMe/TCP with the host library against an in-process
 //! daemon: Identify fields, the ANA log per path, the ANA change event, path statuses on an
 //! inaccessible path; reservation commands from two hosts, Reservation Conflict, the
-//! notification log and its event, the state across a daemon restart from its state directory.
+//! notification log and its event, the state across a daemon restart from its state directory;
+//! Preempt and Abort aborting the victim's command held in a `delay` bdev, a plain Preempt not.
 
 mod common;
 
@@ -371,4 +372,110 @@ fn ana_rpc_and_config_refuse_bad_input_and_round_trip() {
         });
     let e = Daemon::start(&bad, false).expect_err("unknown state in the config");
     assert!(format!("{e:#}").contains("standby"), "{e:#}");
+}
+
+/// Every I/O takes this long in the `delay` bdev: the window the preemption lands in.
+const HOLD_US: u64 = 1_500_000;
+
+fn delay_config(port: u16) -> Config {
+    let text = format!(
+        r#"cores = "0"
+listen = ["127.0.0.1:{port}"]
+[[bdev]]
+name = "m0"
+kind = "malloc"
+size = "4MiB"
+block_size = 4096
+[[bdev]]
+name = "slow"
+kind = "delay"
+base = "m0"
+latency = {{ avg_read_us = {HOLD_US}, p99_read_us = {HOLD_US}, avg_write_us = {HOLD_US}, p99_write_us = {HOLD_US} }}
+[[subsystem]]
+nqn = "{NQN}"
+allow_any_host = true
+namespaces = [{{ nsid = 1, bdev = "slow" }}]
+"#
+    );
+    Config::parse(&text, Path::new("preempt-abort.toml")).expect("config")
+}
+
+/// RTYPE 1 (Write Exclusive) in CDW10 bits 15:8.
+const WRITE_EXCLUSIVE: u32 = 1 << 8;
+const PREEMPT: u32 = 1;
+const PREEMPT_AND_ABORT: u32 = 2;
+
+/// Runs `op` on `victim` in a thread, lets it reach the delay bdev, runs `preempt` on
+/// `preempter`, and returns the victim's status (with the victim back).
+fn preempt_during(
+    mut victim: Controller,
+    op: fn(&mut Controller) -> Status,
+    preempter: &mut Controller,
+    preempt: impl FnOnce(&mut Controller) -> Status,
+) -> (Status, Controller) {
+    let outstanding = std::thread::spawn(move || {
+        let st = op(&mut victim);
+        (st, victim)
+    });
+    // Well inside the hold time, and the preemption itself takes no I/O.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(preempt(preempter), Status::SUCCESS, "preemption");
+    assert!(
+        !outstanding.is_finished(),
+        "the victim's command should still be held by the delay bdev"
+    );
+    outstanding.join().expect("victim thread")
+}
+
+fn write_ns1(c: &mut Controller) -> Status {
+    write(c, 1)
+}
+
+fn read_ns1(c: &mut Controller) -> Status {
+    read(c, 1)
+}
+
+#[test]
+fn preempt_and_abort_aborts_the_victims_outstanding_commands() {
+    let port = free_port();
+    let d = Daemon::start_with(
+        &delay_config(port),
+        DaemonOptions {
+            pin: false,
+            rpc: RpcSocket::Disabled,
+            state: None,
+        },
+    )
+    .expect("daemon");
+    let mut a = connect(port, 0xA);
+    let mut b = connect(port, 0xB);
+    assert_eq!(resv(&mut a, REGISTER, 0, 0, 0xA), Status::SUCCESS);
+    assert_eq!(resv(&mut b, REGISTER, 0, 0, 0xB), Status::SUCCESS);
+    assert_eq!(
+        resv(&mut a, ACQUIRE, WRITE_EXCLUSIVE, 0xA, 0),
+        Status::SUCCESS
+    );
+
+    // A's Write is in the delay bdev when B preempts A with abort: it is aborted.
+    let (st, mut a) = preempt_during(a, write_ns1, &mut b, |b| {
+        resv(b, ACQUIRE, WRITE_EXCLUSIVE | PREEMPT_AND_ABORT, 0xB, 0xA)
+    });
+    assert_eq!(st, Status::ABORTED_PREEMPT, "A's outstanding write");
+    // A is no longer registered: its new writes conflict; its reads (allowed to others under
+    // Write Exclusive) started after the preemption are not aborted.
+    assert_eq!(write(&mut a, 1), Status::RESERVATION_CONFLICT);
+    assert_eq!(read(&mut a, 1), Status::SUCCESS);
+    assert_eq!(write(&mut b, 1), Status::SUCCESS, "B holds the reservation");
+
+    // A plain Preempt does not abort: A registers again, and its read in the delay bdev
+    // completes normally while B preempts A's registration.
+    assert_eq!(resv(&mut a, REGISTER, 0, 0, 0xA2), Status::SUCCESS);
+    let (st, a) = preempt_during(a, read_ns1, &mut b, |b| {
+        resv(b, ACQUIRE, WRITE_EXCLUSIVE | PREEMPT, 0xB, 0xA2)
+    });
+    assert_eq!(st, Status::SUCCESS, "a plain Preempt lets the read finish");
+
+    a.disconnect();
+    b.disconnect();
+    d.shutdown().expect("shutdown");
 }

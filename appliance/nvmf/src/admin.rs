@@ -14,7 +14,7 @@ use crate::identify;
 use crate::logpage;
 use crate::poll_group::{ConnId, Exec, GroupEvent, PollGroup};
 use crate::request::{DataPlan, Request};
-use crate::target::Subsystem;
+use crate::subsystem::Subsystem;
 use crate::{MAX_AERS, MAX_IO_QUEUES, MAX_NSID};
 
 /// Feature identifiers.

@@ -7,12 +7,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use ferrite_nvme::log::{ana_state, encode_ana_log, AnaGroup};
-use ferrite_nvme::Status;
+use ferrite_nvme::log::{encode_ana_log, AnaGroup};
 
 use crate::controller::AsyncEvent;
 use crate::error::NvmfError;
-use crate::target::{Listener, Subsystem, Target};
+use crate::subsystem::{AnaState, Listener, Subsystem};
+use crate::target::Target;
 use crate::MAX_NSID;
 
 /// Highest ANA group id (ANAGRPMAX) and the number of groups (NANAGRPID): one per possible
@@ -22,137 +22,6 @@ pub const MAX_ANA_GROUP: u32 = MAX_NSID;
 pub const ANATT_SECONDS: u8 = 10;
 /// ANACAP: every state may be reported, and a namespace's group does not change while attached.
 pub const ANACAP: u8 = 0b0101_1111;
-
-/// The ANA state of a group as seen through one path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub enum AnaState {
-    #[default]
-    Optimized,
-    NonOptimized,
-    Inaccessible,
-    PersistentLoss,
-    Change,
-}
-
-impl AnaState {
-    pub const ALL: [AnaState; 5] = [
-        AnaState::Optimized,
-        AnaState::NonOptimized,
-        AnaState::Inaccessible,
-        AnaState::PersistentLoss,
-        AnaState::Change,
-    ];
-
-    /// SPDK's spelling (`nvmf_subsystem_listener_set_ana_state`'s `ana_state`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnaState::Optimized => "optimized",
-            AnaState::NonOptimized => "non_optimized",
-            AnaState::Inaccessible => "inaccessible",
-            AnaState::PersistentLoss => "persistent_loss",
-            AnaState::Change => "change",
-        }
-    }
-
-    /// Parses SPDK's names; `-` is accepted for `_` (`non-optimized`).
-    pub fn parse(text: &str) -> Option<AnaState> {
-        let t = text.trim().to_ascii_lowercase().replace('-', "_");
-        AnaState::ALL.into_iter().find(|s| s.as_str() == t)
-    }
-
-    /// The state code in the ANA log.
-    pub fn code(self) -> u8 {
-        match self {
-            AnaState::Optimized => ana_state::OPTIMIZED,
-            AnaState::NonOptimized => ana_state::NON_OPTIMIZED,
-            AnaState::Inaccessible => ana_state::INACCESSIBLE,
-            AnaState::PersistentLoss => ana_state::PERSISTENT_LOSS,
-            AnaState::Change => ana_state::CHANGE,
-        }
-    }
-
-    /// The status an I/O command gets on a path in this state; `None` when it may proceed.
-    pub fn io_refusal(self) -> Option<Status> {
-        match self {
-            AnaState::Optimized | AnaState::NonOptimized => None,
-            AnaState::Inaccessible => Some(Status::ANA_INACCESSIBLE),
-            AnaState::PersistentLoss => Some(Status::ANA_PERSISTENT_LOSS),
-            AnaState::Change => Some(Status::ANA_TRANSITION),
-        }
-    }
-}
-
-impl std::fmt::Display for AnaState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The ANA states of one subsystem: per listener a state for all its groups (set without a
-/// group id), and per (listener, group) overrides. Absent means `optimized`. `change_count` is
-/// the log's CHGCNT, bumped on every change.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AnaTable {
-    listeners: BTreeMap<Listener, AnaState>,
-    groups: BTreeMap<(Listener, u32), AnaState>,
-    pub change_count: u64,
-}
-
-impl AnaTable {
-    pub fn get(&self, listener: &Listener, group: u32) -> AnaState {
-        self.groups
-            .get(&(listener.clone(), group))
-            .or_else(|| self.listeners.get(listener))
-            .copied()
-            .unwrap_or_default()
-    }
-
-    /// Sets the state of one group on `listener`, or of all of them (`None`, which drops the
-    /// per-group overrides). Returns whether anything changed.
-    pub fn set(&mut self, listener: &Listener, group: Option<u32>, state: AnaState) -> bool {
-        let before = self.clone();
-        match group {
-            Some(g) => {
-                let base = self.listeners.get(listener).copied().unwrap_or_default();
-                if base == state {
-                    self.groups.remove(&(listener.clone(), g));
-                } else {
-                    self.groups.insert((listener.clone(), g), state);
-                }
-            }
-            None => {
-                self.groups.retain(|(l, _), _| l != listener);
-                if state == AnaState::Optimized {
-                    self.listeners.remove(listener);
-                } else {
-                    self.listeners.insert(listener.clone(), state);
-                }
-            }
-        }
-        let changed = before.listeners != self.listeners || before.groups != self.groups;
-        if changed {
-            self.change_count = self.change_count.wrapping_add(1).max(1);
-        }
-        changed
-    }
-
-    /// Forgets the states of a listener the subsystem no longer has.
-    pub fn forget_listener(&mut self, listener: &Listener) {
-        self.listeners.remove(listener);
-        self.groups.retain(|(l, _), _| l != listener);
-    }
-
-    /// Every stored state: (listener, group or None for all groups, state), listener-wide
-    /// entries first so replaying them in order rebuilds the table.
-    pub fn entries(&self) -> Vec<(Listener, Option<u32>, AnaState)> {
-        let wide = self.listeners.iter().map(|(l, s)| (l.clone(), None, *s));
-        let per_group = self
-            .groups
-            .iter()
-            .map(|((l, g), s)| (l.clone(), Some(*g), *s));
-        wide.chain(per_group).collect()
-    }
-}
 
 impl Subsystem {
     /// The subsystem listener a connection to local address `local` came through.
@@ -253,7 +122,8 @@ pub(crate) fn ana_log(sub: &Subsystem, local: Option<SocketAddr>, rgo: bool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::Trtype;
+    use crate::subsystem::{AnaTable, Trtype};
+    use ferrite_nvme::Status;
 
     fn listener(port: u16) -> Listener {
         Listener {

@@ -9,6 +9,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ferrite_auth::message::{auth_id, AuthCommand};
 use ferrite_auth::{AuthPolicy, AuthState, ControllerAuth, HostKeys, Keyring};
@@ -16,20 +17,43 @@ use ferrite_nvme::Status;
 use ferrite_reactor::TaskContext;
 
 use crate::error::NvmfError;
-use crate::poll_group::{ConnId, Exec, GroupEvent, PollGroup};
+use crate::poll_group::{ConnId, Exec, GroupEvent, PollGroup, Qpair};
 use crate::request::{DataPlan, Request};
+use crate::subsystem::DhchapHost;
 use crate::target::Target;
 
 /// Connect response dword 0, AUTHREQ: authentication transaction required.
 pub const CONNECT_AUTHREQ_ATR: u32 = 1 << 17;
 
-/// A host's DH-HMAC-CHAP configuration: the secrets, and the keyring names they came from
-/// (what `save_config` and `nvmf_get_subsystems` show; secrets never leave the keyring).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DhchapHost {
-    pub keys: Arc<HostKeys>,
-    pub key_name: String,
-    pub ctrlr_key_name: Option<String>,
+/// How long an authentication transaction may take when the controller has no keep-alive
+/// timeout (SPDK's default); otherwise the keep-alive timeout bounds it, as in SPDK.
+pub(crate) const AUTH_TIMEOUT_WITHOUT_KATO: Duration = Duration::from_secs(120);
+
+/// The time limit of a transaction on a controller with keep-alive timeout `kato_ms`.
+fn auth_timeout(kato_ms: u32) -> Duration {
+    match kato_ms {
+        0 => AUTH_TIMEOUT_WITHOUT_KATO,
+        ms => Duration::from_millis(u64::from(ms)),
+    }
+}
+
+/// Whether `qp`'s authentication transaction ran past its time limit: the host stopped in the
+/// middle of the exchange, and the queue is disconnected (as SPDK does) rather than left
+/// holding a slot it can use for nothing but authentication.
+pub(crate) fn auth_expired(qp: &Qpair, now: Instant) -> bool {
+    let expired = qp.auth_deadline.is_some_and(|d| now >= d)
+        && qp.auth.as_ref().is_some_and(|a| !a.is_authenticated());
+    if expired {
+        if let Some(ctrl) = &qp.ctrl {
+            log::warn!(
+                "controller {} qid {}: host {} did not finish DH-HMAC-CHAP in time; disconnecting",
+                ctrl.cntlid,
+                qp.qid,
+                ctrl.hostnqn
+            );
+        }
+    }
+    expired
 }
 
 fn keyring_error(e: ferrite_auth::AuthError) -> NvmfError {
@@ -173,6 +197,7 @@ impl PollGroup {
             Arc::clone(&keys.keys),
             policy,
         )));
+        qp.auth_deadline = Some(Instant::now() + auth_timeout(ctrl.kato_ms()));
         CONNECT_AUTHREQ_ATR
     }
 
@@ -226,6 +251,13 @@ impl PollGroup {
         } else {
             None
         };
+        if fresh.is_some() {
+            // A new transaction gets its own time limit.
+            if let Some(qp) = self.qpair_mut(conn) {
+                let kato = qp.ctrl.as_ref().map_or(0, |c| c.kato_ms());
+                qp.auth_deadline = Some(Instant::now() + auth_timeout(kato));
+            }
+        }
         let (qid, auth) = self.transaction(conn);
         if let Some((keys, policy)) = fresh {
             auth.rekey(keys, policy);

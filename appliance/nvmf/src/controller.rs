@@ -13,7 +13,7 @@ use ferrite_nvme::fabrics::Csts;
 use ferrite_nvme::Status;
 
 use crate::error_log::ErrorLog;
-use crate::target::Subsystem;
+use crate::subsystem::Subsystem;
 use crate::MAX_NSID;
 
 /// Asynchronous events this target raises.

@@ -5,14 +5,14 @@
 //! (`Capabilities::copy`: offloaded or done in metadata) and the range does not overlap its
 //! destination (a reflink refuses that, and the result is undefined anyway), otherwise it is
 //! emulated here with
-//! Read then Write through one pooled buffer of at most [`MAX_TRANSFER_BYTES`]. Either way a
+//! Read then Write through one pooled buffer of at most [`crate::MAX_TRANSFER_BYTES`]. Either way a
 //! command has exactly one backend operation in flight: the next one is issued from the
 //! completion of the previous, so a long Copy interleaves with every other command of the
 //! reactor instead of monopolising it, and its memory is one buffer whatever its length.
 //!
 //! Limits advertised in Identify Namespace ([`CopyLimits`]):
 //! - MSRC 127 (128 ranges): 128 format-0 descriptors are 4 KiB, which fits in-capsule data;
-//! - MCL: [`COPY_MAX_BYTES`] (64 MiB) worth of blocks, so that an emulated Copy (at most 512
+//! - MCL: [`crate::copy_job::COPY_MAX_BYTES`] (64 MiB) worth of blocks, so that an emulated Copy (at most 512
 //!   sequential 128 KiB read/write pairs) finishes well inside host command timeouts;
 //! - MSSRL: MCL capped at 65,535 (the largest value the 16-bit field holds).
 //!
@@ -23,75 +23,12 @@
 use ferrite_bdev::{BdevError, BdevIo, IoKind};
 use ferrite_nvme::io::{CopyCommand, CopyRangeError};
 use ferrite_nvme::Status;
-use ferrite_reactor::{IoBuf, TaskContext};
+use ferrite_reactor::TaskContext;
 
 use crate::bdev_status::status_of;
+use crate::copy_job::{chunk_blocks, overlaps, CopyJob, CopyLimits, Phase};
 use crate::poll_group::{ConnId, Exec, NsInfo, PollGroup, QpairState};
 use crate::request::{DataPlan, Request, Response};
-use crate::MAX_TRANSFER_BYTES;
-
-/// Maximum Source Range Count (0-based): 128 descriptors, 4 KiB of data.
-pub(crate) const COPY_MSRC: u8 = 127;
-/// Bytes one Copy command may move; MCL is this in the namespace's blocks.
-pub(crate) const COPY_MAX_BYTES: u64 = 64 << 20;
-
-/// The Copy limits of a namespace with `block_size`-byte blocks (Identify Namespace).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CopyLimits {
-    /// Maximum Single Source Range Length, in blocks.
-    pub mssrl: u16,
-    /// Maximum Copy Length, in blocks.
-    pub mcl: u32,
-    /// Maximum Source Range Count, 0-based.
-    pub msrc: u8,
-}
-
-impl CopyLimits {
-    pub fn for_block_size(block_size: u32) -> CopyLimits {
-        let mcl = (COPY_MAX_BYTES / u64::from(block_size.max(1))) as u32;
-        CopyLimits {
-            mssrl: mcl.min(u32::from(u16::MAX)) as u16,
-            mcl,
-            msrc: COPY_MSRC,
-        }
-    }
-}
-
-/// What the command's one in-flight backend operation is doing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    /// Nothing in flight: the next operation starts a new chunk (or the final flush).
-    Idle,
-    /// Emulation: reading `blocks` of the current range into the buffer.
-    Reading { blocks: u32 },
-    /// Emulation: writing those `blocks` to the destination.
-    Writing { blocks: u32 },
-    /// Native: the backend copies `blocks` (the rest of the current range).
-    Offloaded { blocks: u64 },
-    /// FUA on an offloaded copy to a device with a volatile cache: flushing at the end.
-    Flushing,
-}
-
-/// Progress of one Copy command, kept in its slot.
-#[derive(Debug)]
-pub(crate) struct CopyJob {
-    /// (source LBA, blocks) per range, in command order.
-    ranges: Vec<(u64, u32)>,
-    /// Index of the range being copied (the lowest not yet copied).
-    range: usize,
-    /// Blocks of `ranges[range]` already copied.
-    done_in_range: u32,
-    /// Next destination LBA.
-    dst: u64,
-    fua: bool,
-    offload: bool,
-    /// A Flush must follow an offloaded copy (FUA with a volatile write cache).
-    flush_after: bool,
-    ns: NsInfo,
-    phase: Phase,
-    /// The emulation buffer (between a Read and its Write it holds the data).
-    buf: Option<IoBuf>,
-}
 
 /// Checks a Copy command against the namespace and its limits. Returns the ranges, or the
 /// status and (for LBA Out of Range) the LBA to put in the error log.
@@ -216,7 +153,8 @@ impl PollGroup {
             fua,
             offload,
             flush_after: offload && fua && ns.volatile_cache,
-            ns: *ns,
+            bdev_id: ns.bdev_id,
+            block_size: ns.block_size,
             phase: Phase::Idle,
             buf,
         };
@@ -300,7 +238,7 @@ impl PollGroup {
                 return Next::Done(Status::SUCCESS, 0);
             }
         };
-        let bdev_id = job.ns.bdev_id;
+        let bdev_id = job.bdev_id;
         let is_read = matches!(kind, IoKind::Read { .. });
         match self.submit(conn, slot, bdev_id, kind, buf, cx) {
             Ok(()) => {
@@ -325,80 +263,6 @@ impl PollGroup {
             cx.put_buffer(buf);
         }
     }
-}
-
-impl CopyJob {
-    /// The emulation buffer, for a queue released with the job still attached.
-    pub(crate) fn take_buf(&mut self) -> Option<IoBuf> {
-        self.buf.take()
-    }
-
-    /// The next backend operation (and the buffer it takes), setting `phase`; `None` when
-    /// the copy is complete.
-    fn next_op(&mut self) -> Option<(IoKind, Option<IoBuf>)> {
-        if let Phase::Reading { blocks } = self.phase {
-            // The chunk is in the buffer: write it.
-            self.phase = Phase::Writing { blocks };
-            let kind = IoKind::Write {
-                lba: self.dst,
-                blocks,
-                fua: self.fua,
-            };
-            return Some((kind, self.buf.take()));
-        }
-        let Some(&(src, len)) = self.ranges.get(self.range) else {
-            if self.flush_after && self.phase == Phase::Idle {
-                self.phase = Phase::Flushing;
-                return Some((IoKind::Flush, None));
-            }
-            return None;
-        };
-        let src = src + u64::from(self.done_in_range);
-        let left = len - self.done_in_range;
-        if self.offload && !overlaps(src, self.dst, left) {
-            self.phase = Phase::Offloaded {
-                blocks: u64::from(left),
-            };
-            let kind = IoKind::Copy {
-                src_lba: src,
-                dst_lba: self.dst,
-                blocks: u64::from(left),
-            };
-            return Some((kind, None));
-        }
-        let blocks = left.min(chunk_blocks(self.ns.block_size));
-        self.phase = Phase::Reading { blocks };
-        Some((IoKind::Read { lba: src, blocks }, self.buf.take()))
-    }
-
-    /// Records the success of the operation in flight.
-    fn advance(&mut self) {
-        let copied = match self.phase {
-            Phase::Idle | Phase::Reading { .. } | Phase::Flushing => return,
-            Phase::Writing { blocks } => u64::from(blocks),
-            Phase::Offloaded { blocks } => blocks,
-        };
-        self.phase = Phase::Idle;
-        self.dst += copied;
-        self.done_in_range += copied as u32;
-        if let Some(&(_, len)) = self.ranges.get(self.range) {
-            if self.done_in_range >= len {
-                self.range += 1;
-                self.done_in_range = 0;
-            }
-        }
-    }
-}
-
-/// Whether `n` blocks at `src` and at `dst` share a block.
-fn overlaps(src: u64, dst: u64, n: u32) -> bool {
-    let n = u64::from(n);
-    src < dst.saturating_add(n) && dst < src.saturating_add(n)
-}
-
-/// Blocks per emulation chunk: one pooled large buffer.
-fn chunk_blocks(block_size: u32) -> u32 {
-    (MAX_TRANSFER_BYTES / block_size.max(1)).max(1)
 }
 
 #[cfg(test)]
@@ -496,124 +360,5 @@ mod tests {
             validate(&cmd(0, u64::MAX), &ranges(&[(0, 8)]), &n),
             Err((Status::LBA_OUT_OF_RANGE, u64::MAX))
         );
-    }
-
-    fn job(ranges: Vec<(u64, u32)>, offload: bool, flush_after: bool) -> CopyJob {
-        CopyJob {
-            ranges,
-            range: 0,
-            done_in_range: 0,
-            dst: 1000,
-            fua: true,
-            offload,
-            flush_after,
-            ns: ns(1 << 20, 512),
-            phase: Phase::Idle,
-            buf: None,
-        }
-    }
-
-    /// Runs a job to completion assuming every operation succeeds; returns the operations.
-    fn run(mut j: CopyJob) -> Vec<IoKind> {
-        let mut ops = Vec::new();
-        while let Some((kind, _)) = j.next_op() {
-            ops.push(kind);
-            j.advance();
-            assert!(ops.len() < 100, "job does not terminate");
-        }
-        ops
-    }
-
-    #[test]
-    fn emulation_chunks_each_range_in_order() {
-        // 128 KiB chunks of 512-byte blocks: 256 blocks.
-        let ops = run(job(vec![(0, 300), (5000, 4)], false, false));
-        assert_eq!(
-            ops,
-            vec![
-                IoKind::Read {
-                    lba: 0,
-                    blocks: 256
-                },
-                IoKind::Write {
-                    lba: 1000,
-                    blocks: 256,
-                    fua: true
-                },
-                IoKind::Read {
-                    lba: 256,
-                    blocks: 44
-                },
-                IoKind::Write {
-                    lba: 1256,
-                    blocks: 44,
-                    fua: true
-                },
-                IoKind::Read {
-                    lba: 5000,
-                    blocks: 4
-                },
-                IoKind::Write {
-                    lba: 1300,
-                    blocks: 4,
-                    fua: true
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn offload_issues_one_copy_per_range_and_a_final_flush_when_asked() {
-        let ops = run(job(vec![(0, 300), (5000, 4)], true, true));
-        assert_eq!(
-            ops,
-            vec![
-                IoKind::Copy {
-                    src_lba: 0,
-                    dst_lba: 1000,
-                    blocks: 300
-                },
-                IoKind::Copy {
-                    src_lba: 5000,
-                    dst_lba: 1300,
-                    blocks: 4
-                },
-                IoKind::Flush,
-            ]
-        );
-        let ops = run(job(vec![(0, 1)], true, false));
-        assert_eq!(ops.len(), 1);
-        // A range overlapping its destination is emulated even when the bdev offloads.
-        let ops = run(job(vec![(990, 20)], true, false));
-        assert_eq!(
-            ops,
-            vec![
-                IoKind::Read {
-                    lba: 990,
-                    blocks: 20
-                },
-                IoKind::Write {
-                    lba: 1000,
-                    blocks: 20,
-                    fua: true
-                },
-            ]
-        );
-        assert!(overlaps(0, 7, 8) && !overlaps(0, 8, 8) && overlaps(8, 0, 9));
-    }
-
-    #[test]
-    fn failure_index_is_the_range_in_progress() {
-        let mut j = job(vec![(0, 8), (100, 300), (900, 1)], false, false);
-        for _ in 0..2 {
-            j.next_op();
-            j.advance();
-        }
-        assert_eq!(j.range, 1, "range 0 copied");
-        j.next_op(); // read of range 1, first chunk
-        j.advance();
-        j.next_op(); // its write
-        j.advance();
-        assert_eq!(j.range, 1, "range 1 only partly copied");
     }
 }

@@ -8,7 +8,7 @@ use ferrite_nvme::identify::{
 use zerocopy::IntoBytes;
 
 use crate::controller::Controller;
-use crate::target::{Namespace, Subsystem};
+use crate::subsystem::{Namespace, Subsystem};
 use crate::{
     ERROR_LOG_ENTRIES, FIRMWARE_REVISION, IN_CAPSULE_DATA_BYTES, MAX_AERS, MAX_NSID,
     MAX_QUEUE_ENTRIES, MDTS,
@@ -126,7 +126,7 @@ pub(crate) fn namespace(ns: &Namespace) -> IdentifyNamespace {
     } else {
         0x00
     };
-    let limits = crate::copy::CopyLimits::for_block_size(ns.bdev.block_size());
+    let limits = crate::copy_job::CopyLimits::for_block_size(ns.bdev.block_size());
     id.mssrl.set(limits.mssrl);
     id.mcl.set(limits.mcl);
     id.msrc = limits.msrc;

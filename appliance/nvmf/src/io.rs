@@ -13,7 +13,7 @@ use crate::bdev_status::status_of;
 use crate::poll_group::NsInfo;
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request, Response};
-use crate::target::Subsystem;
+use crate::subsystem::Subsystem;
 use crate::MAX_TRANSFER_BYTES;
 
 /// NSID meaning "every namespace" (Flush).
@@ -96,7 +96,13 @@ impl PollGroup {
         }
         {
             let qp = self.qpair_mut(conn).expect("execute checked the qpair");
+            let resv_epoch = qp
+                .subsystem
+                .as_ref()
+                .and_then(|s| s.namespaces.get(&nsid))
+                .map(|n| n.reservation.aborts.epoch());
             let s = qp.slot_mut(req.slot);
+            s.resv_epoch = resv_epoch;
             s.nsid = nsid;
             s.lba = lba_of(&req);
             if matches!(req.cmd.opcode, op::READ | op::WRITE) {

@@ -15,6 +15,7 @@ mod auth;
 mod bdev_status;
 mod controller;
 mod copy;
+mod copy_job;
 mod error;
 mod error_log;
 mod fabrics;
@@ -27,12 +28,14 @@ mod poll_group;
 mod qos_gate;
 mod request;
 mod resv;
+mod resv_abort;
 mod resv_cmd;
+mod subsystem;
 mod target;
 mod transport;
 
-pub use ana::{AnaState, AnaTable, ANACAP, ANATT_SECONDS, MAX_ANA_GROUP};
-pub use auth::{DhchapHost, CONNECT_AUTHREQ_ATR};
+pub use ana::{ANACAP, ANATT_SECONDS, MAX_ANA_GROUP};
+pub use auth::CONNECT_AUTHREQ_ATR;
 pub use controller::{AsyncEvent, Controller, ControllerInfo, HealthCounters};
 pub use error::NvmfError;
 pub use ns_stats::{bucket_bounds_ns, NamespaceCounters, NamespaceStats, LATENCY_BUCKETS};
@@ -40,10 +43,8 @@ pub use observe::ControllerSnapshot;
 pub use poll_group::{ConnId, Exec, GroupEvent, PollGroup, PollGroupStats};
 pub use request::{plan_data, DataPlan, Request, Response, TransportLimits};
 pub use resv::{NsReservation, ResvState, ResvType};
-pub use target::{
-    Listener, Namespace, NamespaceParams, Subsystem, SubsystemParams, Target, TargetConfig,
-    TargetOptions, Trtype,
-};
+pub use subsystem::{AnaState, AnaTable, DhchapHost, Listener, Namespace, Subsystem, Trtype};
+pub use target::{NamespaceParams, SubsystemParams, Target, TargetConfig, TargetOptions};
 pub use transport::{
     dispatch_events, reap_released, QueuePair, QueuePairs, Routing, StartTransport, Transport,
     TransportError,

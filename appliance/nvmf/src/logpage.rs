@@ -15,7 +15,8 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use crate::admin_result::AdminResult;
 use crate::controller::{AsyncEvent, Controller};
-use crate::target::{Subsystem, Target};
+use crate::subsystem::Subsystem;
+use crate::target::Target;
 use crate::{ERROR_LOG_ENTRIES, FIRMWARE_REVISION};
 
 /// Get Log Page CDW10 bit 15: retain asynchronous event.

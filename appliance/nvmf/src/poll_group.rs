@@ -22,7 +22,8 @@ use ferrite_reactor::{IoBuf, TaskContext};
 
 use crate::controller::{Controller, HealthCounters};
 use crate::request::{Request, Response};
-use crate::target::{Subsystem, Target};
+use crate::subsystem::Subsystem;
+use crate::target::Target;
 
 /// The transport's identifier of a connection (one queue pair) on this reactor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,7 +71,10 @@ pub(crate) struct Slot {
     pub started: Option<Instant>,
     /// A Copy command's progress (one boxed job per Copy; Copy is not on the Read/Write
     /// fast path).
-    pub copy: Option<Box<crate::copy::CopyJob>>,
+    pub copy: Option<Box<crate::copy_job::CopyJob>>,
+    /// The namespace's Preempt and Abort epoch when an I/O command passed the reservation
+    /// check (see `resv_abort.rs`).
+    pub resv_epoch: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -101,6 +105,8 @@ pub(crate) struct Qpair {
     pub local: Option<std::net::SocketAddr>,
     /// The DH-HMAC-CHAP transaction of a host that must authenticate (see `auth.rs`).
     pub auth: Option<Box<ferrite_auth::ControllerAuth>>,
+    /// When the current authentication transaction must have succeeded (see `auth.rs`).
+    pub auth_deadline: Option<Instant>,
 }
 
 impl Qpair {
@@ -127,6 +133,7 @@ impl Qpair {
             shutdown_flushes: 0,
             local: None,
             auth: None,
+            auth_deadline: None,
         }
     }
 
@@ -153,7 +160,7 @@ pub(crate) struct NsInfo {
     /// Write-protected (a snapshot): modifying commands are refused.
     pub read_only: bool,
     /// The namespace's ANA group state on this queue's path.
-    pub ana: crate::ana::AnaState,
+    pub ana: crate::subsystem::AnaState,
 }
 
 impl NsInfo {
@@ -549,7 +556,7 @@ impl PollGroup {
         let qp = self.qpairs[conn.0 as usize]
             .as_mut()
             .expect("caller holds a live qpair");
-        let (cid, data_len, nsid, lba, aux, started) = {
+        let (cid, data_len, nsid, lba, aux, started, resv_epoch) = {
             let s = qp.slot_mut(slot);
             s.in_use = false;
             (
@@ -559,8 +566,19 @@ impl PollGroup {
                 s.lba,
                 s.aux.take(),
                 s.started.take(),
+                s.resv_epoch.take(),
             )
         };
+        let status = resv_epoch
+            .and_then(|since| {
+                crate::resv_cmd::preempt_abort_status(
+                    qp.subsystem.as_ref(),
+                    qp.ctrl.as_ref(),
+                    nsid,
+                    since,
+                )
+            })
+            .unwrap_or(status);
         if let Some(started) = started {
             if let Some(ns) = qp.subsystem.as_ref().and_then(|s| s.namespaces.get(&nsid)) {
                 ns.stats.completed(
@@ -819,8 +837,12 @@ impl PollGroup {
             if qp.is_admin() && !ctrl.is_failed() && ctrl.keep_alive_expired(now) {
                 ctrl.fail("keep-alive timeout expired");
             }
-            // A failed controller loses every queue; a reset one its I/O queues.
-            if ctrl.is_failed() || (!qp.is_admin() && qp.epoch != ctrl.epoch()) {
+            // A failed controller loses every queue; a reset one its I/O queues; a host that
+            // stopped in the middle of authenticating loses the queue.
+            if ctrl.is_failed()
+                || (!qp.is_admin() && qp.epoch != ctrl.epoch())
+                || crate::auth::auth_expired(qp, now)
+            {
                 out(GroupEvent::Close(ConnId(index as u32)));
             }
         }

@@ -399,6 +399,8 @@ impl ResvState {
 #[derive(Debug, Default)]
 pub struct NsReservation {
     state: Mutex<ResvState>,
+    /// Preempt and Abort bookkeeping for the I/O path.
+    pub aborts: crate::resv_abort::PreemptAborts,
     reserved: AtomicBool,
     file: Option<PathBuf>,
 }
@@ -413,6 +415,7 @@ impl NsReservation {
         let reserved = AtomicBool::new(state.rtype.is_some());
         Ok(NsReservation {
             state: Mutex::new(state),
+            aborts: Default::default(),
             reserved,
             file,
         })

@@ -9,7 +9,8 @@ use crate::controller::{AsyncEvent, Controller};
 use crate::poll_group::{ConnId, Exec, PollGroup};
 use crate::request::{DataPlan, Request};
 use crate::resv::{AcquireAction, HostId, Notices, RegisterAction, ResvType};
-use crate::target::{Namespace, Target};
+use crate::subsystem::Namespace;
+use crate::target::Target;
 
 /// Reservation command opcodes (NVM command set).
 pub(crate) mod op {
@@ -110,6 +111,21 @@ impl PollGroup {
     }
 }
 
+/// Command Aborted due to Preempt and Abort for a command of `ctrl`'s host on `nsid` that
+/// started under abort epoch `since` and whose host was preempted with abort meanwhile.
+pub(crate) fn preempt_abort_status(
+    sub: Option<&std::sync::Arc<crate::subsystem::Subsystem>>,
+    ctrl: Option<&std::sync::Arc<Controller>>,
+    nsid: u32,
+    since: u64,
+) -> Option<Status> {
+    let ns = sub?.namespaces.get(&nsid)?;
+    ns.reservation
+        .aborts
+        .aborted(&ctrl?.hostid, since)
+        .then_some(Status::ABORTED_PREEMPT)
+}
+
 /// The 16 (Register, Acquire) or 8 (Release) bytes of keys a command carries.
 fn keys(buf: Option<&IoBuf>, need: usize) -> Result<&[u8], Status> {
     match buf {
@@ -166,8 +182,17 @@ fn acquire(
     let rtype = ResvType::from_code(((cdw10 >> 8) & 0xFF) as u8).ok_or(Status::INVALID_FIELD)?;
     let data = keys(buf, 16)?;
     let (crkey, prkey) = (u64_at(data, 0), u64_at(data, 8));
-    ns.reservation
-        .change(|st| st.acquire(host, action, rtype, crkey, prkey))
+    let notices = ns
+        .reservation
+        .change(|st| st.acquire(host, action, rtype, crkey, prkey))?;
+    if action == PreemptAndAbort {
+        // Before this command completes: the preempted hosts' outstanding commands are
+        // aborted from now on (see resv_abort.rs).
+        ns.reservation
+            .aborts
+            .record(notices.iter().map(|(h, _)| *h));
+    }
+    Ok(notices)
 }
 
 fn release(
@@ -281,7 +306,7 @@ pub(crate) fn is_reservation_feature(cmd: &ferrite_nvme::Command) -> bool {
 /// Get or Set Features 82h/83h; the result is completion dword 0.
 pub(crate) fn reservation_feature(
     cmd: &ferrite_nvme::Command,
-    sub: &crate::target::Subsystem,
+    sub: &crate::subsystem::Subsystem,
     ctrl: &Controller,
 ) -> Result<u32, Status> {
     use ferrite_nvme::command::opcode::admin;

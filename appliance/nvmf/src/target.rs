@@ -3,7 +3,6 @@
 //! reactors load the current one without locking.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
@@ -14,95 +13,8 @@ use ferrite_nvme::nqn::{validate_nqn, DISCOVERY_NQN};
 
 use crate::controller::{AsyncEvent, Controller, ControllerInfo};
 use crate::error::NvmfError;
+use crate::subsystem::{Listener, Namespace, Subsystem};
 use crate::MAX_NSID;
-
-/// Transport type as the discovery log encodes it (TRTYPE).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Trtype {
-    Rdma,
-    Tcp,
-}
-
-impl Trtype {
-    pub fn code(self) -> u8 {
-        match self {
-            Trtype::Rdma => 1,
-            Trtype::Tcp => 3,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trtype::Rdma => "rdma",
-            Trtype::Tcp => "tcp",
-        }
-    }
-}
-
-/// A transport address hosts may connect to (an NVMe-oF "port").
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Listener {
-    pub trtype: Trtype,
-    pub addr: SocketAddr,
-}
-
-#[derive(Debug)]
-pub struct Namespace {
-    pub nsid: u32,
-    pub bdev_id: BdevId,
-    pub bdev_name: String,
-    pub bdev: Arc<dyn BlockDevice>,
-    pub nguid: [u8; 16],
-    pub uuid: [u8; 16],
-    /// I/O counters (per reactor, summed by `stats_get`).
-    pub stats: crate::ns_stats::NamespaceStats,
-    /// ANA group (ANAGRPID), 1..=MAX_ANA_GROUP.
-    pub anagrpid: u32,
-    /// Persistent reservations, shared by every configuration version that has this namespace.
-    pub reservation: crate::resv::NsReservation,
-}
-
-#[derive(Debug, Clone)]
-pub struct Subsystem {
-    pub nqn: String,
-    pub serial: String,
-    pub model: String,
-    pub allow_any_host: bool,
-    pub hosts: BTreeSet<String>,
-    pub namespaces: BTreeMap<u32, Arc<Namespace>>,
-    pub max_namespaces: u32,
-    /// Transport addresses hosts may reach this subsystem through (SPDK's subsystem
-    /// listeners). The discovery subsystem is reachable through every target listener.
-    pub listeners: BTreeSet<Listener>,
-    /// ANA state per (listener, group).
-    pub ana: crate::ana::AnaTable,
-    /// DH-HMAC-CHAP secrets per host NQN: a host listed here must authenticate (see `auth.rs`).
-    pub dhchap: BTreeMap<String, crate::auth::DhchapHost>,
-}
-
-impl Subsystem {
-    /// Whether a host connected to local address `local` may use this subsystem: a listener
-    /// with the same port and the same address (or a wildcard address) is in its set.
-    pub fn reachable_via(&self, local: SocketAddr) -> bool {
-        self.is_discovery()
-            || self.listeners.iter().any(|l| {
-                l.addr.port() == local.port()
-                    && (l.addr.ip() == local.ip() || l.addr.ip().is_unspecified())
-            })
-    }
-
-    pub fn is_discovery(&self) -> bool {
-        self.nqn == DISCOVERY_NQN
-    }
-
-    pub fn allows(&self, hostnqn: &str) -> bool {
-        self.allow_any_host || self.hosts.contains(hostnqn)
-    }
-
-    pub fn namespace(&self, nsid: u32) -> Option<&Arc<Namespace>> {
-        self.namespaces.get(&nsid)
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct SubsystemParams {

@@ -32,7 +32,8 @@ use thiserror::Error;
 use crate::error::NvmfError;
 use crate::poll_group::{ConnId, GroupEvent, PollGroup, PollGroupStats};
 use crate::request::Response;
-use crate::target::{Target, Trtype};
+use crate::subsystem::Trtype;
+use crate::target::Target;
 
 /// Why a transport could not do what the daemon asked.
 #[derive(Debug, Error)]

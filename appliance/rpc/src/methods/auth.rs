@@ -47,11 +47,28 @@ pub(super) fn keyring_get_keys(app: &dyn Appliance, _p: Value) -> Result<Value, 
     Ok(Value::Array(keys))
 }
 
+/// SPDK's name for its default NVMe-oF target; `tgt_name` selects a target there.
+const SPDK_DEFAULT_TARGET: &str = "nvmf_tgt";
+
+/// SPDK's optional `tgt_name` parameter: Ferrite has one target, which answers to SPDK's
+/// default name, so scripts written for SPDK that pass it keep working; any other name is
+/// refused rather than silently applied to this target.
+pub(super) fn check_tgt_name(name: Option<&str>) -> Result<(), RpcError> {
+    match name {
+        None | Some(SPDK_DEFAULT_TARGET) => Ok(()),
+        Some(other) => Err(RpcError::invalid_params(format!(
+            "tgt_name {other:?}: this daemon has one NVMe-oF target, {SPDK_DEFAULT_TARGET:?}"
+        ))),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SetKeys {
     nqn: String,
     host: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
     #[serde(default)]
     dhchap_key: Option<String>,
     #[serde(default)]
@@ -61,6 +78,7 @@ struct SetKeys {
 /// Changes (or, without `dhchap_key`, removes) the keys of an allowed host.
 pub(super) fn set_keys(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let p: SetKeys = params(p)?;
+    check_tgt_name(p.tgt_name.as_deref())?;
     app.target().set_host_dhchap(
         &p.nqn,
         &p.host,

@@ -128,6 +128,8 @@ pub(super) fn remove_ns(app: &dyn Appliance, p: Value) -> Result<Value, RpcError
 struct Host {
     nqn: String,
     host: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +137,8 @@ struct Host {
 struct AddHost {
     nqn: String,
     host: String,
+    #[serde(default)]
+    tgt_name: Option<String>,
     /// DH-HMAC-CHAP keys by keyring name (SPDK's parameters).
     #[serde(default)]
     dhchap_key: Option<String>,
@@ -144,6 +148,7 @@ struct AddHost {
 
 pub(super) fn add_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let p: AddHost = params(p)?;
+    super::auth::check_tgt_name(p.tgt_name.as_deref())?;
     let t = app.target();
     // Keys first checked against the keyring, so a bad name leaves the host list unchanged.
     if p.dhchap_ctrlr_key.is_some() && p.dhchap_key.is_none() {
@@ -172,6 +177,7 @@ pub(super) fn add_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError>
 
 pub(super) fn remove_host(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
     let p: Host = params(p)?;
+    super::auth::check_tgt_name(p.tgt_name.as_deref())?;
     app.target().remove_host(&p.nqn, &p.host)?;
     Ok(json!(true))
 }
