@@ -115,16 +115,19 @@ pub enum BdevKind {
     Delay,
     /// `power_cut::PowerCutBdev` over a base.
     PowerCut,
+    /// A namespace of a local NVMe controller driven over VFIO (`nvme_pcie`).
+    NvmePcie,
 }
 
 impl BdevKind {
-    pub const ALL: [BdevKind; 6] = [
+    pub const ALL: [BdevKind; 7] = [
         BdevKind::Malloc,
         BdevKind::File,
         BdevKind::Null,
         BdevKind::Error,
         BdevKind::Delay,
         BdevKind::PowerCut,
+        BdevKind::NvmePcie,
     ];
 
     /// The name used in configuration and RPC.
@@ -136,6 +139,7 @@ impl BdevKind {
             BdevKind::Error => "error",
             BdevKind::Delay => "delay",
             BdevKind::PowerCut => "power-cut",
+            BdevKind::NvmePcie => "nvme-pcie",
         }
     }
 

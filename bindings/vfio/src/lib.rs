@@ -23,7 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 use std::sync::Arc;
 
-pub use sysfs::{iommu_group, kernel_driver, PciAddress};
+pub use sysfs::{bind_vfio, iommu_group, kernel_driver, unbind_vfio, PciAddress};
 
 /// What went wrong opening or driving a VFIO device.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,16 @@ pub enum VfioError {
     /// The group has devices not bound to vfio-pci (or pci-stub), so it cannot be used.
     #[error("IOMMU group {0} is not viable: bind every device of the group to vfio-pci")]
     GroupNotViable(u32),
+    /// A block device of the controller is mounted: the kernel driver is in use.
+    #[error("PCI device {bdf} is in use by the kernel: {what} is mounted")]
+    InUse { bdf: String, what: String },
+    /// Writing a sysfs file failed.
+    #[error("write {path}: {source}")]
+    Sysfs {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
     /// The kernel lacks a VFIO feature this crate needs.
     #[error("VFIO: {0}")]
     Unsupported(&'static str),

@@ -121,3 +121,79 @@ mod tests {
         assert!(matches!(kernel_driver(&a), Err(VfioError::NoDevice(_))));
     }
 }
+
+/// Binds `bdf` to vfio-pci the way SPDK's scripts/setup.sh does: driver_override, unbind from
+/// the current driver, reprobe. Refuses when the IOMMU is off, and when a block device of the
+/// controller is mounted (the kernel driver is in use).
+pub fn bind_vfio(bdf: &PciAddress) -> Result<()> {
+    iommu_group(bdf)?;
+    let dir = bdf.sysfs();
+    let current = kernel_driver(bdf)?;
+    if current.as_deref() == Some("vfio-pci") {
+        return Ok(());
+    }
+    if let Some(dev) = mounted_block_device(bdf) {
+        return Err(VfioError::InUse {
+            bdf: bdf.to_string(),
+            what: dev,
+        });
+    }
+    if !PathBuf::from("/sys/bus/pci/drivers/vfio-pci").exists() {
+        return Err(VfioError::Unsupported(
+            "the vfio-pci driver is not loaded (modprobe vfio-pci)",
+        ));
+    }
+    write(dir.join("driver_override"), "vfio-pci")?;
+    if current.is_some() {
+        write(dir.join("driver/unbind"), &bdf.to_string())?;
+    }
+    write(
+        PathBuf::from("/sys/bus/pci/drivers_probe"),
+        &bdf.to_string(),
+    )?;
+    match kernel_driver(bdf)? {
+        Some(d) if d == "vfio-pci" => Ok(()),
+        other => Err(VfioError::WrongDriver {
+            bdf: bdf.to_string(),
+            driver: other.unwrap_or_else(|| "no".into()),
+        }),
+    }
+}
+
+/// Gives `bdf` back to its kernel driver: clears driver_override, unbinds from vfio-pci,
+/// reprobes. Returns the driver that took it (if any).
+pub fn unbind_vfio(bdf: &PciAddress) -> Result<Option<String>> {
+    let dir = bdf.sysfs();
+    let current = kernel_driver(bdf)?;
+    write(dir.join("driver_override"), "\n")?;
+    if current.is_some() {
+        write(dir.join("driver/unbind"), &bdf.to_string())?;
+    }
+    write(
+        PathBuf::from("/sys/bus/pci/drivers_probe"),
+        &bdf.to_string(),
+    )?;
+    kernel_driver(bdf)
+}
+
+fn write(path: PathBuf, value: &str) -> Result<()> {
+    fs::write(&path, value).map_err(|source| VfioError::Sysfs {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// A mounted block device of the NVMe controller at `bdf` (/dev/nvmeXnY or a partition).
+fn mounted_block_device(bdf: &PciAddress) -> Option<String> {
+    let ctrls = fs::read_dir(bdf.sysfs().join("nvme")).ok()?;
+    let mounts = fs::read_to_string("/proc/mounts").unwrap_or_default();
+    for ctrl in ctrls.flatten() {
+        let name = ctrl.file_name().to_string_lossy().into_owned();
+        // nvme0 -> /dev/nvme0n1, /dev/nvme0n1p1 ...
+        let prefix = format!("/dev/{name}n");
+        if let Some(line) = mounts.lines().find(|l| l.starts_with(&prefix)) {
+            return line.split_whitespace().next().map(str::to_string);
+        }
+    }
+    None
+}
