@@ -87,41 +87,6 @@ pub fn iommu_group(bdf: &PciAddress) -> Result<u32> {
         .ok_or_else(|| VfioError::NoIommu(bdf.to_string()))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pci_addresses_parse_and_print() {
-        let a: PciAddress = "0000:00:04.0".parse().expect("valid");
-        assert_eq!((a.domain, a.bus, a.device, a.function), (0, 0, 4, 0));
-        assert_eq!(a.to_string(), "0000:00:04.0");
-        let b: PciAddress = "abcd:ef:1f.7".parse().expect("valid");
-        assert_eq!(b.to_string(), "abcd:ef:1f.7");
-        for bad in [
-            "",
-            "00:04.0",
-            "0000:00:04",
-            "0000:00:20.0",
-            "0000:00:04.8",
-            "000g:00:04.0",
-            "0000:00:04.0 ",
-        ] {
-            assert!(
-                matches!(bad.parse::<PciAddress>(), Err(VfioError::BadAddress(_))),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_missing_device_is_named() {
-        let a: PciAddress = "ffff:ff:1f.7".parse().expect("valid");
-        assert!(matches!(iommu_group(&a), Err(VfioError::NoDevice(_))));
-        assert!(matches!(kernel_driver(&a), Err(VfioError::NoDevice(_))));
-    }
-}
-
 /// Binds `bdf` to vfio-pci the way SPDK's scripts/setup.sh does: driver_override, unbind from
 /// the current driver, reprobe. Refuses when the IOMMU is off, and when a block device of the
 /// controller is mounted (the kernel driver is in use).
@@ -196,4 +161,39 @@ fn mounted_block_device(bdf: &PciAddress) -> Option<String> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pci_addresses_parse_and_print() {
+        let a: PciAddress = "0000:00:04.0".parse().expect("valid");
+        assert_eq!((a.domain, a.bus, a.device, a.function), (0, 0, 4, 0));
+        assert_eq!(a.to_string(), "0000:00:04.0");
+        let b: PciAddress = "abcd:ef:1f.7".parse().expect("valid");
+        assert_eq!(b.to_string(), "abcd:ef:1f.7");
+        for bad in [
+            "",
+            "00:04.0",
+            "0000:00:04",
+            "0000:00:20.0",
+            "0000:00:04.8",
+            "000g:00:04.0",
+            "0000:00:04.0 ",
+        ] {
+            assert!(
+                matches!(bad.parse::<PciAddress>(), Err(VfioError::BadAddress(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_device_is_named() {
+        let a: PciAddress = "ffff:ff:1f.7".parse().expect("valid");
+        assert!(matches!(iommu_group(&a), Err(VfioError::NoDevice(_))));
+        assert!(matches!(kernel_driver(&a), Err(VfioError::NoDevice(_))));
+    }
 }
