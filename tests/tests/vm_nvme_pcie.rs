@@ -13,7 +13,7 @@ use ferrite_e2e::linux_host::{HostOptions, LinuxHost};
 
 const BDF: &str = "0000:00:04.0";
 const NQN: &str = "nqn.2026-01.io.ferrite:pcie";
-const LONG: Duration = Duration::from_secs(240);
+const LONG: Duration = Duration::from_secs(420);
 
 fn iommu_nvme_options(disk: &std::path::Path) -> HostOptions {
     HostOptions {
@@ -143,11 +143,11 @@ fn vm_nvme_pcie_vfio_export_over_tcp_survives_kill9() {
             "{env} for d in /sys/class/nvme/nvme*; do [ \"$(cat $d/subsysnqn)\" = {NQN} ] && n=$(basename $d); done; \
              FS=/dev/${{n}}n1; RAW=/dev/${{n}}n2; echo fs=$FS raw=$RAW; \
              mkfs.ext4 -q $FS; mkdir -p /mnt/fs; mount $FS /mnt/fs; \
-             head -c 8M /dev/urandom > /mnt/fs/data; sha256sum /mnt/fs/data > /run/f/sum; \
-             fio --name=v --filename=/mnt/fs/fio --size=16M --rw=randwrite --bsrange=4k-64k \
+             head -c 4M /dev/urandom > /mnt/fs/data; sha256sum /mnt/fs/data > /run/f/sum; \
+             fio --name=v --filename=/mnt/fs/fio --size=8M --rw=randwrite --bsrange=4k-64k \
                --ioengine=libaio --direct=1 --iodepth=8 --verify=crc32c --do_verify=1 \
                --output-format=terse >/run/f/fio.txt; echo fio-ok; \
-             fio --name=r --filename=$RAW --size=16M --rw=randwrite --bs=16k --ioengine=libaio \
+             fio --name=r --filename=$RAW --size=4M --rw=randwrite --bs=16k --ioengine=libaio \
                --direct=1 --iodepth=8 --verify=crc32c --do_verify=1 --output-format=terse >/dev/null; echo raw-fio-ok; \
              blkdiscard -z -o 0 -l 4194304 $RAW; cmp -n 4194304 $RAW /dev/zero && echo zeroes-ok; \
              blkdiscard -o 4194304 -l 4194304 $RAW && echo discard-ok; \
