@@ -107,37 +107,6 @@ pub(crate) fn open(b: &BdevConfig) -> Result<Arc<dyn BlockDevice>> {
     Ok(bdev)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_and_names_are_checked() {
-        assert!(bdf_of(Path::new("/sys/bus/pci/devices/0000:00:04.0")).is_ok());
-        assert!(bdf_of(Path::new("/tmp/x")).is_err());
-        let cfg = |name: &str, path: Option<&str>| BdevConfig {
-            name: name.into(),
-            kind: "nvme-pcie".into(),
-            size: None,
-            block_size: None,
-            path: path.map(PathBuf::from),
-            base: None,
-            latency: None,
-        };
-        let e = open(&cfg("nvme0n1", None)).err().expect("no path");
-        assert!(e.to_string().contains("path"), "{e}");
-        let e = open(&cfg("nvme0", Some("/sys/bus/pci/devices/0000:00:04.0")))
-            .err()
-            .expect("no nsid");
-        assert!(e.to_string().contains("<controller>n<nsid>"), "{e}");
-        let e = open(&cfg("nvme0n1", Some("/sys/bus/pci/devices/ffff:ff:1f.7")))
-            .err()
-            .expect("no device");
-        assert!(e.to_string().contains("no PCI device"), "{e}");
-        assert!(attach("a/b", "0000:00:04.0").is_err());
-    }
-}
-
 /// Names of the registered `nvme-pcie` bdevs of controller `name` (`<name>n<nsid>`).
 fn namespaces_of(control: &Control, name: &str) -> Vec<String> {
     control
@@ -205,4 +174,33 @@ pub(crate) fn detach_rpc(control: &Control, name: &str) -> Result<(), RpcError> 
     }
     log::info!("NVMe controller {name} detached over RPC");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_and_names_are_checked() {
+        assert!(bdf_of(Path::new("/sys/bus/pci/devices/0000:00:04.0")).is_ok());
+        assert!(bdf_of(Path::new("/tmp/x")).is_err());
+        let cfg = |name: &str, path: Option<&str>| BdevConfig {
+            name: name.into(),
+            kind: "nvme-pcie".into(),
+            size: None,
+            block_size: None,
+            path: path.map(PathBuf::from),
+            base: None,
+            latency: None,
+        };
+        let e = open(&cfg("nvme0n1", None)).expect_err("no path");
+        assert!(e.to_string().contains("path"), "{e}");
+        let e =
+            open(&cfg("nvme0", Some("/sys/bus/pci/devices/0000:00:04.0"))).expect_err("no nsid");
+        assert!(e.to_string().contains("<controller>n<nsid>"), "{e}");
+        let e = open(&cfg("nvme0n1", Some("/sys/bus/pci/devices/ffff:ff:1f.7")))
+            .expect_err("no device");
+        assert!(e.to_string().contains("no PCI device"), "{e}");
+        assert!(attach("a/b", "0000:00:04.0").is_err());
+    }
 }
