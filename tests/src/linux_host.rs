@@ -181,6 +181,11 @@ pub struct HostOptions {
     pub boot_timeout: Duration,
     /// The guest's `/etc/nvme/hostnqn`; default a fresh `nqn.2014-08.org.nvmexpress:uuid:…`.
     pub hostnqn: Option<String>,
+    /// Extra QEMU arguments placed right after `-machine` (e.g. `-device intel-iommu`, which
+    /// must precede the other PCI devices, and an emulated `-device nvme`).
+    pub extra_qemu_args: Vec<String>,
+    /// Extra words for the guest kernel command line (e.g. `intel_iommu=on`).
+    pub extra_kernel_args: Vec<String>,
 }
 
 impl Default for HostOptions {
@@ -192,6 +197,8 @@ impl Default for HostOptions {
             kernel: None,
             boot_timeout: Duration::from_secs(120),
             hostnqn: None,
+            extra_qemu_args: Vec::new(),
+            extra_kernel_args: Vec::new(),
         }
     }
 }
@@ -340,6 +347,9 @@ impl LinuxHost {
             &format!("ferrite.hostnqn={hostnqn}"),
             &format!("ferrite.hostid={uuid}"),
         ]
+        .into_iter()
+        .chain(opts.extra_kernel_args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
         .join(" ");
 
         let mut cmd = Command::new(qemu);
@@ -352,6 +362,7 @@ impl LinuxHost {
         ]);
         let accel = std::env::var(env::ACCEL).unwrap_or_else(|_| "tcg".into());
         cmd.args(["-machine", "q35", "-accel", &accel, "-cpu", "max"]);
+        cmd.args(&opts.extra_qemu_args);
         cmd.args(["-smp", &opts.cpus.max(1).to_string()]);
         cmd.args(["-m", &opts.memory_mib.max(256).to_string()]);
         // qboot skips most of SeaBIOS' work; QEMU falls back to SeaBIOS without it.

@@ -10,7 +10,8 @@
 //! - [`file`](mod@file): a regular file or block device through io_uring with O_DIRECT;
 //! - [`inject`]: `error`, injects failures, hangs or corruption into the requests to a base;
 //! - [`delay`]: adds an average and a p99 latency to a base's completions;
-//! - [`power_cut`]: a volatile write cache over a base that loses what was not flushed.
+//! - [`power_cut`]: a volatile write cache over a base that loses what was not flushed;
+//! - [`nvme_pcie`]: a local NVMe controller driven from user space over VFIO (polled).
 #![forbid(unsafe_code)]
 
 pub mod delay;
@@ -21,6 +22,7 @@ pub mod inject;
 pub mod io;
 pub mod malloc;
 pub mod null;
+pub mod nvme_pcie;
 pub mod power_cut;
 mod wrap;
 
@@ -113,16 +115,19 @@ pub enum BdevKind {
     Delay,
     /// `power_cut::PowerCutBdev` over a base.
     PowerCut,
+    /// A namespace of a local NVMe controller driven over VFIO (`nvme_pcie`).
+    NvmePcie,
 }
 
 impl BdevKind {
-    pub const ALL: [BdevKind; 6] = [
+    pub const ALL: [BdevKind; 7] = [
         BdevKind::Malloc,
         BdevKind::File,
         BdevKind::Null,
         BdevKind::Error,
         BdevKind::Delay,
         BdevKind::PowerCut,
+        BdevKind::NvmePcie,
     ];
 
     /// The name used in configuration and RPC.
@@ -134,6 +139,7 @@ impl BdevKind {
             BdevKind::Error => "error",
             BdevKind::Delay => "delay",
             BdevKind::PowerCut => "power-cut",
+            BdevKind::NvmePcie => "nvme-pcie",
         }
     }
 

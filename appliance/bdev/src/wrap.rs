@@ -107,7 +107,7 @@ impl FaultBdev {
             BdevKind::PowerCut => {
                 FaultBdev::PowerCut(Arc::new(crate::PowerCutBdev::new(name, base)?))
             }
-            BdevKind::Malloc | BdevKind::File | BdevKind::Null => {
+            BdevKind::Malloc | BdevKind::File | BdevKind::Null | BdevKind::NvmePcie => {
                 return Err(BdevError::InvalidConfig(format!(
                     "bdev {name}: {} is not stacked on a base device",
                     kind.as_str()

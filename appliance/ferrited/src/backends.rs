@@ -60,6 +60,7 @@ pub(crate) fn open_bdev(
                 };
                 Arc::new(bdev)
             }
+            BdevKind::NvmePcie => crate::nvme_pcie::open(b)?,
             BdevKind::Error | BdevKind::Delay | BdevKind::PowerCut => {
                 return open_stacked(b, kind, base)
             }

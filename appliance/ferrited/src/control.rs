@@ -78,7 +78,7 @@ impl Control {
         }
     }
 
-    fn bdevs(&self) -> MutexGuard<'_, BTreeMap<String, BdevConfig>> {
+    pub(crate) fn bdevs(&self) -> MutexGuard<'_, BTreeMap<String, BdevConfig>> {
         self.bdevs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -118,6 +118,7 @@ impl Control {
     pub(crate) fn files(&self) -> Vec<PathBuf> {
         self.bdevs()
             .values()
+            .filter(|b| b.kind != "nvme-pcie") // path names the PCI device, not a file
             .filter_map(|b| b.path.clone())
             .collect()
     }
@@ -358,6 +359,14 @@ impl Appliance for Control {
             kind: b.kind.clone(),
             filename: b.path.clone(),
         })
+    }
+
+    fn attach_nvme_pcie(&self, name: &str, traddr: &str) -> Result<Vec<String>, RpcError> {
+        crate::nvme_pcie::attach_rpc(self, name, traddr)
+    }
+
+    fn detach_nvme_controller(&self, name: &str) -> Result<(), RpcError> {
+        crate::nvme_pcie::detach_rpc(self, name)
     }
 
     fn listen(&self, listener: Listener) -> Result<SocketAddr, RpcError> {

@@ -9,6 +9,7 @@ pub mod config;
 mod control;
 mod daemon;
 pub mod journals;
+mod nvme_pcie;
 mod pools;
 pub mod qos;
 pub mod replication;

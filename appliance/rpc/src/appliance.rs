@@ -73,6 +73,20 @@ pub trait Appliance: Send + Sync {
 
     fn bdev_origin(&self, name: &str) -> Option<BdevOrigin>;
 
+    /// Attaches the local NVMe controller at PCI address `traddr` (bound to vfio-pci) and
+    /// registers a bdev per namespace, `<name>n<nsid>`; returns their names.
+    fn attach_nvme_pcie(&self, name: &str, traddr: &str) -> Result<Vec<String>, RpcError> {
+        let _ = (name, traddr);
+        Err(RpcError::invalid_params(
+            "this process has no NVMe PCIe driver",
+        ))
+    }
+
+    /// Deletes the namespace bdevs of controller `name` (none may be in use) and releases it.
+    fn detach_nvme_controller(&self, name: &str) -> Result<(), RpcError> {
+        Err(RpcError::not_found(format!("no NVMe controller {name}")))
+    }
+
     /// Starts accepting connections of the listener's transport on its address and publishes
     /// it in discovery.
     fn listen(&self, listener: Listener) -> Result<SocketAddr, RpcError>;

@@ -2,6 +2,7 @@
 //! method (docs/rpc.md); `--json` prints the raw result for scripts.
 
 mod client;
+mod device;
 mod human;
 mod qos;
 mod replication;
@@ -97,6 +98,9 @@ enum Cmd {
     Reactors,
     /// Methods ferrited serves (rpc_get_methods).
     Methods,
+    /// PCI devices for the userspace NVMe driver: bind to vfio-pci, unbind (local, no RPC).
+    #[command(subcommand)]
+    Device(device::DeviceCmd),
     /// Call any method with JSON params: ferritectl call bdev_list '{"name":"ram0"}'.
     Call {
         method: String,
@@ -130,6 +134,18 @@ enum BdevCmd {
     },
     /// Delete an unused bdev (bdev_delete).
     Delete { name: String },
+    /// Attach an NVMe controller, a bdev per namespace `<name>n<nsid>`
+    /// (bdev_nvme_attach_controller). PCIe: the device must be bound to vfio-pci.
+    NvmeAttach {
+        name: String,
+        /// PCI address for trtype pcie: 0000:00:04.0.
+        #[arg(long)]
+        traddr: String,
+        #[arg(long, default_value = "pcie")]
+        trtype: String,
+    },
+    /// Detach an NVMe controller, deleting its namespace bdevs (bdev_nvme_detach_controller).
+    NvmeDetach { name: String },
     /// List bdevs (bdev_list).
     List { name: Option<String> },
 }
@@ -426,6 +442,7 @@ fn run(args: Args) -> Result<()> {
             return Ok(());
         }
         Cmd::Stats { interval } => return stats(&ctl, json, interval),
+        Cmd::Device(cmd) => return device::run(cmd),
         Cmd::Call { method, params } => {
             let params = match params {
                 Some(text) => {
@@ -479,6 +496,17 @@ fn run(args: Args) -> Result<()> {
             ("bdev_file_create", p)
         }
         Cmd::Bdev(BdevCmd::Delete { name }) => ("bdev_delete", json!({ "name": name })),
+        Cmd::Bdev(BdevCmd::NvmeAttach {
+            name,
+            traddr,
+            trtype,
+        }) => (
+            "bdev_nvme_attach_controller",
+            json!({"name": name, "trtype": trtype, "traddr": traddr}),
+        ),
+        Cmd::Bdev(BdevCmd::NvmeDetach { name }) => {
+            ("bdev_nvme_detach_controller", json!({ "name": name }))
+        }
         Cmd::Bdev(BdevCmd::List { name }) => ("bdev_list", opt("name", name)),
         Cmd::Subsystem(SubsystemCmd::Add {
             nqn,
