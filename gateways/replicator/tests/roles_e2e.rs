@@ -1,9 +1,9 @@
 //! Role changes end to end: two real `ferrited` and `ferrite-replicator`s on loopback, group 1
 //! with namespaces 1 and 2 (volumes `v1`, `v2` on each site).
 //!
-//! - Planned switchover: writes stop, the pair drains to zero lag, the roles swap (the old
-//!   secondary gets the journal, the old primary exports its volumes plainly) and replication
-//!   runs the other way without any copy; the sides must be equal after more writes.
+//! - Planned switchover (`replication_switchover` on the primary, `replication_failover` with a
+//!   journal on the secondary): the pair drains to zero lag, the roles swap and replication runs
+//!   the other way without any copy; the sides must be equal after more writes.
 //! - Unplanned failover, then failback: the primary replicator dies while the primary keeps
 //!   writing (those writes never reach the secondary), the secondary replicator is stopped at
 //!   its applied point, the secondary is snapshotted and written by hosts. Failback copies back
@@ -114,24 +114,6 @@ fn make_primary(s: &Site) {
         "replication_create",
         json!({"group": 1, "mode": "async"}),
     );
-}
-
-/// Ends the site's primary role: no host access, the pair and its journal deleted.
-fn drop_primary(s: &Site) {
-    for i in 1..=2 {
-        rpc(
-            &s.sock,
-            "nvmf_subsystem_remove_ns",
-            json!({"nqn": s.nqn, "nsid": i}),
-        );
-        rpc(
-            &s.sock,
-            "journal_detach",
-            json!({"bdev": format!("{}/v{i}@journal", s.pool)}),
-        );
-    }
-    rpc(&s.sock, "replication_delete", json!({"group": 1}));
-    rpc(&s.sock, "journal_delete", json!({"group": 1}));
 }
 
 struct Link {
@@ -255,12 +237,17 @@ fn switchover_then_failover_and_failback_keep_the_sides_equal() {
     caught_up(&a, &l);
     assert_eq!(differing(&a, &b), 0, "a -> b replicated");
 
-    // Planned switchover: drained (zero lag, no writes), swap, no copy.
+    // Planned switchover: a fences its hosts and drains (replication_switchover), b becomes
+    // the primary (replication_failover with a journal); no copy.
+    let sw = rpc(&a.sock, "replication_switchover", json!({"group": 1}));
+    assert_eq!(sw["role"], "secondary", "{sw}");
     l.pri.term();
     l.sec.term();
-    drop_primary(&a);
-    export_plain(&a);
-    make_primary(&b);
+    rpc(
+        &b.sock,
+        "replication_failover",
+        json!({"group": 1, "volumes": ["q/v1", "q/v2"], "journal": {"pool": "q", "size": "16MiB"}}),
+    );
     let l2 = link(dir, "ba", &b, &a);
     write(&b, 2, 200, 1 << 20);
     caught_up(&b, &l2);
@@ -269,19 +256,15 @@ fn switchover_then_failover_and_failback_keep_the_sides_equal() {
         0,
         "after the switchover b -> a replicates"
     );
-    drop(l2);
 
     // Back to a -> b (a second switchover), then an unplanned failover.
-    drop_primary(&b);
-    export_plain(&b);
-    for i in 1..=2 {
-        rpc(
-            &a.sock,
-            "nvmf_subsystem_remove_ns",
-            json!({"nqn": a.nqn, "nsid": i}),
-        );
-    }
-    make_primary(&a);
+    rpc(&b.sock, "replication_switchover", json!({"group": 1}));
+    drop(l2);
+    rpc(
+        &a.sock,
+        "replication_failover",
+        json!({"group": 1, "volumes": ["p/v1", "p/v2"], "journal": {"pool": "p", "size": "16MiB"}}),
+    );
     let mut l = link(dir, "ab2", &a, &b);
     write(&a, 3, 100, 2 << 20);
     caught_up(&a, &l);
@@ -295,20 +278,31 @@ fn switchover_then_failover_and_failback_keep_the_sides_equal() {
         serde_json::from_str(&std::fs::read_to_string(&l.sec_state).expect("state file"))
             .expect("state json");
     let applied = applied["applied"].as_u64().expect("applied");
-    rpc(
+    let fo = rpc(
         &b.sock,
-        "snapshot_create",
-        json!({"group": [{"volume": "q/v1", "name": "fo1"}, {"volume": "q/v2", "name": "fo2"}]}),
+        "replication_failover",
+        json!({"group": 1, "volumes": ["q/v1", "q/v2"], "snapshot": "fo"}),
     );
+    assert_eq!(fo["role"], "promoted", "{fo}");
     write(&b, 5, 20, 4 << 20);
     assert!(differing(&a, &b) > 0, "the sides diverged");
 
-    // Failback: what diverged, from both sides.
+    // Failback: a snapshots its diverged image and stops serving hosts, keeping its journal.
+    let fb = rpc(
+        &a.sock,
+        "replication_failback",
+        json!({"group": 1, "snapshot": "fb"}),
+    );
+    assert!(
+        fb["committed_seq"].as_u64().expect("committed") > applied,
+        "{fb}"
+    );
+    // What diverged, from both sides.
     for i in 1..=2 {
         let d = rpc(
             &b.sock,
             "snapshot_diff",
-            json!({"base": format!("q/fo{i}"), "target": format!("q/v{i}")}),
+            json!({"base": format!("q/fo-v{i}"), "target": format!("q/v{i}")}),
         );
         std::fs::write(dir.join(format!("diff{i}.json")), d.to_string()).expect("diff");
     }
@@ -328,22 +322,7 @@ fn switchover_then_failover_and_failback_keep_the_sides_equal() {
         "--out",
         ranges.to_str().expect("utf-8"),
     ]);
-    // The old primary's diverged image stays restorable; hosts leave b; a takes the delta.
-    rpc(
-        &a.sock,
-        "snapshot_create",
-        json!({"group": [{"volume": "p/v1", "name": "fb1"}, {"volume": "p/v2", "name": "fb2"}]}),
-    );
-    for i in 1..=2 {
-        rpc(
-            &b.sock,
-            "nvmf_subsystem_remove_ns",
-            json!({"nqn": b.nqn, "nsid": i}),
-        );
-    }
-    drop_primary(&a);
-    export_plain(&a);
-    export_plain(&b);
+    rpc(&a.sock, "journal_delete", json!({"group": 1}));
     let copy_cfg = dir.join("failback.toml");
     std::fs::write(
         &copy_cfg,
@@ -372,12 +351,16 @@ fn switchover_then_failover_and_failback_keep_the_sides_equal() {
     );
     assert_eq!(differing(&a, &b), 0, "after the delta resync");
     // Original direction again, from a fresh journal: no copy.
-    make_primary(&a);
+    rpc(
+        &a.sock,
+        "replication_failover",
+        json!({"group": 1, "volumes": ["p/v1", "p/v2"], "journal": {"pool": "p", "size": "16MiB"}}),
+    );
     let l3 = link(dir, "ab3", &a, &b);
     write(&a, 6, 100, 5 << 20);
     caught_up(&a, &l3);
     assert_eq!(differing(&a, &b), 0, "after the failback a -> b replicates");
     // The snapshots taken before each resync are still there to restore.
     let snaps = rpc(&a.sock, "snapshot_list", json!({}));
-    assert!(snaps.to_string().contains("fb1"), "{snaps}");
+    assert!(snaps.to_string().contains("fb-v1"), "{snaps}");
 }
