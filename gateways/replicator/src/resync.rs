@@ -137,13 +137,16 @@ pub fn diverged_ranges(socket: &Path, group: u32, after: u64) -> Result<Vec<Rang
     Ok(normalize(out))
 }
 
+/// One pull's records (sequence number, range), the journal's head and its trim point.
+type Pulled = (Vec<(u64, Range)>, u64, u64);
+
 /// One `JournalPull`: the records' sequence numbers and ranges, the head and the trim point.
 fn pull(
     f: &mut crate::conn::Framed<std::os::unix::net::UnixStream>,
     group: u32,
     from: u64,
     max: u32,
-) -> Result<(Vec<(u64, Range)>, u64, u64)> {
+) -> Result<Pulled> {
     let e = |e: crate::conn::ConnError| anyhow::anyhow!("journal endpoint: {e}");
     f.queue(&Message::JournalPull(JournalPull {
         group: GroupId(group),
@@ -330,6 +333,9 @@ fn geometry(c: &mut Controller, nsid: u32, what: &str) -> Result<(u64, u32)> {
     Ok((id.nsze.get(), bs))
 }
 
+/// Per namespace pair: source, target, block size, extents `[start, end)` to copy.
+type Plan = (u32, u32, u32, Vec<(u64, u64)>);
+
 /// How often the checkpoint is written (and the target flushed) while copying.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -361,7 +367,7 @@ pub fn initial_copy(cfg: &CopyConfig, status: &Shared, stop: &AtomicBool) -> Res
         Some(f) => Some(load_ranges(f)?),
         None => None,
     };
-    let plan: Vec<(u32, u32, u32, Vec<(u64, u64)>)> = geo
+    let plan: Vec<Plan> = geo
         .iter()
         .map(|&(s, d, blocks, bs)| {
             let extents = match &delta {
@@ -532,12 +538,15 @@ mod tests {
             chunk_kib: 1024,
             ranges_file: None,
         };
-        assert!(c.check().unwrap_err().contains("namespace"));
+        assert!(c.check().expect_err("no namespaces").contains("namespace"));
         let c = CopyConfig {
             namespaces: vec![(1, 1)],
             chunk_kib: 1,
             ..c
         };
-        assert!(c.check().unwrap_err().contains("chunk_kib"));
+        assert!(c
+            .check()
+            .expect_err("chunk too small")
+            .contains("chunk_kib"));
     }
 }

@@ -101,7 +101,7 @@ fn main() -> Result<()> {
                 let text =
                     std::fs::read_to_string(file).with_context(|| format!("reading {file}"))?;
                 let v: serde_json::Value =
-                    serde_json::from_str(&text).with_context(|| format!("{file}"))?;
+                    serde_json::from_str(&text).with_context(|| file.to_string())?;
                 ranges.extend(resync::ranges_of_diff(nsid, &v)?);
             }
             let ranges = resync::normalize(ranges);
