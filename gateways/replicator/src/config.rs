@@ -47,6 +47,10 @@ pub struct Config {
     /// sync mode it adds up to this much to a write's latency).
     #[serde(default = "default_idle_pull")]
     pub idle_pull_us: u64,
+    /// Primary: copy the group's namespaces to the secondary before shipping the journal
+    /// (a new pair; see [`crate::resync`]).
+    #[serde(default)]
+    pub copy: Option<crate::resync::CopyConfig>,
     /// Primary: retransmit timeout in milliseconds.
     #[serde(default = "default_rto")]
     pub rto_ms: u64,
@@ -124,8 +128,15 @@ impl Config {
                     (50..=1_000_000).contains(&c.idle_pull_us),
                     "idle_pull_us in 50..=1000000",
                 )?;
+                if let Some(copy) = &c.copy {
+                    copy.check().map_err(ConfigError::Invalid)?;
+                }
             }
             Role::Secondary => {
+                need(
+                    c.copy.is_none(),
+                    "no [copy] (the primary runs the initial copy)",
+                )?;
                 need(c.listen.is_some(), "listen")?;
                 need(c.target.is_some(), "target")?;
                 need(c.nqn.is_some(), "nqn")?;

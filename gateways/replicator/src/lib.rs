@@ -14,13 +14,15 @@
 //!   secondary image is therefore always a consistent prefix of the primary's writes.
 //!
 //! The peer link is sealed with a pre-shared key when `psk_file` is set ([`ferrite_link_crypto`]).
-//! Not yet: initial copy, resync, role changes.
+//! A new pair's initial copy ([`resync`]) runs in the primary before the first record ships.
+//! Not yet: delta resync after a full journal, role changes.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod conn;
 pub mod primary;
+pub mod resync;
 pub mod secondary;
 pub mod status;
 

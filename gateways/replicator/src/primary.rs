@@ -354,7 +354,12 @@ impl Primary {
             "connections": self.peers.iter().filter(|p| p.conn.is_some()).count(),
         });
         if let Ok(mut s) = self.status.lock() {
+            // The initial copy's progress stays visible after it finished.
+            let copy = s.get("copy").cloned();
             *s = v;
+            if let Some(c) = copy {
+                s["copy"] = c;
+            }
         }
     }
 

@@ -12,6 +12,7 @@ mod nvmf;
 mod pool;
 pub(crate) mod qos;
 mod replication;
+mod roles;
 mod snapshot_diff;
 mod system;
 mod volume;
@@ -128,6 +129,9 @@ pub static METHODS: &[Method] = &[
     m("replication_pause", true, replication::pause),
     m("replication_resume", true, replication::resume),
     m("replication_delete", true, replication::delete),
+    m("replication_switchover", true, roles::switchover),
+    m("replication_failover", true, roles::failover),
+    m("replication_failback", true, roles::failback),
     m("stats_get", false, system::stats_get),
     m("save_config", false, system::save_config),
     m("log_set_level", false, system::log_set_level),

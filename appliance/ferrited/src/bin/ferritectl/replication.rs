@@ -28,6 +28,37 @@ pub(crate) enum ReplicationCmd {
     Resume { group: u32 },
     /// End the pair; the journal stays (replication_delete).
     Delete { group: u32 },
+    /// On the primary: fence host writes, drain to zero lag, become a secondary
+    /// (replication_switchover).
+    Switchover {
+        group: u32,
+        /// How long to wait for zero lag before giving host access back.
+        #[arg(long, default_value_t = 30000)]
+        timeout_ms: u64,
+    },
+    /// On the secondary: snapshot the failover point and/or become a primary
+    /// (replication_failover). VOLUMES in group namespace order.
+    Failover {
+        group: u32,
+        #[arg(required = true)]
+        volumes: Vec<String>,
+        /// Snapshot name prefix (the base a failback diffs against).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Become a primary: journal in this pool...
+        #[arg(long, requires = "journal_size")]
+        journal_pool: Option<String>,
+        /// ...of this size.
+        #[arg(long)]
+        journal_size: Option<String>,
+    },
+    /// On an old primary that came back: snapshot, fence, end the pair, keep the journal
+    /// for `ferrite-replicator diverged` (replication_failback).
+    Failback {
+        group: u32,
+        #[arg(long)]
+        snapshot: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -81,5 +112,29 @@ pub(crate) fn request(cmd: &ReplicationCmd) -> (&'static str, Value) {
         ReplicationCmd::Pause { group } => ("replication_pause", json!({ "group": group })),
         ReplicationCmd::Resume { group } => ("replication_resume", json!({ "group": group })),
         ReplicationCmd::Delete { group } => ("replication_delete", json!({ "group": group })),
+        ReplicationCmd::Switchover { group, timeout_ms } => (
+            "replication_switchover",
+            json!({"group": group, "timeout_ms": timeout_ms}),
+        ),
+        ReplicationCmd::Failover {
+            group,
+            volumes,
+            snapshot,
+            journal_pool,
+            journal_size,
+        } => {
+            let mut p = json!({"group": group, "volumes": volumes});
+            if let Some(s) = snapshot {
+                p["snapshot"] = json!(s);
+            }
+            if let (Some(pool), Some(size)) = (journal_pool, journal_size) {
+                p["journal"] = json!({"pool": pool, "size": size});
+            }
+            ("replication_failover", p)
+        }
+        ReplicationCmd::Failback { group, snapshot } => (
+            "replication_failback",
+            json!({"group": group, "snapshot": snapshot}),
+        ),
     }
 }
