@@ -468,6 +468,40 @@ fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
         (Some("sync"), Some("degrade"), Some(200)),
         "{s}"
     );
+    // set-mode changes only what it is given.
+    let s = d.json(&["replication", "set-mode", "1", "--rpo-s", "30"]);
+    assert_eq!(
+        (
+            s["mode"].as_str(),
+            s["link_policy"].as_str(),
+            s["sync_timeout_ms"].as_u64(),
+            s["rpo_s"].as_u64()
+        ),
+        (Some("sync"), Some("degrade"), Some(200), Some(30)),
+        "{s}"
+    );
+    let s = d.json(&["replication", "set-mode", "1", "--mode", "async"]);
+    assert_eq!(
+        (
+            s["mode"].as_str(),
+            s["link_policy"].as_str(),
+            s["sync_timeout_ms"].as_u64(),
+            s["rpo_s"].as_u64()
+        ),
+        (Some("async"), Some("degrade"), Some(200), Some(30)),
+        "{s}"
+    );
+    d.fails(&["replication", "set-mode", "1"], &["at least one of mode"]);
+    d.fails(
+        &["replication", "set-mode", "1", "--link-policy", "retry"],
+        &["link_policy \"retry\""],
+    );
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        s["link_policy"].as_str(),
+        Some("degrade"),
+        "a refused change changes nothing: {s}"
+    );
     d.ok(&["replication", "delete", "1"]);
     d.fails(&["replication", "status", "1"], &["not a replication pair"]);
     d.stop();
