@@ -9,9 +9,11 @@
 //! - **Secondary** ([`secondary`]): one `mio` event loop accepting the primary's connections.
 //!   Records are deduplicated and buffered per domain ([`ferrite_ordering::GroupApplier`]);
 //!   those at or before the limit time go in timestamp order to an applier thread that writes
-//!   them to the secondary `ferrited` over NVMe/TCP (the host library), flushes, records the
-//!   applied point in a state file, and only then lets the loop acknowledge them. The
-//!   secondary image is therefore always a consistent prefix of the primary's writes.
+//!   them to the secondary `ferrited` over NVMe/TCP (the host library), flushes and records the
+//!   applied point in a state file. The secondary image is therefore always a consistent
+//!   prefix of the primary's writes. A record is acknowledged once the receive log
+//!   ([`recv_log`], group commit: one `fdatasync` for everything that arrived meanwhile) holds
+//!   it and every record before it; after a restart the log's records are applied first.
 //!
 //! The peer link is sealed with a pre-shared key when `psk_file` is set ([`ferrite_link_crypto`]).
 //! Not yet: initial copy, resync, role changes.
@@ -21,6 +23,7 @@
 pub mod config;
 mod conn;
 pub mod primary;
+pub mod recv_log;
 pub mod secondary;
 pub mod status;
 
