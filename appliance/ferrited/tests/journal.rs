@@ -469,27 +469,23 @@ fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
         "{s}"
     );
     // set-mode changes only what it is given.
-    let s = d.json(&["replication", "set-mode", "1", "--rpo-s", "30"]);
-    assert_eq!(
+    let settings = |args: &[&str]| {
+        let s = d.json(&[&["replication", "set-mode", "1"], args].concat());
         (
-            s["mode"].as_str(),
-            s["link_policy"].as_str(),
+            s["mode"].as_str().map(String::from),
+            s["link_policy"].as_str().map(String::from),
             s["sync_timeout_ms"].as_u64(),
-            s["rpo_s"].as_u64()
-        ),
-        (Some("sync"), Some("degrade"), Some(200), Some(30)),
-        "{s}"
+            s["rpo_s"].as_u64(),
+        )
+    };
+    let some = |x: &str| Some(x.to_string());
+    assert_eq!(
+        settings(&["--rpo-s", "30"]),
+        (some("sync"), some("degrade"), Some(200), Some(30))
     );
-    let s = d.json(&["replication", "set-mode", "1", "--mode", "async"]);
     assert_eq!(
-        (
-            s["mode"].as_str(),
-            s["link_policy"].as_str(),
-            s["sync_timeout_ms"].as_u64(),
-            s["rpo_s"].as_u64()
-        ),
-        (Some("async"), Some("degrade"), Some(200), Some(30)),
-        "{s}"
+        settings(&["--mode", "async"]),
+        (some("async"), some("degrade"), Some(200), Some(30))
     );
     d.fails(&["replication", "set-mode", "1"], &["at least one of mode"]);
     d.fails(
