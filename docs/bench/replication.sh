@@ -6,7 +6,10 @@
 # all on loopback, RAM volumes (malloc pool members), journal 256 MiB of 128 KiB slots.
 #
 # Usage: docs/bench/replication.sh [rounds] [seconds] [profile]   (profile: debug | release)
-# Writes the ferrite-perf reports under docs/bench/<date>-replication/.
+# Writes the ferrite-perf reports under docs/bench/<date>-replication[-$BENCH_TAG]/.
+# Env: FERRITE_REPLICATOR_BIN runs another ferrite-replicator build (e.g. the one before a
+# change, for a before/after pair of runs); BENCH_SETTINGS picks settings among
+# "async-qd32 async-qd1 sync-qd1 sync-qd32" (default: all four).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
@@ -19,7 +22,9 @@ else
   cargo build -p ferrite-daemon -p ferrite-perf -p ferrite-replicator --bins >/dev/null
 fi
 bin=$target_dir/$profile
-art=docs/bench/$(date +%Y-%m-%d)-replication
+repl_bin=${FERRITE_REPLICATOR_BIN:-$bin/ferrite-replicator}
+settings=${BENCH_SETTINGS:-async-qd32 async-qd1 sync-qd1 sync-qd32}
+art=docs/bench/$(date +%Y-%m-%d)-replication${BENCH_TAG:+-$BENCH_TAG}
 mkdir -p "$art"
 tmp=$(mktemp -d)
 pids=()
@@ -90,10 +95,10 @@ idle_pull_us = 200
 status_socket = "$tmp/pri.status"
 psk_file = "$tmp/link.key"
 EOC
-"$bin/ferrite-replicator" run --config "$tmp/sec.toml" 2>"$tmp/sec.log" &
+"$repl_bin" run --config "$tmp/sec.toml" 2>"$tmp/sec.log" &
 pids+=($!)
 sleep 0.5
-"$bin/ferrite-replicator" run --config "$tmp/pri.toml" 2>"$tmp/pri.log" &
+"$repl_bin" run --config "$tmp/pri.toml" 2>"$tmp/pri.log" &
 pids+=($!)
 sleep 1
 
@@ -107,10 +112,15 @@ run() { # label mode qd
   pctl --json replication status 1 | tee "$art/$1-status.json" | grep -E '"(lag_|sync_state|throughput)' | tee -a "$art/summary.txt"
 }
 : >"$art/summary.txt"
-{ echo "machine: $(nproc) cores, $(uname -r), load before: $(cut -d' ' -f1-3 /proc/loadavg)"; echo "profile: $profile"; } | tee -a "$art/summary.txt"
-run async-qd32 async 32
-run async-qd1 async 1
-run sync-qd1 sync 1
-run sync-qd32 sync 32
+{ echo "machine: $(nproc) cores, $(uname -r), load before: $(cut -d' ' -f1-3 /proc/loadavg)"; echo "profile: $profile, replicator: $repl_bin"; } | tee -a "$art/summary.txt"
+for s in $settings; do
+  case $s in
+    async-qd32) run async-qd32 async 32 ;;
+    async-qd1) run async-qd1 async 1 ;;
+    sync-qd1) run sync-qd1 sync 1 ;;
+    sync-qd32) run sync-qd32 sync 32 ;;
+    *) echo "unknown setting $s" >&2; exit 2 ;;
+  esac
+done
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$art/summary.txt"
-echo "secondary replicator: $("$bin/ferrite-replicator" status --socket "$tmp/sec.status" | tr -d '\n ')" | tee -a "$art/summary.txt"
+echo "secondary replicator: $("$repl_bin" status --socket "$tmp/sec.status" | tr -d '\n ')" | tee -a "$art/summary.txt"

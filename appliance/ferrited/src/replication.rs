@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use ferrite_journal::{Journal, LinkPolicy, Mode, SyncPolicy, SyncState};
 use ferrite_rpc::protocol::ALREADY_EXISTS;
-use ferrite_rpc::replication::{PairSettings, ReplicationHost};
+use ferrite_rpc::replication::{PairChanges, PairSettings, ReplicationHost};
 use ferrite_rpc::RpcError;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -204,10 +204,17 @@ impl ReplicationHost for Control {
         Ok(v)
     }
 
-    fn replication_set_mode(&self, group: u32, s: PairSettings) -> Result<Value, RpcError> {
+    fn replication_set_mode(&self, group: u32, changes: PairChanges) -> Result<Value, RpcError> {
         let mut map = self.journals.map();
         let e = map.get_mut(&group).ok_or_else(|| no_pair(group))?;
         let old = e.config.replication.clone().ok_or_else(|| no_pair(group))?;
+        // Settings not given keep their current values.
+        let s = changes.applied_to(PairSettings {
+            mode: old.mode,
+            link_policy: old.link_policy,
+            sync_timeout_ms: old.sync_timeout_ms,
+            rpo_s: old.rpo_s,
+        });
         let c = config_of(s, old.replicator_status_socket, old.paused);
         apply(&e.journal, &c).map_err(RpcError::invalid_params)?;
         let v = status_json(group, e, &c);

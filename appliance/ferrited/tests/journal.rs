@@ -468,6 +468,36 @@ fn replication_pairs_set_sync_mode_pause_report_lag_and_persist() {
         (Some("sync"), Some("degrade"), Some(200)),
         "{s}"
     );
+    // set-mode changes only what it is given.
+    let settings = |args: &[&str]| {
+        let s = d.json(&[&["replication", "set-mode", "1"], args].concat());
+        (
+            s["mode"].as_str().map(String::from),
+            s["link_policy"].as_str().map(String::from),
+            s["sync_timeout_ms"].as_u64(),
+            s["rpo_s"].as_u64(),
+        )
+    };
+    let some = |x: &str| Some(x.to_string());
+    assert_eq!(
+        settings(&["--rpo-s", "30"]),
+        (some("sync"), some("degrade"), Some(200), Some(30))
+    );
+    assert_eq!(
+        settings(&["--mode", "async"]),
+        (some("async"), some("degrade"), Some(200), Some(30))
+    );
+    d.fails(&["replication", "set-mode", "1"], &["at least one of mode"]);
+    d.fails(
+        &["replication", "set-mode", "1", "--link-policy", "retry"],
+        &["link_policy \"retry\""],
+    );
+    let s = &d.json(&["replication", "status", "1"])[0];
+    assert_eq!(
+        s["link_policy"].as_str(),
+        Some("degrade"),
+        "a refused change changes nothing: {s}"
+    );
     d.ok(&["replication", "delete", "1"]);
     d.fails(&["replication", "status", "1"], &["not a replication pair"]);
     d.stop();

@@ -12,6 +12,7 @@ use zerocopy::{FromZeros, IntoBytes};
 use crate::error::JournalError;
 use crate::format::{RecordHeaderWire, RECORD_MAGIC};
 use crate::journal::{now_ns, Journal};
+use crate::sync::Mode;
 
 /// Requests one channel accepts before `QueueFull` (each holds one
 /// preallocated staging buffer of a journal slot).
@@ -20,7 +21,10 @@ pub const JOURNAL_CHANNEL_DEPTH: usize = 64;
 /// broken.
 const JOURNAL_WRITE_ATTEMPTS: u8 = 3;
 /// How long a write waits for journal space (the replicator trimming)
-/// before it fails with `NoSpace`.
+/// before it fails with `NoSpace`, in async mode. In sync mode (also degraded) the wait is the
+/// group's sync timeout if shorter: a full journal there means the secondary stopped draining,
+/// the condition that timeout is for, and a longer stall outlasts the host's command timeout
+/// (which then aborts and resets instead of seeing a clear error).
 pub const FULL_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A replicated namespace: `inner` (the volume) with every modifying
@@ -308,9 +312,20 @@ impl JournalChannel {
         true
     }
 
+    /// How long a write may wait for journal space (see [`FULL_WAIT`]).
+    fn full_wait(&self) -> std::time::Duration {
+        let sync = self.journal.sync_ctl();
+        if sync.policy().mode == Mode::Sync {
+            sync.timeout().min(FULL_WAIT)
+        } else {
+            FULL_WAIT
+        }
+    }
+
     /// Starts waiting requests while there is space; fails those that
-    /// waited longer than [`FULL_WAIT`].
+    /// waited longer than [`Self::full_wait`].
     fn start_waiting(&mut self) {
+        let full_wait = self.full_wait();
         while let Some(&i) = self.waiting.front() {
             let i = i as usize;
             if self.start_record(i) {
@@ -319,9 +334,10 @@ impl JournalChannel {
             }
             if self.ops[i]
                 .waiting_since
-                .is_some_and(|t| t.elapsed() >= FULL_WAIT)
+                .is_some_and(|t| t.elapsed() >= full_wait)
             {
                 self.waiting.pop_front();
+                self.journal.note_full_failure();
                 let o = &mut self.ops[i];
                 o.record = None;
                 o.err = Some(BdevError::NoSpace);
@@ -450,7 +466,7 @@ impl IoChannel for JournalChannel {
         self.stats.submitted += 1;
         // Arrival order: nothing overtakes a request waiting for space.
         if !self.waiting.is_empty() || !self.start_record(idx) {
-            self.journal.note_full();
+            self.journal.note_full(self.full_wait());
             self.ops[idx].waiting_since = Some(std::time::Instant::now());
             self.waiting.push_back(idx as u16);
         }

@@ -35,6 +35,8 @@ pub struct JournalStats {
     pub slot_data_bytes: u64,
     /// Writes that found the journal full and had to wait for a trim.
     pub full_refusals: u64,
+    /// Writes failed with No Space because the journal stayed full for their whole wait.
+    pub full_failures: u64,
     /// Journal record writes that failed.
     pub write_errors: u64,
     /// Valid records found after a hole when the journal was opened (a crash
@@ -60,6 +62,9 @@ pub struct Journal {
     /// Committed watermark (advanced lazily by `committed()`).
     committed: AtomicU64,
     full_refusals: AtomicU64,
+    full_failures: AtomicU64,
+    /// The journal filled and no slot was freed since (one alert per episode).
+    full_alerted: AtomicBool,
     write_errors: AtomicU64,
     lost_after_hole: u64,
     broken: AtomicBool,
@@ -244,6 +249,8 @@ impl Journal {
             done,
             committed: AtomicU64::new(head),
             full_refusals: AtomicU64::new(0),
+            full_failures: AtomicU64::new(0),
+            full_alerted: AtomicBool::new(false),
             write_errors: AtomicU64::new(0),
             lost_after_hole: lost,
             broken: AtomicBool::new(false),
@@ -307,9 +314,31 @@ impl Journal {
         }
     }
 
-    /// A write found the journal full (it waits for a trim).
-    pub(crate) fn note_full(&self) {
+    /// A write found the journal full (it waits for a trim, at most `wait`). The first one of
+    /// an episode raises an alert: every slot holds a record the secondary has not
+    /// acknowledged, so host writes stall until it drains them.
+    pub(crate) fn note_full(&self, wait: Duration) {
         self.full_refusals.fetch_add(1, Ordering::Relaxed);
+        if !self.full_alerted.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "ALERT journal of group {}: full ({} records not acknowledged by the secondary, {}); \
+                 writes wait up to {wait:?} for it to drain, then fail with No Space",
+                self.group,
+                self.reserved().saturating_sub(self.trimmed()),
+                self.sync.state().as_str(),
+            );
+        }
+    }
+
+    /// A write failed because the journal stayed full for its whole wait.
+    pub(crate) fn note_full_failure(&self) {
+        self.full_failures.fetch_add(1, Ordering::Relaxed);
+        log::warn!(
+            "journal of group {}: a write failed with No Space, the journal stayed full \
+             ({} state); the secondary must drain it (is its replicator running?)",
+            self.group,
+            self.sync.state().as_str(),
+        );
     }
 
     /// The journal write of `seq` completed.
@@ -384,6 +413,8 @@ impl Journal {
         write_superblock(&*self.dev, ch, &mut sb)?;
         self.trimmed_ts.store(ts, Ordering::Release);
         self.trimmed.store(seq, Ordering::Release);
+        // Slots are free again: a later full journal is a new episode with its own alert.
+        self.full_alerted.store(false, Ordering::Relaxed);
         Ok(())
     }
 
@@ -478,6 +509,7 @@ impl Journal {
             slots: self.slots,
             slot_data_bytes: u64::from(self.slot_data_bytes()),
             full_refusals: self.full_refusals.load(Ordering::Relaxed),
+            full_failures: self.full_failures.load(Ordering::Relaxed),
             write_errors: self.write_errors.load(Ordering::Relaxed),
             lost_after_hole: self.lost_after_hole,
         }

@@ -263,3 +263,69 @@ fn acknowledgements_release_at_once_and_persist_as_the_trim_point_when_due() {
         (4, 2 * u64::from(BS))
     );
 }
+
+/// Issue 10's "write hung after the pair degraded": with the secondary's replicator gone, a
+/// degraded group keeps writing until every slot holds an unacknowledged record; the next
+/// write then waited for space for `FULL_WAIT` (30 s), past the host's command timeout. Here
+/// the same sequence, deterministic: it waits at most the sync timeout and fails with No Space
+/// (counted, alerted), and a drain while a write waits lets it complete and sync return.
+#[test]
+fn a_degraded_group_whose_journal_fills_fails_writes_after_the_sync_timeout_not_later() {
+    let timeout = Duration::from_millis(150);
+    let journal = Journal::format(malloc("j", 1 + 8 * 2), GroupId(1), 512).expect("format");
+    journal.set_sync_policy(SyncPolicy {
+        mode: Mode::Sync,
+        link_policy: LinkPolicy::Degrade,
+        timeout,
+    });
+    let bdev = JournaledBdev::new(malloc("vol", 256), journal.clone(), Nsid(1)).expect("wrap");
+    let mut ch = bdev.open_channel(&[]).expect("channel");
+    // Record 1 waits for an acknowledgement that never comes: the group degrades.
+    complete_one(&mut *ch, write(1, 0))
+        .0
+        .expect("degraded write");
+    assert_eq!(journal.sync_state(), SyncState::Degraded);
+    // Degraded writes fill the journal's other slots without waiting.
+    for t in 2..=8 {
+        let (r, took) = complete_one(&mut *ch, write(t, t));
+        r.expect("degraded write");
+        assert!(took < timeout, "{took:?}");
+    }
+    assert_eq!(journal.reserved() - journal.trimmed(), 8, "full");
+    // The next write finds no slot: it fails after the sync timeout, well before any host's
+    // command timeout, and says why.
+    let (r, took) = complete_one(&mut *ch, write(9, 9));
+    assert!(matches!(r, Err(BdevError::NoSpace)), "{r:?}");
+    assert!(took >= timeout && took < Duration::from_secs(5), "{took:?}");
+    let s = journal.stats();
+    assert_eq!((s.full_refusals, s.full_failures), (1, 1), "{s:?}");
+    assert_eq!(s.reserved, 8, "the failed write spent no sequence number");
+    // The secondary comes back while a write waits for space: its drain frees the slots and
+    // ends the degraded period; the held write starts and (nothing acknowledges it) completes
+    // by the degrade policy.
+    ch.submit(write(10, 10))
+        .map_err(|(_, e)| e)
+        .expect("accepted");
+    for _ in 0..10 {
+        assert_eq!(ch.poll(8, &mut |_, _| {}), 0, "no slot yet");
+    }
+    let mut reader = JournalReader::new(
+        journal.clone(),
+        ferrite_gateway_protocol::DomainId(1),
+        ferrite_gateway_protocol::Epoch(1),
+    );
+    let mut cx = ReadCtx::open(&journal).expect("ctx");
+    reader.trim(&mut cx, 8).expect("drain");
+    let mut out = None;
+    let t = Instant::now();
+    while out.is_none() {
+        ch.poll(1, &mut |io, r| out = Some((io.tag, r.is_ok())));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the held write did not start"
+        );
+    }
+    assert_eq!(out, Some((10, true)));
+    assert_eq!(journal.sync_stats().recoveries, 1, "caught up");
+    assert_eq!(journal.stats().full_failures, 1);
+}

@@ -21,6 +21,31 @@ pub struct PairSettings {
     pub rpo_s: u64,
 }
 
+/// `replication_set_mode` parameters, checked: only the settings given change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PairChanges {
+    /// New mode, if given.
+    pub mode: Option<String>,
+    /// New lost-link policy, if given.
+    pub link_policy: Option<String>,
+    /// New sync timeout, if given.
+    pub sync_timeout_ms: Option<u64>,
+    /// New RPO, if given.
+    pub rpo_s: Option<u64>,
+}
+
+impl PairChanges {
+    /// The current settings with the given ones replaced.
+    pub fn applied_to(&self, old: PairSettings) -> PairSettings {
+        PairSettings {
+            mode: self.mode.clone().unwrap_or(old.mode),
+            link_policy: self.link_policy.clone().unwrap_or(old.link_policy),
+            sync_timeout_ms: self.sync_timeout_ms.unwrap_or(old.sync_timeout_ms),
+            rpo_s: self.rpo_s.unwrap_or(old.rpo_s),
+        }
+    }
+}
+
 /// The replication pairs of the daemon.
 pub trait ReplicationHost: Send + Sync {
     /// Makes `group` (which has a journal) a replicated pair with these settings; `replicator`
@@ -32,8 +57,9 @@ pub trait ReplicationHost: Send + Sync {
         replicator: Option<String>,
     ) -> Result<Value, RpcError>;
 
-    /// Changes a pair's mode, lost-link policy, timeout or RPO.
-    fn replication_set_mode(&self, group: u32, settings: PairSettings) -> Result<Value, RpcError>;
+    /// Changes the given ones of a pair's mode, lost-link policy, timeout and RPO; the others
+    /// keep their current values.
+    fn replication_set_mode(&self, group: u32, changes: PairChanges) -> Result<Value, RpcError>;
 
     /// Status of one pair or (None) of every pair.
     fn replication_status(&self, group: Option<u32>) -> Result<Value, RpcError>;

@@ -15,7 +15,7 @@ use ferrite_gateway_protocol::{
 };
 use ferrite_host::{ConnectOptions, Controller};
 use ferrite_link_crypto::Side;
-use ferrite_ordering::{DomainState, GroupApplier, OrderingError};
+use ferrite_ordering::{DomainState, GroupApplier, Offer, OrderingError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use serde::{Deserialize, Serialize};
@@ -24,6 +24,7 @@ use serde_json::json;
 use crate::config::Config;
 use crate::conn::{ConnError, Framed};
 use crate::primary::hello;
+use crate::recv_log::{self, DurableAck, LogMsg, RecvLog};
 use crate::status::Shared;
 
 const LISTENER: Token = Token(0);
@@ -31,8 +32,8 @@ const WAKER: Token = Token(1);
 const CONN0: usize = 16;
 const DOMAIN: DomainId = DomainId(1);
 
-/// What is applied, kept in `state_file` (written atomically after each applied batch, before
-/// it is acknowledged).
+/// What is applied, kept in `state_file` (written atomically after each applied batch; the
+/// receive log holds what is acknowledged and not yet applied).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppliedState {
     /// Last applied sequence number.
@@ -164,11 +165,41 @@ impl Secondary {
             Timestamp(state.limit),
             self.cfg.window * 4,
         );
+        // Records received before a restart: acknowledged, maybe trimmed on the primary, so
+        // they are applied from here.
+        let log_path = receive_log_path(&self.state_file);
+        let group = self.group;
+        let (rlog, replay) = RecvLog::open(&log_path, |f| match decode(f) {
+            Ok(Some((Message::Record(r), _))) if r.header.group == group => Some(r.header.seq.0),
+            _ => None,
+        })?;
+        let mut replayed = 0;
+        for f in &replay {
+            if let Ok((_, Some(_))) = on_frame(f, self.group, &mut applier_state) {
+                replayed += 1;
+            }
+        }
+        let mut durable = DurableAck::new(applier_state.domains()[0].prefix().0);
         let psk = self.cfg.psk()?;
         let mut poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let (tx, rx) = channel::<Item>();
         let (done_tx, done_rx) = channel::<AppliedState>();
+        let (log_tx, log_rx) = channel::<LogMsg>();
+        let (durable_tx, durable_rx) = channel::<u64>();
+        let log_worker = {
+            let waker = Arc::clone(&waker);
+            std::thread::Builder::new()
+                .name("receive-log".into())
+                .spawn(move || {
+                    let r = recv_log::writer(rlog, log_rx, durable_tx, Arc::clone(&waker));
+                    if let Err(e) = &r {
+                        log::error!("receive log: {e:#}");
+                    }
+                    let _ = waker.wake();
+                    r
+                })?
+        };
         let worker = {
             let (cfg, waker, file) = (
                 self.cfg.clone(),
@@ -191,10 +222,11 @@ impl Secondary {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         log::info!(
-            "group {}: accepting the primary on {}, applied up to {}",
+            "group {}: accepting the primary on {}, applied up to {}, {replayed} records replayed from {}",
             self.group,
             self.listen,
-            state.applied
+            state.applied,
+            log_path.display()
         );
         let mut conns: Vec<Option<Framed<TcpStream>>> = Vec::new();
         let mut applied = state;
@@ -204,12 +236,13 @@ impl Secondary {
         let mut auth_failures: u64 = 0;
         let mut events = Events::with_capacity(256);
         let window = self.cfg.window;
-        let ack = |f: &mut Framed<TcpStream>, a: &AppliedState, group: GroupId| {
+        // Acknowledged: what the receive log holds durably (or is applied already).
+        let ack = |f: &mut Framed<TcpStream>, a: &AppliedState, held: u64, group: GroupId| {
             let _ = f.queue(&Message::Ack(Ack {
                 group,
                 domain: DOMAIN,
                 epoch: Epoch(1),
-                cum_seq: SeqNo(a.applied),
+                cum_seq: SeqNo(a.applied.max(held)),
                 durable: true,
                 applied_ts: Timestamp(a.applied_ts),
             }));
@@ -242,6 +275,7 @@ impl Secondary {
                     "role": "secondary",
                     "group": self.group.0,
                     "applied": applied.applied,
+                    "durable": durable.acked(),
                     "applied_ts": applied.applied_ts,
                     "limit": limit,
                     "prefix": d.prefix().0,
@@ -254,6 +288,12 @@ impl Secondary {
                     "sealed": psk.is_some(),
                     "connections": conns.iter().filter(|c| c.is_some()).count(),
                 });
+            }
+            if log_worker.is_finished() {
+                return match log_worker.join() {
+                    Ok(r) => r.context("the receive log stopped"),
+                    Err(_) => Err(anyhow::anyhow!("the receive log writer panicked")),
+                };
             }
             if worker.is_finished() {
                 return match worker.join() {
@@ -290,7 +330,7 @@ impl Secondary {
                                     Role::Secondary,
                                     f.hello_nonce(),
                                 )));
-                                ack(&mut f, &applied, self.group);
+                                ack(&mut f, &applied, durable.acked(), self.group);
                                 log::info!("primary connected from {peer}");
                                 conns[i] = Some(f);
                             }
@@ -302,11 +342,19 @@ impl Secondary {
                         }
                     },
                     WAKER => {
+                        let mut applied_now = false;
                         while let Ok(s) = done_rx.try_recv() {
                             applied = s;
+                            applied_now = true;
+                        }
+                        if applied_now {
+                            let _ = log_tx.send(LogMsg::Applied(applied.applied));
+                        }
+                        while let Ok(n) = durable_rx.try_recv() {
+                            durable.durable(n);
                         }
                         for f in conns.iter_mut().flatten() {
-                            ack(f, &applied, self.group);
+                            ack(f, &applied, durable.acked(), self.group);
                         }
                     }
                     Token(t) => {
@@ -315,6 +363,7 @@ impl Secondary {
                             continue;
                         };
                         let mut close: Option<String> = f.fill().err().map(|e| e.to_string());
+                        let mut resent = false;
                         loop {
                             let frame = match f.next_frame() {
                                 Ok(Some(fr)) => fr,
@@ -330,7 +379,16 @@ impl Secondary {
                                 }
                             };
                             match on_frame(&frame, self.group, &mut applier_state) {
-                                Ok(counted) => received += counted,
+                                Ok((counted, accepted)) => {
+                                    received += counted;
+                                    if let Some(seq) = accepted {
+                                        // Durable before it is acknowledged.
+                                        let _ = log_tx.send(LogMsg::Record(seq, frame));
+                                        durable.sent(applier_state.domains()[0].prefix().0);
+                                    } else if counted > 0 {
+                                        resent = true;
+                                    }
+                                }
                                 Err((code, reason)) => {
                                     refused += 1;
                                     let _ = f.queue(&Message::Refuse(Refuse {
@@ -342,6 +400,11 @@ impl Secondary {
                                     break;
                                 }
                             }
+                        }
+                        if resent && close.is_none() {
+                            // A retransmit of what is held: its acknowledgement was lost or
+                            // refused (a restarted primary), so say it again.
+                            ack(f, &applied, durable.acked(), self.group);
                         }
                         if let Some(why) = close {
                             log::info!("connection {i} closed: {why}");
@@ -355,6 +418,8 @@ impl Secondary {
         }
         // The applier finishes (and records) what it was given before the process exits.
         drop(tx);
+        drop(log_tx);
+        let _ = log_worker.join();
         match worker.join() {
             Ok(r) => r,
             Err(_) => Err(anyhow::anyhow!("applier panicked")),
@@ -362,15 +427,23 @@ impl Secondary {
     }
 }
 
-/// One frame from the primary; `Err` refuses and closes the connection.
+/// The receive log beside the state file.
+fn receive_log_path(state_file: &Path) -> PathBuf {
+    let mut p = state_file.as_os_str().to_owned();
+    p.push(".rlog");
+    PathBuf::from(p)
+}
+
+/// One frame from the primary: the records it counts, and the sequence number of a record
+/// accepted (new, to be logged). `Err` refuses and closes the connection.
 fn on_frame(
     frame: &[u8],
     group: GroupId,
     g: &mut GroupApplier<Item>,
-) -> Result<u64, (RefuseCode, String)> {
+) -> Result<(u64, Option<u64>), (RefuseCode, String)> {
     let m = match decode(frame) {
         Ok(Some((m, _))) => m,
-        Ok(None) => return Ok(0),
+        Ok(None) => return Ok((0, None)),
         Err(e) => return Err((RefuseCode::Protocol, e.to_string())),
     };
     let order = |e: OrderingError| match e {
@@ -378,7 +451,7 @@ fn on_frame(
         _ => (RefuseCode::Protocol, e.to_string()),
     };
     match m {
-        Message::Hello(h) if h.role == Role::Primary => Ok(0),
+        Message::Hello(h) if h.role == Role::Primary => Ok((0, None)),
         Message::Record(r) => {
             if r.header.group != group {
                 return Err((
@@ -391,7 +464,8 @@ fn on_frame(
             }
             let d = g.domain_mut(r.header.domain).map_err(order)?;
             match d.offer(r.header.seq, r.header.ts, (r.header, r.data.to_vec())) {
-                Ok(_) | Err(OrderingError::OutOfWindow { .. }) => Ok(1),
+                Ok(Offer::Accepted) => Ok((1, Some(r.header.seq.0))),
+                Ok(_) | Err(OrderingError::OutOfWindow { .. }) => Ok((1, None)),
                 Err(e) => Err(order(e)),
             }
         }
@@ -406,7 +480,7 @@ fn on_frame(
                 .map_err(order)?
                 .heartbeat(h.ts, h.last_seq)
                 .map_err(order)?;
-            Ok(0)
+            Ok((0, None))
         }
         other => Err((
             RefuseCode::Protocol,

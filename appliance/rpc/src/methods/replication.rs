@@ -8,7 +8,7 @@ use super::journal::check_group;
 use super::params;
 use crate::appliance::Appliance;
 use crate::protocol::RpcError;
-use crate::replication::{PairSettings, ReplicationHost};
+use crate::replication::{PairChanges, PairSettings, ReplicationHost};
 
 /// Default wait for the secondary in sync mode.
 const DEFAULT_SYNC_TIMEOUT_MS: u64 = 5000;
@@ -36,38 +36,69 @@ struct Settings {
     replicator_status_socket: Option<String>,
 }
 
-fn settings(p: &Settings) -> Result<PairSettings, RpcError> {
-    check_group(p.group)?;
-    let mode = p.mode.clone().unwrap_or_else(|| "async".into());
-    if !matches!(mode.as_str(), "async" | "sync") {
+fn check_mode(mode: &str) -> Result<(), RpcError> {
+    if !matches!(mode, "async" | "sync") {
         return Err(RpcError::invalid_params(format!(
             "mode {mode:?} must be \"async\" or \"sync\""
         )));
     }
-    let link_policy = p.link_policy.clone().unwrap_or_else(|| "fail".into());
-    if !matches!(link_policy.as_str(), "fail" | "degrade") {
+    Ok(())
+}
+
+fn check_link_policy(link_policy: &str) -> Result<(), RpcError> {
+    if !matches!(link_policy, "fail" | "degrade") {
         return Err(RpcError::invalid_params(format!(
             "link_policy {link_policy:?} must be \"fail\" or \"degrade\""
         )));
     }
-    let sync_timeout_ms = p.sync_timeout_ms.unwrap_or(DEFAULT_SYNC_TIMEOUT_MS);
+    Ok(())
+}
+
+fn check_sync_timeout(sync_timeout_ms: u64) -> Result<(), RpcError> {
     if !(10..=600_000).contains(&sync_timeout_ms) {
         return Err(RpcError::invalid_params(format!(
             "sync_timeout_ms {sync_timeout_ms} must be from 10 to 600000"
         )));
     }
-    let rpo_s = p.rpo_s.unwrap_or(DEFAULT_RPO_S);
+    Ok(())
+}
+
+fn check_rpo(rpo_s: u64) -> Result<(), RpcError> {
     if !(1..=86_400 * 7).contains(&rpo_s) {
         return Err(RpcError::invalid_params(format!(
             "rpo_s {rpo_s} must be from 1 to 604800"
         )));
     }
-    Ok(PairSettings {
-        mode,
-        link_policy,
-        sync_timeout_ms,
-        rpo_s,
+    Ok(())
+}
+
+/// Only the given settings, each checked.
+fn changes(p: &Settings) -> Result<PairChanges, RpcError> {
+    check_group(p.group)?;
+    p.mode.as_deref().map(check_mode).transpose()?;
+    p.link_policy
+        .as_deref()
+        .map(check_link_policy)
+        .transpose()?;
+    p.sync_timeout_ms.map(check_sync_timeout).transpose()?;
+    p.rpo_s.map(check_rpo).transpose()?;
+    Ok(PairChanges {
+        mode: p.mode.clone(),
+        link_policy: p.link_policy.clone(),
+        sync_timeout_ms: p.sync_timeout_ms,
+        rpo_s: p.rpo_s,
     })
+}
+
+/// The given settings, the others at their defaults.
+fn settings(p: &Settings) -> Result<PairSettings, RpcError> {
+    let defaults = PairSettings {
+        mode: "async".into(),
+        link_policy: "fail".into(),
+        sync_timeout_ms: DEFAULT_SYNC_TIMEOUT_MS,
+        rpo_s: DEFAULT_RPO_S,
+    };
+    Ok(changes(p)?.applied_to(defaults))
 }
 
 pub(super) fn create(app: &dyn Appliance, p: Value) -> Result<Value, RpcError> {
@@ -83,8 +114,13 @@ pub(super) fn set_mode(app: &dyn Appliance, p: Value) -> Result<Value, RpcError>
             "replication_set_mode does not change replicator_status_socket",
         ));
     }
-    let s = settings(&p)?;
-    host(app)?.replication_set_mode(p.group, s)
+    let c = changes(&p)?;
+    if c == PairChanges::default() {
+        return Err(RpcError::invalid_params(
+            "replication_set_mode: give at least one of mode, link_policy, sync_timeout_ms, rpo_s",
+        ));
+    }
+    host(app)?.replication_set_mode(p.group, c)
 }
 
 #[derive(Debug, Deserialize)]

@@ -14,11 +14,12 @@ pub(crate) enum ReplicationCmd {
         #[arg(long)]
         replicator_status: Option<String>,
     },
-    /// Change a pair's mode, lost-link policy, timeout or RPO (replication_set_mode).
+    /// Change a pair's mode, lost-link policy, timeout or RPO (replication_set_mode); what is
+    /// not given keeps its current value.
     SetMode {
         group: u32,
         #[command(flatten)]
-        settings: Settings,
+        changes: Changes,
     },
     /// State, mode, lag (records, bytes, seconds), throughput (replication_status).
     Status { group: Option<u32> },
@@ -77,6 +78,40 @@ pub(crate) struct Settings {
     rpo_s: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub(crate) struct Changes {
+    /// async or sync.
+    #[arg(long)]
+    mode: Option<String>,
+    /// Sync mode, lost link: fail (writes fail) or degrade (async until caught up).
+    #[arg(long)]
+    link_policy: Option<String>,
+    /// Sync mode: how long a write waits for the secondary, in milliseconds.
+    #[arg(long)]
+    sync_timeout_ms: Option<u64>,
+    /// Async mode: recovery point objective in seconds.
+    #[arg(long)]
+    rpo_s: Option<u64>,
+}
+
+/// Only the given settings (the daemon keeps the others).
+fn changes_json(group: u32, c: &Changes) -> Value {
+    let mut p = json!({ "group": group });
+    if let Some(m) = &c.mode {
+        p["mode"] = json!(m);
+    }
+    if let Some(l) = &c.link_policy {
+        p["link_policy"] = json!(l);
+    }
+    if let Some(t) = c.sync_timeout_ms {
+        p["sync_timeout_ms"] = json!(t);
+    }
+    if let Some(r) = c.rpo_s {
+        p["rpo_s"] = json!(r);
+    }
+    p
+}
+
 fn settings_json(group: u32, s: &Settings) -> Value {
     let mut p = json!({"group": group, "mode": s.mode, "link_policy": s.link_policy});
     if let Some(t) = s.sync_timeout_ms {
@@ -102,8 +137,8 @@ pub(crate) fn request(cmd: &ReplicationCmd) -> (&'static str, Value) {
             }
             ("replication_create", p)
         }
-        ReplicationCmd::SetMode { group, settings } => {
-            ("replication_set_mode", settings_json(*group, settings))
+        ReplicationCmd::SetMode { group, changes } => {
+            ("replication_set_mode", changes_json(*group, changes))
         }
         ReplicationCmd::Status { group } => (
             "replication_status",
