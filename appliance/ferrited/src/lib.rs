@@ -11,6 +11,7 @@ mod daemon;
 pub mod journals;
 mod pools;
 pub mod qos;
+mod remotes;
 pub mod replication;
 pub mod state;
 pub mod transports;

@@ -6,6 +6,7 @@
 mod ana;
 pub mod auth;
 mod bdev;
+pub mod bdev_nvme;
 mod journal;
 mod nvmf;
 mod pool;
@@ -52,6 +53,21 @@ pub static METHODS: &[Method] = &[
     m("bdev_delay_update_latency", true, bdev::delay_update),
     m("bdev_power_cut_create", true, bdev::power_cut_create),
     m("bdev_power_cut", false, bdev::power_cut),
+    m(
+        "bdev_nvme_attach_controller",
+        true,
+        bdev_nvme::attach_controller,
+    ),
+    m(
+        "bdev_nvme_detach_controller",
+        true,
+        bdev_nvme::detach_controller,
+    ),
+    m(
+        "bdev_nvme_get_controllers",
+        false,
+        bdev_nvme::get_controllers,
+    ),
     m("bdev_set_qos_limit", true, qos::set_bdev),
     m("nvmf_set_host_qos_limit", true, qos::set_host),
     m("qos_get_limits", false, qos::get_limits),
