@@ -366,7 +366,8 @@ fn build(op: &Op, nsid: u32, bs: u64, ns: &NsShared, zeroes: &[u8]) -> (Command,
         IoKind::Flush => {
             let mut cmd = Command::new(opcode::io::FLUSH, 0);
             cmd.nsid = nsid.into();
-            (cmd, StepData::None, 0)
+            // One step of "one block" (see `submit`).
+            (cmd, StepData::None, 1)
         }
         IoKind::WriteZeroes { .. } if ns.offloads.write_zeroes => {
             let step = op.left.min(MAX_WZ_BLOCKS);

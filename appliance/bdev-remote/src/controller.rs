@@ -599,6 +599,9 @@ impl Manager {
             }
             if self.ctrl.is_some() {
                 self.housekeeping();
+            }
+            // Housekeeping may have started a reset.
+            if self.ctrl.is_some() {
                 self.serve_queues();
             }
         }
