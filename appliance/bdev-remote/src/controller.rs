@@ -279,7 +279,7 @@ fn connect_admin(opts: &RemoteOptions) -> Result<(Controller, u16), RemoteError>
         addr: opts.addr,
         subnqn: opts.subnqn.clone(),
         what,
-        source,
+        source: Box::new(source),
     };
     let mut ctrl = Controller::connect(connect_options(opts)).map_err(|e| {
         err(
@@ -360,7 +360,7 @@ impl RemoteController {
             addr: opts.addr,
             subnqn: opts.subnqn.clone(),
             what: "Identify (active namespace list)",
-            source: e,
+            source: Box::new(e),
         })?;
         let mut namespaces = Vec::new();
         let mut skipped = Vec::new();
@@ -369,7 +369,7 @@ impl RemoteController {
                 addr: opts.addr,
                 subnqn: opts.subnqn.clone(),
                 what: "Identify Namespace",
-                source: e,
+                source: Box::new(e),
             };
             let nid = ctrl.identify_namespace(nsid).map_err(nsid_err)?;
             let (block_size, num_blocks) = match usable(&nid) {
@@ -661,7 +661,7 @@ impl Manager {
     fn try_reconnect(&mut self) {
         let result = connect_admin(&self.shared.opts).and_then(|(mut ctrl, granted)| {
             check_namespaces(&mut ctrl, &self.shared.namespaces)
-                .map_err(|why| RemoteError::InvalidArgument(why))?;
+                .map_err(RemoteError::InvalidArgument)?;
             Ok((ctrl, granted))
         });
         let mut st = lock(&self.shared.status);
@@ -826,9 +826,15 @@ mod tests {
     #[test]
     fn namespace_checks_name_the_change() {
         assert_eq!(usable(&ns_id(12, 0, 100)), Ok((4096, 100)));
-        assert!(usable(&ns_id(12, 0, 0)).unwrap_err().contains("not active"));
-        assert!(usable(&ns_id(12, 8, 100)).unwrap_err().contains("metadata"));
-        assert!(usable(&ns_id(13, 0, 100)).unwrap_err().contains("8192"));
+        assert!(usable(&ns_id(12, 0, 0))
+            .expect_err("refused")
+            .contains("not active"));
+        assert!(usable(&ns_id(12, 8, 100))
+            .expect_err("refused")
+            .contains("metadata"));
+        assert!(usable(&ns_id(13, 0, 100))
+            .expect_err("refused")
+            .contains("8192"));
         let ns = shared_ns(4096, 100);
         assert_eq!(check_namespace(&ns, &ns_id(12, 0, 100)), None);
         assert_eq!(check_namespace(&ns, &ns_id(12, 0, 200)), None);

@@ -15,7 +15,7 @@ pub enum RemoteError {
         subnqn: String,
         what: &'static str,
         #[source]
-        source: HostError,
+        source: Box<HostError>,
     },
     /// The remote has no namespace we can use.
     #[error("remote {addr} subsystem {subnqn}: {message}")]

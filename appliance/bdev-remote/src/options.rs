@@ -101,18 +101,22 @@ mod tests {
         o.name = "a b".into();
         assert!(o
             .validate()
-            .unwrap_err()
+            .expect_err("refused")
             .to_string()
             .contains("controller name"));
         let mut o = ok.clone();
         o.subnqn = "not-an-nqn".into();
-        assert!(o.validate().unwrap_err().to_string().contains("subnqn"));
+        assert!(o
+            .validate()
+            .expect_err("refused")
+            .to_string()
+            .contains("subnqn"));
         let mut o = ok.clone();
         o.ctrlr_loss_timeout = Duration::from_secs(1);
         o.reconnect_delay = Duration::from_secs(5);
         assert!(o
             .validate()
-            .unwrap_err()
+            .expect_err("refused")
             .to_string()
             .contains("reconnect_delay_sec"));
         let mut o = ok;
