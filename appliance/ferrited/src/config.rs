@@ -23,6 +23,15 @@
 //! path = "/var/lib/ferrite/disk0.img"
 //! size = "10GiB"           # created (sparse) when missing
 //!
+//! [[nvme_controller]]      # a remote NVMe-oF/TCP controller: bdevs "r0n1", "r0n2", ...
+//! name = "r0"
+//! trtype = "tcp"
+//! traddr = "192.0.2.2"
+//! trsvcid = "4420"
+//! subnqn = "nqn.2026-01.io.ferrite:default"
+//! ctrlr_loss_timeout_sec = 30 # optional: I/O held this long after a path loss (-1: forever)
+//! reconnect_delay_sec = 1     # optional
+//!
 //! [[pool]]                 # opened at start (created when the members are blank)
 //! name = "tank"
 //! bdevs = ["disk0"]
@@ -77,6 +86,14 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     #[serde(default, rename = "bdev", skip_serializing_if = "Vec::is_empty")]
     pub bdevs: Vec<BdevConfig>,
+    /// Remote NVMe-oF controllers (`bdev_nvme_attach_controller` parameters), attached after
+    /// the bdevs and before the pools; their namespaces are bdevs `<name>n<nsid>`.
+    #[serde(
+        default,
+        rename = "nvme_controller",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub nvme_controllers: Vec<ferrite_rpc::methods::bdev_nvme::AttachParams>,
     #[serde(default, rename = "pool", skip_serializing_if = "Vec::is_empty")]
     pub pools: Vec<PoolConfig>,
     #[serde(default, rename = "subsystem", skip_serializing_if = "Vec::is_empty")]
@@ -294,6 +311,7 @@ impl Config {
                 base: None,
                 latency: None,
             }],
+            nvme_controllers: Vec::new(),
             pools: Vec::new(),
             journals: Vec::new(),
             journal_socket: None,

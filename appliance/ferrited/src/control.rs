@@ -42,6 +42,8 @@ pub struct Control {
     stats_history: StatsHistory,
     pub(crate) journals: crate::journals::Journals,
     journal_socket: Option<PathBuf>,
+    /// Remote NVMe-oF controllers (`bdev_nvme_*`).
+    pub(crate) remotes: crate::remotes::Remotes,
 }
 
 /// The reactor that runs the pools' metadata owners: as configured (checked at start), else
@@ -74,6 +76,7 @@ impl Control {
             stats_history: StatsHistory::default(),
             journals: crate::journals::Journals::default(),
             journal_socket: config.journal_socket.clone(),
+            remotes: crate::remotes::Remotes::default(),
             spawner,
         }
     }
@@ -185,6 +188,7 @@ impl Control {
                 .map(|l| l.addr)
                 .collect(),
             listeners: other_transports(&cfg.listeners),
+            nvme_controllers: self.remotes.configs(),
             bdevs: self.bdev_configs(&cfg.bdevs.keys().cloned().collect::<Vec<_>>(), &bdevs),
             pools: self.pools.configs(),
             subsystems,
@@ -227,6 +231,14 @@ impl Control {
             .collect();
         out.sort_by_key(|r| depth(&r.name));
         out
+    }
+
+    /// A bdev stacked on `base`, if any.
+    pub(crate) fn bdev_stacked_on(&self, base: &str) -> Option<String> {
+        self.bdevs()
+            .values()
+            .find(|b| b.base.as_deref() == Some(base))
+            .map(|b| b.name.clone())
     }
 
     /// Writes the state file (when `--state-dir` is set).
@@ -323,6 +335,12 @@ impl Appliance for Control {
                 format!("bdev {name} is a member of pool {pool} (delete the pool first)"),
             ));
         }
+        if let Some(ctrl) = self.remotes.controller_of(name) {
+            return Err(RpcError::new(
+                BUSY,
+                format!("bdev {name} is a namespace of NVMe controller {ctrl}: detach it with bdev_nvme_detach_controller"),
+            ));
+        }
         if !self.bdevs().contains_key(name) && self.target.config().bdevs.contains_key(name) {
             return Err(RpcError::new(
                 BUSY,
@@ -355,6 +373,12 @@ impl Appliance for Control {
     }
 
     fn bdev_origin(&self, name: &str) -> Option<BdevOrigin> {
+        if self.remotes.controller_of(name).is_some() {
+            return Some(BdevOrigin {
+                kind: "remote".into(),
+                filename: None,
+            });
+        }
         self.bdevs().get(name).map(|b| BdevOrigin {
             kind: b.kind.clone(),
             filename: b.path.clone(),
@@ -459,6 +483,10 @@ impl Appliance for Control {
     }
 
     fn replication(&self) -> Option<&dyn ferrite_rpc::replication::ReplicationHost> {
+        Some(self)
+    }
+
+    fn remotes(&self) -> Option<&dyn ferrite_rpc::remote::RemoteHost> {
         Some(self)
     }
 }

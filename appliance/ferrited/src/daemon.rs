@@ -119,6 +119,13 @@ impl Daemon {
                 b.kind
             );
         }
+        // Remote controllers after the local bdevs, before the pools that may use them.
+        for r in &config.nvme_controllers {
+            let names = control
+                .attach_remote_params(r)
+                .map_err(|e| anyhow!("nvme_controller {}: {}", r.name, e.message))?;
+            log::info!("nvme_controller {}: bdevs {names:?}", r.name);
+        }
         // Pools after their members, before the subsystems that export their volumes.
         for p in &config.pools {
             let pool = control.pools.open_configured(&target, p)?;
@@ -345,6 +352,8 @@ impl Daemon {
         self.runtime
             .shutdown()
             .map_err(|e| anyhow!("stopping reactors: {e}"))?;
+        // Pools checkpointed and channels closed: remote members may go now.
+        self.control.remotes.close_all();
         for path in self.control.files() {
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
                 log::warn!("sync {}: {e}", path.display());

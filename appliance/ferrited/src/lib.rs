@@ -12,6 +12,7 @@ pub mod journals;
 mod nvme_pcie;
 mod pools;
 pub mod qos;
+mod remotes;
 pub mod replication;
 pub mod state;
 pub mod transports;

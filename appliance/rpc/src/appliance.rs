@@ -151,4 +151,9 @@ pub trait Appliance: Send + Sync {
     fn replication(&self) -> Option<&dyn crate::replication::ReplicationHost> {
         None
     }
+
+    /// Remote NVMe-oF controllers (`bdev_nvme_*` with trtype tcp), when the host has them.
+    fn remotes(&self) -> Option<&dyn crate::remote::RemoteHost> {
+        None
+    }
 }

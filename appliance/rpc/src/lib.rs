@@ -14,6 +14,7 @@ pub mod journals;
 pub mod methods;
 pub mod metrics;
 pub mod protocol;
+pub mod remote;
 pub mod replication;
 mod server;
 mod stats;

@@ -6,7 +6,7 @@
 mod ana;
 pub mod auth;
 mod bdev;
-mod bdev_nvme;
+pub mod bdev_nvme;
 mod journal;
 mod nvmf;
 mod pool;
@@ -63,6 +63,11 @@ pub static METHODS: &[Method] = &[
         "bdev_nvme_detach_controller",
         true,
         bdev_nvme::detach_controller,
+    ),
+    m(
+        "bdev_nvme_get_controllers",
+        false,
+        bdev_nvme::get_controllers,
     ),
     m("bdev_set_qos_limit", true, qos::set_bdev),
     m("nvmf_set_host_qos_limit", true, qos::set_host),

@@ -5,6 +5,7 @@ mod client;
 mod device;
 mod human;
 mod qos;
+mod remote;
 mod replication;
 
 use std::io::Write;
@@ -148,6 +149,13 @@ enum BdevCmd {
     NvmeDetach { name: String },
     /// List bdevs (bdev_list).
     List { name: Option<String> },
+    /// Attach a remote NVMe-oF/TCP controller; its namespaces become bdevs <name>n<nsid>
+    /// (bdev_nvme_attach_controller).
+    RemoteAttach(remote::AttachArgs),
+    /// Detach a remote controller whose bdevs are unused (bdev_nvme_detach_controller).
+    RemoteDetach { name: String },
+    /// Remote controllers, their state and namespaces (bdev_nvme_get_controllers).
+    RemoteList { name: Option<String> },
 }
 
 #[derive(Debug, Subcommand)]
@@ -508,6 +516,11 @@ fn run(args: Args) -> Result<()> {
             ("bdev_nvme_detach_controller", json!({ "name": name }))
         }
         Cmd::Bdev(BdevCmd::List { name }) => ("bdev_list", opt("name", name)),
+        Cmd::Bdev(BdevCmd::RemoteAttach(a)) => remote::attach(a),
+        Cmd::Bdev(BdevCmd::RemoteDetach { name }) => {
+            ("bdev_nvme_detach_controller", json!({ "name": name }))
+        }
+        Cmd::Bdev(BdevCmd::RemoteList { name }) => ("bdev_nvme_get_controllers", opt("name", name)),
         Cmd::Subsystem(SubsystemCmd::Add {
             nqn,
             serial_number,
@@ -808,7 +821,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
 fn print_human(method: &str, v: &Value) -> Result<()> {
     let empty = Vec::new();
     let items = v.as_array().unwrap_or(&empty);
-    if human::print(method, v)? {
+    if human::print(method, v)? || remote::print(method, v)? {
         return Ok(());
     }
     match method {
