@@ -83,6 +83,32 @@ pub struct CacheOptions {
     pub format: bool,
 }
 
+impl CacheOptions {
+    /// Options from their configuration and RPC text forms; absent ones take the defaults.
+    pub fn from_text(
+        write_policy: Option<&str>,
+        line_size: Option<u32>,
+        dirty_limit_percent: Option<u8>,
+        flush: Option<&str>,
+        format: bool,
+    ) -> Result<CacheOptions, String> {
+        let d = CacheOptions::default();
+        Ok(CacheOptions {
+            policy: write_policy
+                .map(str::parse::<WritePolicy>)
+                .transpose()?
+                .unwrap_or(d.policy),
+            line_size: line_size.unwrap_or(d.line_size),
+            dirty_limit_percent: dirty_limit_percent.unwrap_or(d.dirty_limit_percent),
+            flush: flush
+                .map(str::parse::<FlushTarget>)
+                .transpose()?
+                .unwrap_or(d.flush),
+            format,
+        })
+    }
+}
+
 impl Default for CacheOptions {
     fn default() -> Self {
         Self {

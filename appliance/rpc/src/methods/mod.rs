@@ -6,6 +6,7 @@
 mod ana;
 pub mod auth;
 mod bdev;
+pub(crate) mod cache;
 mod journal;
 mod nvmf;
 mod pool;
@@ -52,6 +53,10 @@ pub static METHODS: &[Method] = &[
     m("bdev_delay_update_latency", true, bdev::delay_update),
     m("bdev_power_cut_create", true, bdev::power_cut_create),
     m("bdev_power_cut", false, bdev::power_cut),
+    m("bdev_cache_create", true, cache::create),
+    m("bdev_cache_delete", true, cache::delete),
+    m("bdev_cache_get", false, cache::get),
+    m("bdev_cache_flush", false, cache::flush),
     m("bdev_set_qos_limit", true, qos::set_bdev),
     m("nvmf_set_host_qos_limit", true, qos::set_host),
     m("qos_get_limits", false, qos::get_limits),
