@@ -169,12 +169,12 @@ fn pattern(lba: u64, g: u64) -> Vec<u8> {
 fn kill9_during_write_back_loses_no_flushed_write() {
     let data = ferrited::data_dir().expect("data directory");
     let dir = tempfile::tempdir().expect("control directory");
-    // A slow backing store (5 ms per write) and a write-back every second, so that dirty data
+    // A slow backing store (2 ms per write) and a write-back every second, so that dirty data
     // is waiting or being written back at the kill.
     let cfg = config(
         dir.path(),
         data.path(),
-        &["immediate"],
+        &["interval:1s"],
         "16MiB",
         "8MiB",
         2000,
