@@ -181,6 +181,9 @@ pub struct BdevConfig {
     /// `delay` bdevs: the added latencies (absent: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyConfig>,
+    /// `cache` bdevs (cached volumes of `base`): the cache device and the write policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<crate::caches::CacheConfig>,
 }
 
 /// Latencies of a `delay` bdev, in microseconds.
@@ -310,6 +313,7 @@ impl Config {
                 path: None,
                 base: None,
                 latency: None,
+                cache: None,
             }],
             nvme_controllers: Vec::new(),
             pools: Vec::new(),

@@ -32,6 +32,8 @@ pub struct Control {
     bdevs: Mutex<BTreeMap<String, BdevConfig>>,
     /// The fault-test bdevs (`error`, `delay`, `power-cut`) with their run-time controls.
     faults: Mutex<BTreeMap<String, FaultBdev>>,
+    /// Cached volumes (`bdev_cache_*`).
+    caches: crate::caches::Caches,
     cores: Option<String>,
     idle: Option<String>,
     /// As configured (`None`: the last reactor), for save_config.
@@ -68,6 +70,7 @@ impl Control {
             housekeeping: config.housekeeping_reactor,
             bdevs: Mutex::new(BTreeMap::new()),
             faults: Mutex::new(BTreeMap::new()),
+            caches: Default::default(),
             cores: config.cores.clone(),
             idle: config.idle.clone(),
             state,
@@ -89,18 +92,27 @@ impl Control {
         self.faults.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn caches(&self) -> MutexGuard<'_, crate::caches::CacheMap> {
+        self.caches.lock()
+    }
+
     /// Opens the backend `b` describes (a fault-test kind over a registered base), registers
     /// it with the target and records it as it will be written back.
     pub(crate) fn add_bdev(&self, b: &BdevConfig) -> anyhow::Result<Arc<dyn BlockDevice>> {
         let target = &self.target;
-        let (bdev, fault) = open_bdev(b, &|name| {
-            target.config().bdevs.get(name).map(|e| Arc::clone(&e.bdev))
-        })?;
+        let lookup = |name: &str| target.config().bdevs.get(name).map(|e| Arc::clone(&e.bdev));
+        let (bdev, fault, cache) = if b.kind == crate::caches::KIND {
+            let c = crate::caches::open(b, &lookup, &self.caches())?;
+            (Arc::clone(&c) as Arc<dyn BlockDevice>, None, Some(c))
+        } else {
+            let (bdev, fault) = open_bdev(b, &lookup)?;
+            (bdev, fault, None)
+        };
         target
             .add_bdev(&b.name, Arc::clone(&bdev))
             .with_context(|| format!("bdev {}", b.name))?;
         let bytes = bdev.num_blocks() * u64::from(bdev.block_size());
-        let stacked = fault.is_some();
+        let stacked = fault.is_some() || cache.is_some();
         let normalized = BdevConfig {
             name: b.name.clone(),
             kind: b.kind.clone(),
@@ -109,10 +121,18 @@ impl Control {
             path: b.path.clone(),
             base: b.base.clone(),
             latency: b.latency,
+            // `format` is for this creation only: a restart must find the dirty data.
+            cache: b
+                .cache
+                .clone()
+                .map(|c| crate::caches::CacheConfig { format: false, ..c }),
         };
         self.bdevs().insert(b.name.clone(), normalized);
         if let Some(f) = fault {
             self.faults().insert(b.name.clone(), f);
+        }
+        if let Some(c) = cache {
+            self.caches().insert(b.name.clone(), c);
         }
         Ok(bdev)
     }
@@ -211,6 +231,10 @@ impl Control {
             let mut at = records.get(name);
             while let Some(base) = at.and_then(|r| r.base.as_deref()) {
                 d += 1;
+                // A cached volume also comes after its cache device.
+                if let Some(c) = at.and_then(|r| r.cache.as_ref()) {
+                    d += depth_of_cache(records, &c.device);
+                }
                 at = records.get(base);
                 if d > records.len() {
                     break;
@@ -281,6 +305,7 @@ impl Appliance for Control {
                 path: None,
                 base: None,
                 latency: None,
+                cache: None,
             },
             BdevSpec::File {
                 name,
@@ -295,6 +320,7 @@ impl Appliance for Control {
                 path: Some(filename),
                 base: None,
                 latency: None,
+                cache: None,
             },
             BdevSpec::Fault {
                 name,
@@ -309,6 +335,22 @@ impl Appliance for Control {
                 path: None,
                 base: Some(base),
                 latency: latencies.map(Into::into),
+                cache: None,
+            },
+            BdevSpec::Cache {
+                name,
+                backing,
+                cache,
+                options,
+            } => BdevConfig {
+                name,
+                kind: crate::caches::KIND.into(),
+                size: None,
+                block_size: None,
+                path: None,
+                base: Some(backing),
+                latency: None,
+                cache: Some(crate::caches::CacheConfig::from_options(cache, options)),
             },
         };
         let bdev = self
@@ -325,6 +367,14 @@ impl Appliance for Control {
 
     fn fault_bdev(&self, name: &str) -> Option<FaultBdev> {
         self.faults().get(name).cloned()
+    }
+
+    fn cache_bdev(&self, name: &str) -> Option<Arc<ferrite_cache::CacheBdev>> {
+        self.caches().get(name).cloned()
+    }
+
+    fn cache_bdevs(&self) -> Vec<Arc<ferrite_cache::CacheBdev>> {
+        self.caches().values().cloned().collect()
     }
 
     fn delete_bdev(&self, name: &str) -> Result<(), RpcError> {
@@ -350,7 +400,10 @@ impl Appliance for Control {
         let over: Vec<String> = self
             .bdevs()
             .values()
-            .filter(|b| b.base.as_deref() == Some(name))
+            .filter(|b| {
+                b.base.as_deref() == Some(name)
+                    || b.cache.as_ref().is_some_and(|c| c.device == name)
+            })
             .map(|b| b.name.clone())
             .collect();
         if !over.is_empty() {
@@ -361,6 +414,8 @@ impl Appliance for Control {
         }
         let bdev = self.target.remove_bdev(name)?;
         self.faults().remove(name);
+        // The last reference: dropping it stops the cache engine (its directory saved).
+        self.caches().remove(name);
         let record = self.bdevs().remove(name);
         if let Some(path) = record.and_then(|r| r.path) {
             if let Err(e) = std::fs::File::open(&path).and_then(|f| f.sync_all()) {
@@ -503,4 +558,18 @@ fn other_transports<'a>(
             address: l.addr,
         })
         .collect()
+}
+
+/// Stacking depth of a cached volume's cache device (0 for a plain bdev).
+fn depth_of_cache(records: &BTreeMap<String, BdevConfig>, device: &str) -> usize {
+    let mut d = 1;
+    let mut at = records.get(device);
+    while let Some(base) = at.and_then(|r| r.base.as_deref()) {
+        d += 1;
+        at = records.get(base);
+        if d > records.len() {
+            break;
+        }
+    }
+    d
 }

@@ -5,6 +5,7 @@
 
 pub mod auth_config;
 mod backends;
+pub mod caches;
 pub mod config;
 mod control;
 mod daemon;

@@ -40,6 +40,14 @@ pub enum BdevSpec {
         /// `delay` only.
         latencies: Option<Latencies>,
     },
+    /// `bdev_cache_create`: a cached volume of the registered bdev `backing` through the
+    /// registered bdev `cache`.
+    Cache {
+        name: String,
+        backing: String,
+        cache: String,
+        options: ferrite_cache::CacheOptions,
+    },
 }
 
 impl BdevSpec {
@@ -47,7 +55,8 @@ impl BdevSpec {
         match self {
             BdevSpec::Malloc { name, .. }
             | BdevSpec::File { name, .. }
-            | BdevSpec::Fault { name, .. } => name,
+            | BdevSpec::Fault { name, .. }
+            | BdevSpec::Cache { name, .. } => name,
         }
     }
 }
@@ -141,6 +150,16 @@ pub trait Appliance: Send + Sync {
 
     /// The previous `stats_get` sample per volume (rates are averaged since then).
     fn stats_history(&self) -> &StatsHistory;
+
+    /// A cached volume (`bdev_cache_*`).
+    fn cache_bdev(&self, _name: &str) -> Option<Arc<ferrite_cache::CacheBdev>> {
+        None
+    }
+
+    /// Every cached volume, sorted by name.
+    fn cache_bdevs(&self) -> Vec<Arc<ferrite_cache::CacheBdev>> {
+        Vec::new()
+    }
 
     /// Replication journals (`journal_*`), when the host has them.
     fn journals(&self) -> Option<&dyn crate::journals::JournalHost> {

@@ -117,6 +117,7 @@ pub(crate) fn collect(app: &dyn Appliance) -> Result<Value, RpcError> {
         "volumes": volumes(app, &pools),
         "pools": pools.iter().map(|p| pool_space(p)).collect::<Vec<_>>(),
         "replication": app.replication().map_or(json!([]), |r| r.replication_summary()),
+        "caches": app.cache_bdevs().iter().map(|c| crate::methods::cache::cache_json(c)).collect::<Vec<_>>(),
     }))
 }
 

@@ -7,6 +7,7 @@ mod ana;
 pub mod auth;
 mod bdev;
 pub mod bdev_nvme;
+pub(crate) mod cache;
 mod journal;
 mod nvmf;
 mod pool;
@@ -69,6 +70,10 @@ pub static METHODS: &[Method] = &[
         false,
         bdev_nvme::get_controllers,
     ),
+    m("bdev_cache_create", true, cache::create),
+    m("bdev_cache_delete", true, cache::delete),
+    m("bdev_cache_get", false, cache::get),
+    m("bdev_cache_flush", false, cache::flush),
     m("bdev_set_qos_limit", true, qos::set_bdev),
     m("nvmf_set_host_qos_limit", true, qos::set_host),
     m("qos_get_limits", false, qos::get_limits),

@@ -1,6 +1,7 @@
 //! ferritectl: drives a running ferrited over its JSON-RPC socket. Every subcommand is one RPC
 //! method (docs/rpc.md); `--json` prints the raw result for scripts.
 
+mod cache;
 mod client;
 mod device;
 mod human;
@@ -81,6 +82,9 @@ enum Cmd {
     /// I/O limits per bdev or host (bdev_set_qos_limit, nvmf_set_host_qos_limit).
     #[command(subcommand)]
     Qos(qos::QosCmd),
+    /// Cached volumes: create, delete, list with statistics, flush (bdev_cache_*).
+    #[command(subcommand)]
+    Cache(cache::CacheCmd),
     /// Connected controllers (nvmf_get_controllers).
     Controllers { nqn: Option<String> },
     /// Queue pairs (nvmf_get_qpairs).
@@ -760,6 +764,7 @@ fn run(args: Args) -> Result<()> {
         Cmd::Reactors => ("framework_get_reactors", Value::Null),
         Cmd::Methods => ("rpc_get_methods", Value::Null),
         Cmd::Qos(cmd) => qos::request(cmd)?,
+        Cmd::Cache(cmd) => cache::request(cmd)?,
     };
     let result = ctl.call(method, params)?;
     if json {
@@ -821,7 +826,7 @@ fn table(header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
 fn print_human(method: &str, v: &Value) -> Result<()> {
     let empty = Vec::new();
     let items = v.as_array().unwrap_or(&empty);
-    if human::print(method, v)? || remote::print(method, v)? {
+    if human::print(method, v)? || remote::print(method, v)? || cache::print(method, v)? {
         return Ok(());
     }
     match method {
