@@ -81,12 +81,15 @@ pub struct Subsystem {
 }
 
 impl Subsystem {
-    /// Whether a host connected to local address `local` may use this subsystem: a listener
-    /// with the same port and the same address (or a wildcard address) is in its set.
-    pub fn reachable_via(&self, local: SocketAddr) -> bool {
+    /// Whether a host connected over `trtype` to local address `local` may use this subsystem:
+    /// a listener of that transport with the same port and the same address (or a wildcard
+    /// address) is in its set. A TCP and an RDMA listener on one address and port are different
+    /// ports of the subsystem.
+    pub fn reachable_over(&self, trtype: Trtype, local: SocketAddr) -> bool {
         self.is_discovery()
             || self.listeners.iter().any(|l| {
-                l.addr.port() == local.port()
+                l.trtype == trtype
+                    && l.addr.port() == local.port()
                     && (l.addr.ip() == local.ip() || l.addr.ip().is_unspecified())
             })
     }
@@ -732,6 +735,45 @@ mod tests {
         })
         .expect("create subsystem");
         t
+    }
+
+    #[test]
+    fn tcp_and_rdma_listeners_on_one_address_are_distinct_ports() {
+        let t = target_with_bdev();
+        let addr: SocketAddr = "10.0.2.15:4420".parse().expect("addr");
+        let tcp = Listener {
+            trtype: Trtype::Tcp,
+            addr,
+        };
+        let rdma = Listener {
+            trtype: Trtype::Rdma,
+            addr,
+        };
+        t.add_listener(tcp.clone()).expect("tcp listener");
+        t.add_listener(rdma.clone())
+            .expect("an rdma listener on the same address");
+        t.add_subsystem_listener(NQN, tcp.clone())
+            .expect("tcp port");
+        let cfg = t.config();
+        let sub = cfg.subsystem(NQN).expect("subsystem");
+        assert!(sub.reachable_over(Trtype::Tcp, addr));
+        assert!(
+            !sub.reachable_over(Trtype::Rdma, addr),
+            "the subsystem was not added to the RDMA port"
+        );
+        t.add_subsystem_listener(NQN, rdma.clone())
+            .expect("rdma port");
+        assert!(t
+            .config()
+            .subsystem(NQN)
+            .expect("s")
+            .reachable_over(Trtype::Rdma, addr));
+        t.remove_subsystem_listener(NQN, &tcp)
+            .expect("tcp port removed");
+        let cfg = t.config();
+        let sub = cfg.subsystem(NQN).expect("subsystem");
+        assert!(!sub.reachable_over(Trtype::Tcp, addr));
+        assert!(sub.reachable_over(Trtype::Rdma, addr));
     }
 
     #[test]

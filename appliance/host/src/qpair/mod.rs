@@ -209,6 +209,15 @@ impl QpState {
         )
     }
 
+    /// Moves to `to`, checked in debug builds.
+    fn go(&mut self, to: QpState) {
+        debug_assert!(
+            QpState::is_transition_valid(*self, to),
+            "queue pair state {self:?} -> {to:?}"
+        );
+        *self = to;
+    }
+
     fn name(self) -> &'static str {
         match self {
             QpState::AwaitIcResp => "awaiting ICResp",
@@ -290,25 +299,7 @@ impl TcpQueuePair {
         let deadline = Instant::now() + timeout;
         let stream = connect_tcp(addr, timeout)?;
         let mut qp = TcpQueuePair::start(stream, cfg)?;
-        let mut out = Vec::new();
-        while qp.state != QpState::Ready {
-            qp.poll(&mut out)?;
-            if qp.state == QpState::Ready {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout {
-                    what: if qp.state == QpState::AwaitIcResp {
-                        "ICResp"
-                    } else {
-                        "the Connect response"
-                    },
-                    after: timeout,
-                });
-            }
-            qp.wait(deadline - now)?;
-        }
+        drive_until_ready(&mut qp, deadline, timeout)?;
         Ok(qp)
     }
 
@@ -483,17 +474,7 @@ impl TcpQueuePair {
     /// completions to `out`. Returns the number of completions appended.
     /// A returned error is fatal: the queue pair is failed and closed.
     pub fn poll(&mut self, out: &mut Vec<Completed>) -> Result<usize> {
-        if self.state == QpState::Failed {
-            return Err(HostError::NotReady(self.state.name()));
-        }
-        let before = out.len();
-        match self.poll_inner(out) {
-            Ok(()) => Ok(out.len() - before),
-            Err(e) => {
-                self.fail(&e);
-                Err(e)
-            }
-        }
+        poll_engine(self, out)
     }
 
     fn poll_inner(&mut self, out: &mut Vec<Completed>) -> Result<()> {
@@ -611,12 +592,7 @@ impl TcpQueuePair {
     }
 
     fn set_state(&mut self, to: QpState) {
-        debug_assert!(
-            QpState::is_transition_valid(self.state, to),
-            "queue pair state {:?} -> {to:?}",
-            self.state
-        );
-        self.state = to;
+        self.state.go(to);
     }
 
     /// Queues the Fabrics Connect (after ICResp).
@@ -645,6 +621,73 @@ impl TcpQueuePair {
         }
         out.push(done);
         Ok(())
+    }
+}
+
+/// What the transport engines share for the handshake and the poll wrapper.
+pub(crate) trait Engine {
+    fn state(&self) -> QpState;
+    /// One round of I/O; an error is fatal.
+    fn poll_once(&mut self, out: &mut Vec<Completed>) -> Result<()>;
+    /// Marks the queue failed after `e` and closes the connection.
+    fn fail(&mut self, e: &HostError);
+    fn wait(&self, timeout: Duration) -> Result<bool>;
+}
+
+impl Engine for TcpQueuePair {
+    fn state(&self) -> QpState {
+        self.state
+    }
+    fn poll_once(&mut self, out: &mut Vec<Completed>) -> Result<()> {
+        self.poll_inner(out)
+    }
+    fn fail(&mut self, e: &HostError) {
+        TcpQueuePair::fail(self, e)
+    }
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        TcpQueuePair::wait(self, timeout)
+    }
+}
+
+/// Polls `e` once: the number of completions appended to `out`; an error fails the queue.
+pub(crate) fn poll_engine<E: Engine>(e: &mut E, out: &mut Vec<Completed>) -> Result<usize> {
+    if e.state() == QpState::Failed {
+        return Err(HostError::NotReady(e.state().name()));
+    }
+    let before = out.len();
+    match e.poll_once(out) {
+        Ok(()) => Ok(out.len() - before),
+        Err(err) => {
+            e.fail(&err);
+            Err(err)
+        }
+    }
+}
+
+/// Drives the handshake of a new queue until it is ready or `deadline` passes.
+pub(crate) fn drive_until_ready<E: Engine>(
+    e: &mut E,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    let mut out = Vec::new();
+    loop {
+        poll_engine(e, &mut out)?;
+        if e.state() == QpState::Ready {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(HostError::Timeout {
+                what: if e.state() == QpState::AwaitIcResp {
+                    "ICResp"
+                } else {
+                    "the Connect response"
+                },
+                after: timeout,
+            });
+        }
+        e.wait(deadline - now)?;
     }
 }
 

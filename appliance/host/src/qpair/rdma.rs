@@ -31,8 +31,8 @@ use zerocopy::IntoBytes;
 
 use super::slots::{Dir, Slots};
 use super::{
-    begin_command, connect_answered, connect_capsule, finish_command, Completed, Data, Negotiated,
-    QpState, QueuePairConfig, SglMode,
+    begin_command, connect_answered, connect_capsule, drive_until_ready, finish_command,
+    poll_engine, Completed, Data, Engine, Negotiated, QpState, QueuePairConfig, SglMode,
 };
 use crate::error::{HostError, Result};
 use crate::types::Cid;
@@ -260,21 +260,7 @@ impl RdmaQueuePair {
         let (cmd, data) = connect_capsule(&rq.cfg)?;
         let cid = rq.queue_command(&cmd, Data::Write(data.as_bytes()), SglMode::InCapsule)?;
         rq.connect_cid = cid.0;
-        let mut out = Vec::new();
-        while rq.state != QpState::Ready {
-            rq.poll(&mut out)?;
-            if rq.state == QpState::Ready {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout {
-                    what: "the Connect response",
-                    after: timeout,
-                });
-            }
-            rq.wait(deadline - now)?;
-        }
+        drive_until_ready(&mut rq, deadline, timeout)?;
         Ok(rq)
     }
 
@@ -439,18 +425,7 @@ impl RdmaQueuePair {
     /// Takes completions from the CQ (arming it when there were none) and appends command
     /// completions to `out`. A returned error is fatal: the queue pair is failed and closed.
     pub fn poll(&mut self, out: &mut Vec<Completed>) -> Result<usize> {
-        if self.state == QpState::Failed {
-            return Err(HostError::NotReady(self.state.name()));
-        }
-        let before = out.len();
-        match self.poll_inner(out) {
-            Ok(()) => Ok(out.len() - before),
-            Err(e) => {
-                log::debug!("NVMe/RDMA queue {} failed: {e}", self.cfg.qid);
-                self.close();
-                Err(e)
-            }
-        }
+        poll_engine(self, out)
     }
 
     fn poll_inner(&mut self, out: &mut Vec<Completed>) -> Result<()> {
@@ -591,11 +566,22 @@ impl RdmaQueuePair {
     }
 
     fn set_state(&mut self, to: QpState) {
-        debug_assert!(
-            QpState::is_transition_valid(self.state, to),
-            "queue pair state {:?} -> {to:?}",
-            self.state
-        );
-        self.state = to;
+        self.state.go(to);
+    }
+}
+
+impl Engine for RdmaQueuePair {
+    fn state(&self) -> QpState {
+        self.state
+    }
+    fn poll_once(&mut self, out: &mut Vec<Completed>) -> Result<()> {
+        self.poll_inner(out)
+    }
+    fn fail(&mut self, e: &HostError) {
+        log::debug!("NVMe/RDMA queue {} failed: {e}", self.cfg.qid);
+        self.close();
+    }
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        RdmaQueuePair::wait(self, timeout)
     }
 }
