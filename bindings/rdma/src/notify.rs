@@ -53,13 +53,7 @@ impl CompletionChannel {
         let raw = unsafe { ibv_create_comp_channel((*pd.0.pd.as_ptr()).context) };
         let raw = NonNull::new(raw).ok_or_else(|| RdmaError::last("ibv_create_comp_channel"))?;
         let channel = CompletionChannel(Arc::new(ChannelInner { raw }));
-        let fd = channel.raw_fd();
-        // SAFETY: fcntl on the channel's own open descriptor.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(RdmaError::last("fcntl(O_NONBLOCK)"));
-        }
+        crate::cm::set_nonblocking(channel.fd())?;
         Ok(channel)
     }
 

@@ -184,3 +184,18 @@ impl QueuePair {
         each!(self, q => q.close())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trtype_names_parse_and_print() {
+        for t in [Trtype::Tcp, Trtype::Rdma] {
+            assert_eq!(t.to_string().parse::<Trtype>().expect("round trip"), t);
+        }
+        assert_eq!("RDMA".parse::<Trtype>().expect("any case"), Trtype::Rdma);
+        let e = "fc".parse::<Trtype>().expect_err("not a transport we speak");
+        assert!(e.to_string().contains("\"fc\""), "{e}");
+    }
+}

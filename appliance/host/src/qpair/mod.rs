@@ -548,22 +548,13 @@ impl TcpQueuePair {
     /// Blocks until the socket is readable (or writable while data is
     /// queued) or `timeout` passes. Returns true when it became ready.
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::event::{PollFd, PollFlags};
         let mut flags = PollFlags::IN;
         if self.pending_tx() > 0 {
             flags |= PollFlags::OUT;
         }
         let fd = self.stream.as_fd();
-        let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
-        let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        match poll(&mut fds, Some(&ts)) {
-            Ok(n) => Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => Ok(false),
-            Err(e) => Err(HostError::Io(e.into())),
-        }
+        poll_fds(&mut [PollFd::from_borrowed_fd(fd, flags)], timeout)
     }
 
     /// Marks the queue failed: tells the target why (H2CTermReq, best
@@ -621,6 +612,20 @@ impl TcpQueuePair {
         }
         out.push(done);
         Ok(())
+    }
+}
+
+/// Polls `fds` until one is ready (true) or `timeout` passes (false).
+pub(crate) fn poll_fds(fds: &mut [rustix::event::PollFd<'_>], timeout: Duration) -> Result<bool> {
+    use rustix::event::{poll, Timespec};
+    let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    match poll(fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(HostError::Io(e.into())),
     }
 }
 

@@ -27,12 +27,13 @@ use ferrite_rdma::{
     Access, CmEvent, CmEventKind, CmId, CompletionChannel, CompletionQueue, EventChannel, Opcode,
     OwnedRegion, ProtectionDomain, QpCaps, QueuePair as VerbsQp, RdmaError, WorkCompletion,
 };
+use rustix::event::{PollFd, PollFlags};
 use zerocopy::IntoBytes;
 
 use super::slots::{Dir, Slots};
 use super::{
     begin_command, connect_answered, connect_capsule, drive_until_ready, finish_command,
-    poll_engine, Completed, Data, Engine, Negotiated, QpState, QueuePairConfig, SglMode,
+    poll_engine, poll_fds, Completed, Data, Engine, Negotiated, QpState, QueuePairConfig, SglMode,
 };
 use crate::error::{HostError, Result};
 use crate::types::Cid;
@@ -126,7 +127,10 @@ fn cm_wait(
                 after: timeout,
             });
         }
-        wait_fds(&[cm.fd()], deadline - now)?;
+        poll_fds(
+            &mut [PollFd::from_borrowed_fd(cm.fd(), PollFlags::IN)],
+            deadline - now,
+        )?;
     }
 }
 
@@ -141,24 +145,6 @@ fn reject_name(sts: u16) -> &'static str {
         cm_reject::INVALID_IRD => "invalid IRD",
         cm_reject::INVALID_ORD => "invalid ORD",
         _ => "unknown status",
-    }
-}
-
-/// Polls `fds` for input; true when one is ready.
-fn wait_fds(fds: &[std::os::fd::BorrowedFd<'_>], timeout: Duration) -> Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut pfds: Vec<PollFd<'_>> = fds
-        .iter()
-        .map(|fd| PollFd::from_borrowed_fd(*fd, PollFlags::IN))
-        .collect();
-    let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
-        tv_sec: i64::MAX,
-        tv_nsec: 0,
-    });
-    match poll(&mut pfds, Some(&ts)) {
-        Ok(n) => Ok(n > 0),
-        Err(rustix::io::Errno::INTR) => Ok(false),
-        Err(e) => Err(HostError::Io(e.into())),
     }
 }
 
@@ -554,7 +540,11 @@ impl RdmaQueuePair {
         if !self.armed {
             return Ok(true);
         }
-        wait_fds(&[self.comp.fd(), self.cm.fd()], timeout)
+        let mut fds = [
+            PollFd::from_borrowed_fd(self.comp.fd(), PollFlags::IN),
+            PollFd::from_borrowed_fd(self.cm.fd(), PollFlags::IN),
+        ];
+        poll_fds(&mut fds, timeout)
     }
 
     /// Disconnects. Outstanding commands are abandoned.
