@@ -36,6 +36,8 @@ needs=(
   "ibv_devices|ibverbs-utils"
   "rping|rdmacm-utils"
   "rdma|iproute2"
+  # docs/bench/rdma.sh counts the target's CPU time per I/O with `perf stat` in the guest
+  "perf|linux-perf"
   "/usr/lib/*/libclang*.so*|libclang-dev"
   "clang|clang"
   # the Ansible collection's checks run from Python venvs (tests/ansible/venv.sh)

@@ -5,11 +5,15 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use ferrite_host::Trtype;
+
 use crate::error::PerfError;
 
 /// One target: where to connect and which namespace to load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportId {
+    /// NVMe/TCP or NVMe/RDMA.
+    pub trtype: Trtype,
     /// Address and port.
     pub addr: SocketAddr,
     /// Subsystem NQN.
@@ -64,13 +68,15 @@ impl FromStr for TransportId {
                 other => return Err(bad(format!("unknown key {other:?}"))),
             }
         }
-        match trtype.as_deref() {
-            Some("tcp") | None => {}
-            Some(t) => return Err(bad(format!("trtype {t:?} is not supported (only tcp)"))),
-        }
+        let trtype = match trtype.as_deref() {
+            Some("tcp") | None => Trtype::Tcp,
+            Some("rdma") => Trtype::Rdma,
+            Some(t) => return Err(bad(format!("trtype {t:?} is not supported (tcp or rdma)"))),
+        };
         let ip = traddr.ok_or_else(|| bad("traddr missing".into()))?;
         let subnqn = subnqn.ok_or_else(|| bad("subnqn missing".into()))?;
         Ok(TransportId {
+            trtype,
             addr: SocketAddr::new(ip, trsvcid.unwrap_or(4420)),
             subnqn,
             hostnqn,
@@ -83,7 +89,8 @@ impl fmt::Display for TransportId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "trtype:tcp traddr:{} trsvcid:{} subnqn:{}",
+            "trtype:{} traddr:{} trsvcid:{} subnqn:{}",
+            self.trtype,
             self.addr.ip(),
             self.addr.port(),
             self.subnqn
@@ -111,13 +118,18 @@ mod tests {
         assert_eq!((t.subnqn.as_str(), t.nsid), ("nqn.x:y", 2));
         assert_eq!(t.to_string().parse::<TransportId>().expect("round trip"), t);
         let t: TransportId = "traddr=::1 subnqn=nqn.a".parse().expect("defaults");
-        assert_eq!(t.addr.port(), 4420);
+        assert_eq!((t.addr.port(), t.trtype), (4420, Trtype::Tcp));
+        let t: TransportId = "trtype:RDMA traddr:10.0.2.15 trsvcid:4420 subnqn:nqn.x:y"
+            .parse()
+            .expect("rdma");
+        assert_eq!(t.trtype, Trtype::Rdma);
+        assert_eq!(t.to_string().parse::<TransportId>().expect("round trip"), t);
     }
 
     #[test]
     fn rejects_bad_ids() {
         for s in [
-            "trtype:rdma traddr:1.2.3.4 subnqn:n",
+            "trtype:fc traddr:1.2.3.4 subnqn:n",
             "traddr:1.2.3.4",
             "subnqn:n",
             "traddr:host subnqn:n",

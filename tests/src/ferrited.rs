@@ -363,6 +363,12 @@ pub fn tape_binary() -> Result<PathBuf, Error> {
     built_once(&BUILT, || build_bin("ferrite-tape", "ferrite-tape"))
 }
 
+/// The ferrite-perf binary, next to the running test (built with cargo when missing).
+pub fn perf_binary() -> Result<PathBuf, Error> {
+    static BUILT: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+    built_once(&BUILT, || build_bin("ferrite-perf", "ferrite-perf"))
+}
+
 /// `cargo build -p PACKAGE --bin BIN` into the running test's target directory.
 fn build_bin(package: &str, bin: &str) -> Result<PathBuf, Error> {
     let exe = std::env::current_exe().map_err(io("locate the test binary"))?;

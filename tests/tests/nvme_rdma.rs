@@ -197,5 +197,92 @@ fn vm_linux_nvme_rdma_host_against_ferrited_on_soft_roce() {
         )
         .expect("the target still serves");
     assert!(again.contains(NQN), "{again}");
+
+    ferrite_initiator_over_rdma(&host);
+    if let Ok(out) = std::env::var(BENCH_ENV) {
+        bench(&host, std::path::Path::new(&out));
+    }
     host.shutdown().expect("guest stops");
+}
+
+/// When set (to a file path on this machine), the test also runs the RDMA-vs-TCP benchmark of
+/// `docs/bench/rdma.sh` in the guest and writes its report there. Off in the default run.
+const BENCH_ENV: &str = "FERRITE_RDMA_BENCH";
+
+/// Same guest, same target, same ferrite-perf load over NVMe/RDMA (port 4420) and NVMe/TCP
+/// (port 4421): throughput, and the target process's CPU time (`perf stat -p`, counted for the
+/// whole ferrite-perf run) per I/O.
+fn bench(host: &LinuxHost, out: &std::path::Path) {
+    let perf = ferrite_e2e::ferrited::perf_binary().expect("ferrite-perf is built");
+    let secs = std::env::var("FERRITE_RDMA_BENCH_SECS").unwrap_or_else(|_| "10".into());
+    // The TCP listener serves the subsystem too (listen = [...] adds it to every subsystem).
+    let mut report = format!(
+        "guest: {}\nkernel: {}\n",
+        host.run_ok("nproc; grep -m1 'model name' /proc/cpuinfo | cut -d: -f2")
+            .unwrap_or_default()
+            .replace('\n', " "),
+        host.run_ok("uname -r").unwrap_or_default().trim()
+    );
+    for (name, port) in [("rdma", PORT), ("tcp", 4421)] {
+        for (w, o) in [
+            ("randread", "4k"),
+            ("randwrite", "4k"),
+            ("randread", "128k"),
+        ] {
+            let cmd = format!(
+                "pid=$(pidof ferrited); perf stat -x, -e task-clock,cycles,instructions -p $pid \
+                 -o /tmp/stat -- {} -r 'trtype:{name} traddr:{GUEST_ADDR} trsvcid:{port} \
+                 subnqn:{NQN}' -w {w} -o {o} -q 16 --qpairs 1 -t {secs} --span 64m \
+                 --no-progress --timeout 30 && cat /tmp/stat",
+                perf.display()
+            );
+            let res = host
+                .run(&cmd, Duration::from_secs(300))
+                .expect("benchmark runs");
+            assert!(res.success(), "bench {name} {w} {o}: {}", res.stdout);
+            report.push_str(&format!("== {name} {w} {o} qd16\n{}\n", res.stdout.trim()));
+        }
+    }
+    std::fs::write(out, report).expect("benchmark report written");
+}
+
+/// Ferrite's own initiator (`ferrite-host` through `ferrite-perf`) over NVMe/RDMA against the
+/// same target: verified mixed I/O on two queues (4 KiB and 128 KiB, so both in-capsule writes
+/// and keyed SGLs the target reads with RDMA READ), and an unknown subsystem refused by name.
+fn ferrite_initiator_over_rdma(host: &LinuxHost) {
+    let perf = ferrite_e2e::ferrited::perf_binary().expect("ferrite-perf is built");
+    let rdma = format!("trtype:rdma traddr:{GUEST_ADDR} trsvcid:{PORT} subnqn:{NQN}");
+    for size in ["4k", "128k"] {
+        let out = host
+            .run(
+                &format!(
+                    "{} -r '{rdma}' -w randrw -M 50 -o {size} -q 8 --qpairs 2 -t 2 \
+                     --verify --span 64m --no-progress --timeout 30",
+                    perf.display()
+                ),
+                Duration::from_secs(120),
+            )
+            .expect("ferrite-perf runs");
+        assert!(
+            out.success() && out.stdout.contains("verified blocks"),
+            "ferrite-perf over RDMA ({size}): {}\n{}",
+            out.stdout,
+            log_of(host)
+        );
+    }
+    let out = host
+        .run(
+            &format!(
+                "{} -r 'trtype:rdma traddr:{GUEST_ADDR} trsvcid:{PORT} \
+                 subnqn:nqn.2026-01.io.ferrite:nope' -t 1 --no-progress",
+                perf.display()
+            ),
+            Duration::from_secs(60),
+        )
+        .expect("ferrite-perf runs");
+    assert!(
+        !out.success() && out.stdout.contains("Connect refused"),
+        "unknown NQN over RDMA: {}",
+        out.stdout
+    );
 }

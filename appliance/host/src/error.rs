@@ -91,6 +91,9 @@ pub enum HostError {
     #[error(transparent)]
     Nvme(#[from] NvmeError),
     /// Another socket error.
+    #[error("RDMA error: {0}")]
+    Rdma(String),
+
     #[error("socket error: {0}")]
     Io(io::Error),
 }

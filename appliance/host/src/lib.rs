@@ -1,6 +1,7 @@
-//! Ferrite's NVMe/TCP initiator.
+//! Ferrite's NVMe/TCP and NVMe/RDMA initiator.
 //!
-//! - [`QueuePair`]: a non-blocking queue-pair engine for poll loops
+//! - [`QueuePair`]: a non-blocking queue pair over NVMe/TCP ([`TcpQueuePair`]) or
+//!   NVMe/RDMA ([`RdmaQueuePair`]), sharing the command logic. Over TCP:
 //!   (ICReq/ICResp, Fabrics Connect, in-capsule data, R2T/H2CData,
 //!   C2HData reassembly, digests), no allocation per I/O in steady state.
 //! - [`Controller`]: a blocking wrapper for tests and tools: connect, enable,
@@ -43,7 +44,10 @@ pub use auth::DhchapSecrets;
 pub use controller::{ConnectOptions, Controller, IoData};
 pub use discovery::DiscoveryEntry;
 pub use error::{HostError, Result, Violation};
-pub use qpair::{Completed, Data, QpState, QueuePair, QueuePairConfig, SglMode};
+pub use qpair::{
+    Completed, Data, QpState, QueuePair, QueuePairConfig, RdmaQueuePair, SglMode, TcpQueuePair,
+    Trtype,
+};
 pub use raw::{RawConnection, RawEvent, RawPdu};
 pub use types::{Cid, QueueId};
 

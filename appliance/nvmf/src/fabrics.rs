@@ -153,7 +153,7 @@ impl PollGroup {
             .cloned()
             .ok_or_else(|| invalid(ConnectParamLocation::Data, IPO_SUBNQN))?;
         let local = self.qpair(conn).and_then(|q| q.local);
-        if !local.is_some_and(|addr| sub.reachable_via(addr)) {
+        if !local.is_some_and(|addr| sub.reachable_over(self.trtype(), addr)) {
             // The subsystem does not listen on the port this connection came in on.
             return Err(invalid(ConnectParamLocation::Data, IPO_SUBNQN));
         }

@@ -267,6 +267,15 @@ impl PollGroup {
         }
     }
 
+    /// The transport of this group's connections (RDMA is the one with keyed SGLs).
+    pub fn trtype(&self) -> crate::target::Trtype {
+        if self.keyed_sgl {
+            crate::target::Trtype::Rdma
+        } else {
+            crate::target::Trtype::Tcp
+        }
+    }
+
     pub fn stats(&self) -> PollGroupStats {
         PollGroupStats {
             qpairs: self.qpairs.iter().flatten().count(),

@@ -77,12 +77,15 @@ pub struct Subsystem {
 }
 
 impl Subsystem {
-    /// Whether a host connected to local address `local` may use this subsystem: a listener
-    /// with the same port and the same address (or a wildcard address) is in its set.
-    pub fn reachable_via(&self, local: SocketAddr) -> bool {
+    /// Whether a host connected over `trtype` to local address `local` may use this subsystem:
+    /// a listener of that transport with the same port and the same address (or a wildcard
+    /// address) is in its set. A TCP and an RDMA listener on one address and port are different
+    /// ports of the subsystem.
+    pub fn reachable_over(&self, trtype: Trtype, local: SocketAddr) -> bool {
         self.is_discovery()
             || self.listeners.iter().any(|l| {
-                l.addr.port() == local.port()
+                l.trtype == trtype
+                    && l.addr.port() == local.port()
                     && (l.addr.ip() == local.ip() || l.addr.ip().is_unspecified())
             })
     }

@@ -647,6 +647,45 @@ mod tests {
     }
 
     #[test]
+    fn tcp_and_rdma_listeners_on_one_address_are_distinct_ports() {
+        let t = target_with_bdev();
+        let addr: SocketAddr = "10.0.2.15:4420".parse().expect("addr");
+        let tcp = Listener {
+            trtype: Trtype::Tcp,
+            addr,
+        };
+        let rdma = Listener {
+            trtype: Trtype::Rdma,
+            addr,
+        };
+        t.add_listener(tcp.clone()).expect("tcp listener");
+        t.add_listener(rdma.clone())
+            .expect("an rdma listener on the same address");
+        t.add_subsystem_listener(NQN, tcp.clone())
+            .expect("tcp port");
+        let cfg = t.config();
+        let sub = cfg.subsystem(NQN).expect("subsystem");
+        assert!(sub.reachable_over(Trtype::Tcp, addr));
+        assert!(
+            !sub.reachable_over(Trtype::Rdma, addr),
+            "the subsystem was not added to the RDMA port"
+        );
+        t.add_subsystem_listener(NQN, rdma.clone())
+            .expect("rdma port");
+        assert!(t
+            .config()
+            .subsystem(NQN)
+            .expect("s")
+            .reachable_over(Trtype::Rdma, addr));
+        t.remove_subsystem_listener(NQN, &tcp)
+            .expect("tcp port removed");
+        let cfg = t.config();
+        let sub = cfg.subsystem(NQN).expect("subsystem");
+        assert!(!sub.reachable_over(Trtype::Tcp, addr));
+        assert!(sub.reachable_over(Trtype::Rdma, addr));
+    }
+
+    #[test]
     fn namespaces_hosts_and_bdevs_keep_their_invariants() {
         let t = target_with_bdev();
         let g0 = t.generation();

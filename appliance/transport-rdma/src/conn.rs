@@ -165,6 +165,9 @@ impl Conn {
                 cmd.cid.get()
             );
         }
+        if self.qid == 0 {
+            self.reclaim_abandoned_aer(cmd.cid.get(), nvmf);
+        }
         let Some(slot) = self.free.pop() else {
             return Err(Gone("more commands than the queue holds".into()));
         };
@@ -197,6 +200,29 @@ impl Conn {
             }
         }
         Ok(())
+    }
+
+    /// A new admin command reuses the CID of an AER still held here: the host abandoned that
+    /// AER (SPDK's initiator does so when it detaches, see [`PollGroup::forget_aer`]), so its
+    /// slot is freed without a completion, as NVMe/TCP does. Only the admin queue holds AERs.
+    fn reclaim_abandoned_aer(&mut self, cid: u16, nvmf: &mut PollGroup) {
+        // nvmf checks the slot is an AER's; this only finds the slot holding the cid.
+        let held = self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Executing && s.cmd.cid.get() == cid);
+        let Some(index) = held else {
+            return;
+        };
+        let slot = index as u16;
+        if nvmf.forget_aer(self.id, cid) == Some(slot) {
+            log::info!(
+                "{:?}: command id {cid} reuses an outstanding AER's: the host abandoned that AER",
+                self.peer
+            );
+            self.slots[index] = Slot::default();
+            self.free.push(slot);
+        }
     }
 
     fn reject(&mut self, slot: u16, status: Status, nvmf: &mut PollGroup, cx: &mut TaskContext) {

@@ -15,8 +15,8 @@ use ferrite_nvmf::{
     QueuePair as NvmfQueuePair, Response, Routing, Target, MAX_COMMAND_SLOTS,
 };
 use ferrite_rdma::{
-    CmId, CompletionQueue, Opcode, PoolRegistration, ProtectionDomain, QpCaps, QueuePair,
-    RdmaError, WorkCompletion,
+    CmId, CompletionChannel, CompletionQueue, Opcode, PoolRegistration, ProtectionDomain, QpCaps,
+    QueuePair, RdmaError, WorkCompletion,
 };
 use ferrite_reactor::{PollStatus, Task, TaskContext};
 
@@ -34,6 +34,10 @@ const RDMA_READ_DEPTH: u8 = 16;
 struct Device {
     pd: ProtectionDomain,
     cq: CompletionQueue,
+    /// Signals the reactor's poller when the armed CQ completes, so a parked reactor wakes.
+    comp: CompletionChannel,
+    /// The CQ is armed (an idle poll asked for the next completion's event).
+    armed: bool,
     pools: Vec<PoolRegistration>,
     /// CQ entries reserved by open queue pairs.
     cq_used: usize,
@@ -98,7 +102,11 @@ impl RdmaGroup {
             }
         } else {
             let pd = ProtectionDomain::alloc(id)?;
-            let cq = CompletionQueue::new(&pd, CQ_DEPTH as i32, CQ_BATCH)?;
+            let comp = CompletionChannel::new(&pd)?;
+            let cq = CompletionQueue::with_channel(&pd, CQ_DEPTH as i32, CQ_BATCH, &comp)?;
+            if let Err(e) = cx.register_wakeup_fd(comp.fd()) {
+                log::warn!("rdma: completions cannot wake a parked reactor: {e}");
+            }
             let small = PoolRegistration::new(&pd, cx.small_pool().regions())?;
             let large = PoolRegistration::new(&pd, cx.large_pool().regions())?;
             log::info!(
@@ -108,6 +116,8 @@ impl RdmaGroup {
             self.dev = Some(Device {
                 pd,
                 cq,
+                comp,
+                armed: false,
                 pools: vec![small, large],
                 cq_used: 0,
             });
@@ -243,9 +253,29 @@ impl RdmaGroup {
         let Some(dev) = self.dev.as_mut() else {
             return false;
         };
+        if dev.armed {
+            // Take the event (the fd stays readable until then); the CQ is disarmed by it.
+            match dev.comp.take_events() {
+                Ok(n) if n > 0 => dev.armed = false,
+                Ok(_) => {}
+                Err(e) => log::warn!("completion channel: {e}"),
+            }
+        }
         if let Err(e) = dev.cq.poll(&mut self.wcs) {
             log::warn!("polling the completion queue: {e}");
             return false;
+        }
+        if self.wcs.is_empty() && !dev.armed {
+            // Idle: ask for an event at the next completion (what wakes a parked reactor),
+            // then look once more for completions that came before the arm.
+            match dev.cq.arm() {
+                Ok(()) => dev.armed = true,
+                Err(e) => log::warn!("arming the completion queue: {e}"),
+            }
+            if let Err(e) = dev.cq.poll(&mut self.wcs) {
+                log::warn!("polling the completion queue: {e}");
+                return false;
+            }
         }
         let busy = !self.wcs.is_empty();
         for i in 0..self.wcs.len() {

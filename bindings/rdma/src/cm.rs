@@ -1,7 +1,7 @@
 //! The RDMA connection manager: a non-blocking event channel and the ids created on it.
 
 use std::net::SocketAddr;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 
@@ -40,6 +40,18 @@ impl std::fmt::Debug for EventChannel {
             .field("fd", &self.raw_fd())
             .finish()
     }
+}
+
+/// Makes a channel's descriptor non-blocking (event and completion channels).
+pub(crate) fn set_nonblocking(fd: BorrowedFd<'_>) -> Result<(), RdmaError> {
+    let fd = fd.as_raw_fd();
+    // SAFETY: fcntl on an open descriptor the caller borrows.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(RdmaError::last("fcntl(O_NONBLOCK)"));
+    }
+    Ok(())
 }
 
 /// What happened on an id.
@@ -107,13 +119,7 @@ impl EventChannel {
         let raw = unsafe { rdma_create_event_channel() };
         let raw = NonNull::new(raw).ok_or_else(|| RdmaError::last("rdma_create_event_channel"))?;
         let channel = EventChannel(Arc::new(ChannelInner(raw)));
-        let fd = channel.raw_fd();
-        // SAFETY: fcntl on the channel's own open descriptor.
-        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-        // SAFETY: as above.
-        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(RdmaError::last("fcntl(O_NONBLOCK)"));
-        }
+        set_nonblocking(channel.fd())?;
         Ok(channel)
     }
 

@@ -19,12 +19,14 @@
 mod addr;
 mod cm;
 mod error;
+mod notify;
 mod verbs;
 
 pub use rdma_sys as raw;
 
 pub use cm::{CmEvent, CmEventKind, CmId, EventChannel};
 pub use error::RdmaError;
+pub use notify::CompletionChannel;
 pub use verbs::{
     Access, CompletionQueue, Opcode, OwnedRegion, PoolRegistration, ProtectionDomain, QpCaps,
     QueuePair, RemoteBuf, WorkCompletion,

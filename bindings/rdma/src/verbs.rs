@@ -9,8 +9,8 @@ use rdma_sys::*;
 use crate::cm::CmId;
 use crate::error::RdmaError;
 
-struct PdInner {
-    pd: NonNull<ibv_pd>,
+pub(crate) struct PdInner {
+    pub(crate) pd: NonNull<ibv_pd>,
 }
 
 // SAFETY: verbs objects are thread-safe in libibverbs; the Arc keeps the PD alive for its MRs,
@@ -28,7 +28,7 @@ impl Drop for PdInner {
 
 /// A protection domain on the device an id is bound to.
 #[derive(Clone)]
-pub struct ProtectionDomain(Arc<PdInner>);
+pub struct ProtectionDomain(pub(crate) Arc<PdInner>);
 
 impl std::fmt::Debug for ProtectionDomain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -196,6 +196,17 @@ impl OwnedRegion {
         &mut self.mem[i * self.entry..(i + 1) * self.entry]
     }
 
+    /// Entry `i`'s bytes. With [`Access::Remote`] the peer may write them while a command that
+    /// named them is outstanding: read them only after that command completed.
+    pub fn entry(&self, i: usize) -> Option<&[u8]> {
+        (i < self.entries()).then(|| self.slice(i))
+    }
+
+    /// Entry `i` to fill, e.g. write data before the command naming it is sent.
+    pub fn entry_mut(&mut self, i: usize) -> Option<&mut [u8]> {
+        (i < self.entries()).then(|| self.slice_mut(i))
+    }
+
     /// Where the peer reaches entry `i` (address, rkey) when registered with [`Access::Remote`].
     pub fn remote(&self, i: usize) -> RemoteBuf {
         RemoteBuf {
@@ -258,9 +269,11 @@ impl PoolRegistration {
     }
 }
 
-struct CqInner {
-    cq: NonNull<ibv_cq>,
+pub(crate) struct CqInner {
+    pub(crate) cq: NonNull<ibv_cq>,
     _pd: Arc<PdInner>,
+    /// The completion channel the CQ signals, dropped after the CQ (field order).
+    pub(crate) _channel: Option<Arc<crate::notify::ChannelInner>>,
 }
 
 // SAFETY: as for PdInner.
@@ -320,7 +333,7 @@ impl WorkCompletion {
 /// A completion queue polled by the reactor (never armed for events: a polling reactor does not
 /// sleep on it).
 pub struct CompletionQueue {
-    inner: Arc<CqInner>,
+    pub(crate) inner: Arc<CqInner>,
     scratch: Vec<ibv_wc>,
 }
 
@@ -339,13 +352,26 @@ impl CompletionQueue {
         depth: i32,
         batch: usize,
     ) -> Result<CompletionQueue, RdmaError> {
-        // SAFETY: the PD's context is valid while the PD is; no completion channel.
+        CompletionQueue::create(pd, depth, batch, None)
+    }
+
+    /// A CQ as [`CompletionQueue::new`], signalling `channel` once armed (see
+    /// [`crate::CompletionChannel`]).
+    pub(crate) fn create(
+        pd: &ProtectionDomain,
+        depth: i32,
+        batch: usize,
+        channel: Option<&Arc<crate::notify::ChannelInner>>,
+    ) -> Result<CompletionQueue, RdmaError> {
+        let raw_channel = channel.map_or(std::ptr::null_mut(), |c| c.raw.as_ptr());
+        // SAFETY: the PD's context is valid while the PD is; the channel (when given) is alive
+        // and kept alive by the CQ's Arc below until after the CQ is destroyed.
         let cq = unsafe {
             ibv_create_cq(
                 (*pd.0.pd.as_ptr()).context,
                 depth,
                 std::ptr::null_mut(),
-                std::ptr::null_mut(),
+                raw_channel,
                 0,
             )
         };
@@ -357,6 +383,7 @@ impl CompletionQueue {
             inner: Arc::new(CqInner {
                 cq,
                 _pd: Arc::clone(&pd.0),
+                _channel: channel.cloned(),
             }),
             scratch,
         })

@@ -52,6 +52,7 @@ fn connect(
         source,
     };
     let mut o = ConnectOptions::new(t.addr, t.subnqn.clone());
+    o.trtype = t.trtype;
     if let Some(h) = &t.hostnqn {
         o.hostnqn = h.clone();
     }

@@ -1,7 +1,6 @@
 //! One load thread: keeps its queue pairs full (up to the rate cap), reaps
 //! completions, records latency per target and checks verified reads.
 
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -325,7 +324,7 @@ impl Worker {
                 if q.qp.pending_tx() > 0 {
                     f |= PollFlags::OUT;
                 }
-                PollFd::from_borrowed_fd(q.qp.stream().as_fd(), f)
+                PollFd::from_borrowed_fd(q.qp.fd(), f)
             })
             .collect();
         let ts = Timespec::try_from(wait).expect("a millisecond fits a timespec");

@@ -21,7 +21,9 @@ use ferrite_nvme::tcp::Digests;
 use ferrite_nvme::Command;
 
 use crate::error::{HostError, Result};
-use crate::qpair::{Completed, Data, QueuePair, QueuePairConfig, SglMode, ADMIN_IN_CAPSULE_MAX};
+use crate::qpair::{
+    Completed, Data, QueuePair, QueuePairConfig, SglMode, Trtype, ADMIN_IN_CAPSULE_MAX,
+};
 use crate::types::Cid;
 
 /// The host UUID used when the caller does not pick one.
@@ -50,6 +52,8 @@ pub fn uuid_hostnqn(uuid: &[u8; 16]) -> String {
 /// How to connect a controller.
 #[derive(Debug, Clone)]
 pub struct ConnectOptions {
+    /// Transport (NVMe/TCP unless set).
+    pub trtype: Trtype,
     /// Target address.
     pub addr: SocketAddr,
     /// Subsystem NQN.
@@ -87,6 +91,7 @@ impl ConnectOptions {
     /// queue of depth 32, 10 s timeout, 1 MiB maximum transfer.
     pub fn new(addr: SocketAddr, subnqn: impl Into<String>) -> ConnectOptions {
         ConnectOptions {
+            trtype: Trtype::Tcp,
             addr,
             subnqn: subnqn.into(),
             hostnqn: uuid_hostnqn(&DEFAULT_HOST_UUID),
@@ -241,7 +246,7 @@ impl Controller {
             ferrite_nvme::fabrics::CNTLID_DYNAMIC,
             ADMIN_IN_CAPSULE_MAX,
         );
-        let admin = QueuePair::connect(opts.addr, admin_cfg, opts.timeout)?;
+        let admin = QueuePair::connect_over(opts.trtype, opts.addr, admin_cfg, opts.timeout)?;
         let cntlid = admin.negotiated().cntlid;
         let admin_auth = admin.negotiated().auth_required;
         let mut ctrl = Controller {
@@ -331,7 +336,8 @@ impl Controller {
             let cfg = self.opts.queue_config(qid, depth, self.cntlid, in_capsule);
             let mut cfg = cfg;
             cfg.max_transfer = self.max_transfer;
-            let qp = QueuePair::connect(self.opts.addr, cfg, self.opts.timeout)?;
+            let qp =
+                QueuePair::connect_over(self.opts.trtype, self.opts.addr, cfg, self.opts.timeout)?;
             let auth = qp.negotiated().auth_required;
             let mut q = Queue::new(qp);
             if auth {

@@ -1,7 +1,10 @@
-//! The non-blocking NVMe/TCP queue pair engine.
+//! The non-blocking queue pair engines: NVMe/TCP ([`TcpQueuePair`], here) and
+//! NVMe/RDMA ([`RdmaQueuePair`], `rdma.rs`), behind the [`QueuePair`] enum
+//! (`kind.rs`). The command logic both share (cid slots, the data direction
+//! of a command, the Fabrics Connect and its answer) lives in this file.
 //!
-//! A [`QueuePair`] owns one non-blocking TCP connection (one NVMe queue).
-//! [`QueuePair::start`] queues the ICReq; [`QueuePair::poll`] drives the
+//! A [`TcpQueuePair`] owns one non-blocking TCP connection (one NVMe queue).
+//! [`TcpQueuePair::start`] queues the ICReq; [`TcpQueuePair::poll`] drives the
 //! connection: it writes what is queued, reads what has arrived, answers
 //! ICResp with the Fabrics Connect and R2Ts with H2CData, reassembles
 //! C2HData into the command's slot buffer and reports completions.
@@ -12,8 +15,13 @@
 //!                   +------------------------+------- error ----------+--> Failed
 //! ```
 
+mod kind;
+mod rdma;
 mod rx;
 mod slots;
+
+pub use kind::{QueuePair, Trtype};
+pub use rdma::RdmaQueuePair;
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -108,7 +116,7 @@ pub enum Data<'a> {
 }
 
 impl Data<'_> {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Data::None => 0,
             Data::Write(d) => d.len(),
@@ -201,6 +209,15 @@ impl QpState {
         )
     }
 
+    /// Moves to `to`, checked in debug builds.
+    fn go(&mut self, to: QpState) {
+        debug_assert!(
+            QpState::is_transition_valid(*self, to),
+            "queue pair state {self:?} -> {to:?}"
+        );
+        *self = to;
+    }
+
     fn name(self) -> &'static str {
         match self {
             QpState::AwaitIcResp => "awaiting ICResp",
@@ -230,7 +247,7 @@ pub struct Negotiated {
 
 /// One NVMe/TCP queue pair over a non-blocking socket.
 #[derive(Debug)]
-pub struct QueuePair {
+pub struct TcpQueuePair {
     stream: TcpStream,
     cfg: QueuePairConfig,
     state: QpState,
@@ -245,15 +262,15 @@ pub struct QueuePair {
     rx_state: RxState,
 }
 
-impl QueuePair {
+impl TcpQueuePair {
     /// Takes a connected stream, makes it non-blocking and queues the ICReq.
-    pub fn start(stream: TcpStream, cfg: QueuePairConfig) -> Result<QueuePair> {
+    pub fn start(stream: TcpStream, cfg: QueuePairConfig) -> Result<TcpQueuePair> {
         if cfg.queue_depth == 0 {
             return Err(HostError::InvalidArgument("queue depth 0".into()));
         }
         stream.set_nonblocking(true).map_err(HostError::from_io)?;
         stream.set_nodelay(true).map_err(HostError::from_io)?;
-        let mut qp = QueuePair {
+        let mut qp = TcpQueuePair {
             stream,
             slots: Slots::new(cfg.queue_depth),
             cfg,
@@ -274,29 +291,15 @@ impl QueuePair {
     }
 
     /// Connects to `addr` and drives the handshake until the queue is ready.
-    pub fn connect(addr: SocketAddr, cfg: QueuePairConfig, timeout: Duration) -> Result<QueuePair> {
+    pub fn connect(
+        addr: SocketAddr,
+        cfg: QueuePairConfig,
+        timeout: Duration,
+    ) -> Result<TcpQueuePair> {
         let deadline = Instant::now() + timeout;
         let stream = connect_tcp(addr, timeout)?;
-        let mut qp = QueuePair::start(stream, cfg)?;
-        let mut out = Vec::new();
-        while qp.state != QpState::Ready {
-            qp.poll(&mut out)?;
-            if qp.state == QpState::Ready {
-                break;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(HostError::Timeout {
-                    what: if qp.state == QpState::AwaitIcResp {
-                        "ICResp"
-                    } else {
-                        "the Connect response"
-                    },
-                    after: timeout,
-                });
-            }
-            qp.wait(deadline - now)?;
-        }
+        let mut qp = TcpQueuePair::start(stream, cfg)?;
+        drive_until_ready(&mut qp, deadline, timeout)?;
         Ok(qp)
     }
 
@@ -376,37 +379,8 @@ impl QueuePair {
 
     fn queue_command(&mut self, cmd: &Command, data: Data<'_>, mode: SglMode) -> Result<Cid> {
         let len = data.len();
-        if len > self.cfg.max_transfer as usize {
-            return Err(HostError::InvalidArgument(format!(
-                "transfer of {len} bytes exceeds the queue's maximum of {}",
-                self.cfg.max_transfer
-            )));
-        }
+        let (cid, mut cmd, dir) = begin_command(&mut self.slots, &self.cfg, cmd, data, mode)?;
         let len32 = len as u32;
-        let Some(cid) = self.slots.alloc() else {
-            return Err(HostError::QueueFull {
-                depth: self.slots.depth(),
-            });
-        };
-        let mut cmd = *cmd;
-        cmd.cid = cid.into();
-        let dir = match data {
-            Data::None => Dir::None,
-            Data::Read(_) => Dir::FromController,
-            Data::Write(_) => {
-                let in_capsule = match mode {
-                    SglMode::Auto => len32 <= self.cfg.in_capsule_max,
-                    SglMode::InCapsule => true,
-                    SglMode::Transport => false,
-                    SglMode::AsIs => cmd.dptr.id == SglDescriptor::SGL_DATA_BLOCK_OFFSET,
-                };
-                if in_capsule {
-                    Dir::ToControllerInCapsule
-                } else {
-                    Dir::ToControllerR2t
-                }
-            }
-        };
         if mode != SglMode::AsIs {
             cmd.set_psdt(PSDT_SGL_MPTR_CONTIGUOUS);
             cmd.dptr = match dir {
@@ -500,17 +474,7 @@ impl QueuePair {
     /// completions to `out`. Returns the number of completions appended.
     /// A returned error is fatal: the queue pair is failed and closed.
     pub fn poll(&mut self, out: &mut Vec<Completed>) -> Result<usize> {
-        if self.state == QpState::Failed {
-            return Err(HostError::NotReady(self.state.name()));
-        }
-        let before = out.len();
-        match self.poll_inner(out) {
-            Ok(()) => Ok(out.len() - before),
-            Err(e) => {
-                self.fail(&e);
-                Err(e)
-            }
-        }
+        poll_engine(self, out)
     }
 
     fn poll_inner(&mut self, out: &mut Vec<Completed>) -> Result<()> {
@@ -584,22 +548,13 @@ impl QueuePair {
     /// Blocks until the socket is readable (or writable while data is
     /// queued) or `timeout` passes. Returns true when it became ready.
     pub fn wait(&self, timeout: Duration) -> Result<bool> {
-        use rustix::event::{poll, PollFd, PollFlags, Timespec};
+        use rustix::event::{PollFd, PollFlags};
         let mut flags = PollFlags::IN;
         if self.pending_tx() > 0 {
             flags |= PollFlags::OUT;
         }
         let fd = self.stream.as_fd();
-        let mut fds = [PollFd::from_borrowed_fd(fd, flags)];
-        let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
-            tv_sec: i64::MAX,
-            tv_nsec: 0,
-        });
-        match poll(&mut fds, Some(&ts)) {
-            Ok(n) => Ok(n > 0),
-            Err(rustix::io::Errno::INTR) => Ok(false),
-            Err(e) => Err(HostError::Io(e.into())),
-        }
+        poll_fds(&mut [PollFd::from_borrowed_fd(fd, flags)], timeout)
     }
 
     /// Marks the queue failed: tells the target why (H2CTermReq, best
@@ -628,39 +583,12 @@ impl QueuePair {
     }
 
     fn set_state(&mut self, to: QpState) {
-        debug_assert!(
-            QpState::is_transition_valid(self.state, to),
-            "queue pair state {:?} -> {to:?}",
-            self.state
-        );
-        self.state = to;
+        self.state.go(to);
     }
 
     /// Queues the Fabrics Connect (after ICResp).
     fn queue_connect(&mut self) -> Result<()> {
-        let cattr = if self.cfg.disable_sq_flow_control {
-            0x04
-        } else {
-            0
-        };
-        let connect = ConnectCommand {
-            recfmt: 0,
-            qid: self.cfg.qid,
-            sqsize: self.cfg.queue_depth,
-            cattr,
-            kato: if self.cfg.qid == 0 {
-                self.cfg.kato_ms
-            } else {
-                0
-            },
-        };
-        let data = ConnectData::new(
-            self.cfg.hostid,
-            self.cfg.cntlid,
-            &self.cfg.subnqn,
-            &self.cfg.hostnqn,
-        )?;
-        let cmd = connect.to_command(0);
+        let (cmd, data) = connect_capsule(&self.cfg)?;
         // Connect data always travels in-capsule, whatever IOCCSZ says.
         let cid = self.queue_command(&cmd, Data::Write(data.as_bytes()), SglMode::InCapsule)?;
         self.connect_cid = cid.0;
@@ -676,51 +604,201 @@ impl QueuePair {
         by_success_flag: bool,
         out: &mut Vec<Completed>,
     ) -> Result<()> {
-        let slot = self
-            .slots
-            .get(cid)
-            .expect("completed cid was checked to be outstanding");
-        let done = Completed {
-            cid: Cid(cid),
-            cqe,
-            data_len: if slot.dir == Dir::FromController {
-                slot.received
-            } else {
-                0
-            },
-            expected_len: if slot.dir == Dir::FromController {
-                slot.len
-            } else {
-                0
-            },
-            data_digest_error: slot.data_digest_error,
-            by_success_flag,
-        };
-        self.slots.free(cid);
+        let done = finish_command(&mut self.slots, cid, cqe, by_success_flag);
         if self.state == QpState::AwaitConnect && cid == self.connect_cid {
-            let status = cqe.status();
-            if !status.is_success() {
-                return Err(HostError::ConnectRejected {
-                    qid: self.cfg.qid,
-                    status,
-                    dw0: cqe.result(),
-                });
-            }
-            self.neg.cntlid = cqe.result() as u16;
-            self.neg.connect_sqhd = cqe.sqhd.get();
-            self.neg.auth_required = cqe.result() & crate::auth::CONNECT_AUTHREQ_MASK != 0;
+            connect_answered(&self.cfg, cqe, &mut self.neg)?;
             self.set_state(QpState::Ready);
-            log::debug!(
-                "queue {} connected to controller {} (digests {:?})",
-                self.cfg.qid,
-                self.neg.cntlid,
-                self.neg.digests
-            );
             return Ok(());
         }
         out.push(done);
         Ok(())
     }
+}
+
+/// Polls `fds` until one is ready (true) or `timeout` passes (false).
+pub(crate) fn poll_fds(fds: &mut [rustix::event::PollFd<'_>], timeout: Duration) -> Result<bool> {
+    use rustix::event::{poll, Timespec};
+    let ts = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    match poll(fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(HostError::Io(e.into())),
+    }
+}
+
+/// What the transport engines share for the handshake and the poll wrapper.
+pub(crate) trait Engine {
+    fn state(&self) -> QpState;
+    /// One round of I/O; an error is fatal.
+    fn poll_once(&mut self, out: &mut Vec<Completed>) -> Result<()>;
+    /// Marks the queue failed after `e` and closes the connection.
+    fn fail(&mut self, e: &HostError);
+    fn wait(&self, timeout: Duration) -> Result<bool>;
+}
+
+impl Engine for TcpQueuePair {
+    fn state(&self) -> QpState {
+        self.state
+    }
+    fn poll_once(&mut self, out: &mut Vec<Completed>) -> Result<()> {
+        self.poll_inner(out)
+    }
+    fn fail(&mut self, e: &HostError) {
+        TcpQueuePair::fail(self, e)
+    }
+    fn wait(&self, timeout: Duration) -> Result<bool> {
+        TcpQueuePair::wait(self, timeout)
+    }
+}
+
+/// Polls `e` once: the number of completions appended to `out`; an error fails the queue.
+pub(crate) fn poll_engine<E: Engine>(e: &mut E, out: &mut Vec<Completed>) -> Result<usize> {
+    if e.state() == QpState::Failed {
+        return Err(HostError::NotReady(e.state().name()));
+    }
+    let before = out.len();
+    match e.poll_once(out) {
+        Ok(()) => Ok(out.len() - before),
+        Err(err) => {
+            e.fail(&err);
+            Err(err)
+        }
+    }
+}
+
+/// Drives the handshake of a new queue until it is ready or `deadline` passes.
+pub(crate) fn drive_until_ready<E: Engine>(
+    e: &mut E,
+    deadline: Instant,
+    timeout: Duration,
+) -> Result<()> {
+    let mut out = Vec::new();
+    loop {
+        poll_engine(e, &mut out)?;
+        if e.state() == QpState::Ready {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(HostError::Timeout {
+                what: if e.state() == QpState::AwaitIcResp {
+                    "ICResp"
+                } else {
+                    "the Connect response"
+                },
+                after: timeout,
+            });
+        }
+        e.wait(deadline - now)?;
+    }
+}
+
+/// Takes a cid for `cmd` and decides which way (and how) its data moves; shared by the
+/// transports. The cid goes back with [`Slots::unalloc`] if the command is not sent.
+pub(crate) fn begin_command(
+    slots: &mut Slots,
+    cfg: &QueuePairConfig,
+    cmd: &Command,
+    data: Data<'_>,
+    mode: SglMode,
+) -> Result<(u16, Command, Dir)> {
+    let len = data.len();
+    if len > cfg.max_transfer as usize {
+        return Err(HostError::InvalidArgument(format!(
+            "transfer of {len} bytes exceeds the queue's maximum of {}",
+            cfg.max_transfer
+        )));
+    }
+    let Some(cid) = slots.alloc() else {
+        return Err(HostError::QueueFull {
+            depth: slots.depth(),
+        });
+    };
+    let mut cmd = *cmd;
+    cmd.cid = cid.into();
+    let dir = match data {
+        Data::None => Dir::None,
+        Data::Read(_) => Dir::FromController,
+        Data::Write(_) => {
+            let in_capsule = match mode {
+                SglMode::Auto => len as u32 <= cfg.in_capsule_max,
+                SglMode::InCapsule => true,
+                SglMode::Transport => false,
+                SglMode::AsIs => cmd.dptr.id == SglDescriptor::SGL_DATA_BLOCK_OFFSET,
+            };
+            if in_capsule {
+                Dir::ToControllerInCapsule
+            } else {
+                Dir::ToControllerR2t
+            }
+        }
+    };
+    Ok((cid, cmd, dir))
+}
+
+/// The Fabrics Connect command and its data for the queue `cfg` describes.
+pub(crate) fn connect_capsule(cfg: &QueuePairConfig) -> Result<(Command, ConnectData)> {
+    let connect = ConnectCommand {
+        recfmt: 0,
+        qid: cfg.qid,
+        sqsize: cfg.queue_depth,
+        cattr: if cfg.disable_sq_flow_control { 0x04 } else { 0 },
+        kato: if cfg.qid == 0 { cfg.kato_ms } else { 0 },
+    };
+    let data = ConnectData::new(cfg.hostid, cfg.cntlid, &cfg.subnqn, &cfg.hostnqn)?;
+    Ok((connect.to_command(0), data))
+}
+
+/// Reads the Connect response into `neg`; a failed status is the error.
+pub(crate) fn connect_answered(
+    cfg: &QueuePairConfig,
+    cqe: Completion,
+    neg: &mut Negotiated,
+) -> Result<()> {
+    let status = cqe.status();
+    if !status.is_success() {
+        return Err(HostError::ConnectRejected {
+            qid: cfg.qid,
+            status,
+            dw0: cqe.result(),
+        });
+    }
+    neg.cntlid = cqe.result() as u16;
+    neg.connect_sqhd = cqe.sqhd.get();
+    neg.auth_required = cqe.result() & crate::auth::CONNECT_AUTHREQ_MASK != 0;
+    log::debug!(
+        "queue {} connected to controller {} (digests {:?})",
+        cfg.qid,
+        neg.cntlid,
+        neg.digests
+    );
+    Ok(())
+}
+
+/// The completion of outstanding `cid`, which is freed.
+pub(crate) fn finish_command(
+    slots: &mut Slots,
+    cid: u16,
+    cqe: Completion,
+    by_success_flag: bool,
+) -> Completed {
+    let slot = slots
+        .get(cid)
+        .expect("completed cid was checked to be outstanding");
+    let from = slot.dir == Dir::FromController;
+    let done = Completed {
+        cid: Cid(cid),
+        cqe,
+        data_len: if from { slot.received } else { 0 },
+        expected_len: if from { slot.len } else { 0 },
+        data_digest_error: slot.data_digest_error,
+        by_success_flag,
+    };
+    slots.free(cid);
+    done
 }
 
 /// The (FES, FEI) of the H2CTermReq that reports `e` to the target, when

@@ -9,7 +9,7 @@ use ferrite_nvme::tcp::{
 use ferrite_nvme::{Completion, NvmeError, Status};
 
 use super::slots::Dir;
-use super::{Completed, QpState, QueuePair};
+use super::{Completed, QpState, TcpQueuePair};
 use crate::error::{HostError, Result, Violation};
 
 /// Where the receiver is within the byte stream.
@@ -35,7 +35,7 @@ fn decode_err(what: &'static str) -> impl FnOnce(NvmeError) -> HostError {
     move |source| Violation::Decode { what, source }.into()
 }
 
-impl QueuePair {
+impl TcpQueuePair {
     /// Consumes every complete piece of the receive buffer.
     pub(super) fn process_rx(&mut self, out: &mut Vec<Completed>) -> Result<()> {
         loop {
@@ -321,7 +321,7 @@ impl QueuePair {
         Some((cid, slot.received as usize, remaining as usize))
     }
 
-    /// Accounts `n` bytes read into the range from [`QueuePair::direct_data_range`].
+    /// Accounts `n` bytes read into the range from [`TcpQueuePair::direct_data_range`].
     pub(super) fn direct_data_done(&mut self, n: usize) {
         if let RxState::Data {
             cid,

@@ -52,6 +52,16 @@ impl Slot {
 
     /// Prepares for a new command with `len` bytes moving in `dir`.
     pub fn start(&mut self, dir: Dir, len: u32) {
+        self.begin(dir, len);
+        let need = len as usize;
+        if matches!(dir, Dir::FromController | Dir::ToControllerR2t) && self.buf.len() < need {
+            // Grows once to the largest transfer seen; reused afterwards.
+            self.buf.resize(need, 0);
+        }
+    }
+
+    /// As [`Slot::start`] without the data buffer (a transport that keeps data elsewhere).
+    pub fn begin(&mut self, dir: Dir, len: u32) {
         self.in_flight = true;
         self.dir = dir;
         self.len = len;
@@ -59,11 +69,6 @@ impl Slot {
         self.r2t_requested = 0;
         self.c2h_last = false;
         self.data_digest_error = false;
-        let need = len as usize;
-        if matches!(dir, Dir::FromController | Dir::ToControllerR2t) && self.buf.len() < need {
-            // Grows once to the largest transfer seen; reused afterwards.
-            self.buf.resize(need, 0);
-        }
     }
 }
 

@@ -379,7 +379,7 @@ pub fn render(app: &dyn Appliance) -> String {
             let reach = cfg
                 .subsystems
                 .values()
-                .filter(|s| !s.is_discovery() && s.reachable_via(l.addr))
+                .filter(|s| !s.is_discovery() && s.reachable_over(l.trtype, l.addr))
                 .count();
             (l.trtype.as_str().to_string(), l.addr.to_string(), reach)
         })
