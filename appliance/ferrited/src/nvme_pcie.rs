@@ -57,6 +57,7 @@ pub(crate) fn attach(name: &str, traddr: &str) -> Result<Vec<BdevConfig>> {
                 path: Some(sysfs_path(&b.pci_address())),
                 base: None,
                 latency: None,
+                cache: None,
             };
             pending.insert(b.name().to_string(), b);
             cfg
@@ -192,6 +193,7 @@ mod tests {
             path: path.map(PathBuf::from),
             base: None,
             latency: None,
+            cache: None,
         };
         let e = open(&cfg("nvme0n1", None)).expect_err("no path");
         assert!(e.to_string().contains("path"), "{e}");

@@ -42,6 +42,7 @@ fn seconds() -> u64 {
 
 fn config(t: &Ferrited, duration: Duration, seed: u64) -> PerfConfig {
     let tid = TransportId {
+        trtype: ferrite_host::Trtype::Tcp,
         addr: t.addr,
         subnqn: NQN.into(),
         hostnqn: None,

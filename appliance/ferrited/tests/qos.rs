@@ -18,6 +18,7 @@ const HOST: &str = "nqn.2014-08.org.nvmexpress:uuid:0f0e0d0c-0b0a-0908-0706-0504
 /// that does not keep commands queued gets less).
 fn run(d: &CtlDaemon, workload: Workload, size: u32, hostnqn: Option<&str>) -> PerfReport {
     let tid = TransportId {
+        trtype: ferrite_host::Trtype::Tcp,
         addr: d.addr,
         subnqn: NQN.into(),
         hostnqn: hostnqn.map(String::from),

@@ -70,6 +70,7 @@ reconnect_delay_sec = 1
 
 fn perf(addr: std::net::SocketAddr, nsid: u32, secs: u64, seed: u64) -> PerfConfig {
     let mut c = PerfConfig::new(vec![TransportId {
+        trtype: ferrite_host::Trtype::Tcp,
         addr,
         subnqn: FRONT_NQN.into(),
         hostnqn: None,

@@ -268,11 +268,11 @@ impl PollGroup {
     }
 
     /// The transport of this group's connections (RDMA is the one with keyed SGLs).
-    pub fn trtype(&self) -> crate::target::Trtype {
+    pub fn trtype(&self) -> crate::subsystem::Trtype {
         if self.keyed_sgl {
-            crate::target::Trtype::Rdma
+            crate::subsystem::Trtype::Rdma
         } else {
-            crate::target::Trtype::Tcp
+            crate::subsystem::Trtype::Tcp
         }
     }
 

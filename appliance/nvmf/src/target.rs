@@ -627,7 +627,9 @@ fn check_ascii_field(field: &'static str, value: &str, max: usize) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subsystem::Trtype;
     use ferrite_bdev::MallocBdev;
+    use std::net::SocketAddr;
 
     const NQN: &str = "nqn.2026-01.io.ferrite:t";
 

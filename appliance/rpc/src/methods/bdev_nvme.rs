@@ -163,7 +163,10 @@ pub(super) fn detach_controller(app: &dyn Appliance, p: Value) -> Result<Value, 
     });
     let Some((host, info)) = remote else {
         // Not a remote controller: a local PCIe one, or none (-19 from the appliance).
-        if p.trtype.as_ref().is_some_and(|t| !t.eq_ignore_ascii_case("pcie")) {
+        if p.trtype
+            .as_ref()
+            .is_some_and(|t| !t.eq_ignore_ascii_case("pcie"))
+        {
             return Err(RpcError::not_found(format!(
                 "no NVMe controller named {} with trtype {:?}",
                 p.name,
