@@ -210,6 +210,9 @@ impl Engine {
                 }
                 Some(Msg::Drain(reply)) => {
                     let r = self.drain_all().map_err(|e| e.to_string());
+                    // The caller reads the statistics as soon as it is answered: they must
+                    // already show the drained state.
+                    self.publish();
                     let _ = reply.send(r);
                 }
                 Some(Msg::Stop) => break,

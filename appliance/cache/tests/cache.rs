@@ -146,7 +146,7 @@ fn every_mode_matches_the_oracle_and_reaches_the_backing_store() {
         assert!(s.read_hits > 0 && s.read_misses > 0, "{policy}: {s:?}");
         assert!(s.evictions > 0, "{policy}: {s:?}");
         dev.drain().expect("drain");
-        assert_eq!(dev.stats().dirty_bytes, 0);
+        assert_eq!(dev.stats().dirty_bytes, 0, "{policy}: dirty after drain");
         assert!(
             backing_content(&backing) == oracle,
             "{policy}: backing differs after drain"
