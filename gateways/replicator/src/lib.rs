@@ -29,6 +29,7 @@ pub mod primary;
 pub mod recv_log;
 pub mod resync;
 pub mod secondary;
+mod state_file;
 pub mod status;
 
 pub use config::{Config, Role};

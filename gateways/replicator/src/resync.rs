@@ -211,22 +211,11 @@ pub struct CopyState {
 impl CopyState {
     /// Reads the checkpoint (missing: nothing copied).
     pub fn load(path: &Path) -> Result<CopyState> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => {
-                serde_json::from_str(&t).with_context(|| format!("copy state {}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(CopyState::default()),
-            Err(e) => Err(e).with_context(|| format!("copy state {}", path.display())),
-        }
+        crate::state_file::load(path, "copy state")
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        let f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&f, self)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        crate::state_file::save(path, self)
     }
 
     fn next_of(&self, nsid: u32) -> u64 {

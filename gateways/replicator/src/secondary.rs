@@ -47,22 +47,11 @@ pub struct AppliedState {
 impl AppliedState {
     /// Reads the state file (missing: nothing applied).
     pub fn load(path: &Path) -> Result<AppliedState> {
-        match std::fs::read_to_string(path) {
-            Ok(t) => {
-                serde_json::from_str(&t).with_context(|| format!("state file {}", path.display()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AppliedState::default()),
-            Err(e) => Err(e).with_context(|| format!("state file {}", path.display())),
-        }
+        crate::state_file::load(path, "state file")
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("tmp");
-        let f = std::fs::File::create(&tmp)?;
-        serde_json::to_writer(&f, self)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
+        crate::state_file::save(path, self)
     }
 }
 
